@@ -1,0 +1,1 @@
+"""crm-records: contact-center session events in, CRM records out."""

@@ -1,0 +1,1 @@
+"""Adapters at the edge: PostgreSQL, Kafka, and one module per CRM."""

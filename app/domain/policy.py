@@ -1,0 +1,190 @@
+"""The record-creation policy, as pure functions.
+
+Two questions, asked at two places:
+
+* `decide` (asked by the consumer after each event): is a record due for this
+  session now, should it be skipped for good, or do we wait? It needs only the
+  session's own state and the settings in force.
+* `choose_target` (asked by the outbox worker, which may do I/O): given the
+  newest record this service made for the same end user in the same leaf queue,
+  and what the CRM says about it, do we create, attach, or reopen and attach?
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Literal
+
+from app.domain.record_settings import RecordSettings
+from app.domain.session import SessionState
+
+DecisionKind = Literal["record_due", "skipped", "waiting", "ended_note_due"]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    kind: DecisionKind
+    reason: str
+    at: datetime | None  # the occurred_at of the event that led to it
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g} s"
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def _call_verdict(state: SessionState, settings: RecordSettings) -> tuple[str, str, datetime | None]:
+    delayed = settings.delay_call_record_until_connected
+    trigger_at = state.connected_at if delayed else (state.assigned_at or state.connected_at)
+    abandoned_before_connect = state.abandoned_at is not None and (
+        state.connected_at is None or state.abandoned_at < state.connected_at
+    )
+    if trigger_at is not None and not (abandoned_before_connect and state.abandoned_at < trigger_at):
+        if delayed:
+            return "due", "call connected to an agent (records are delayed until connected)", trigger_at
+        agent = f" {state.agent_name or state.agent_id}" if (state.agent_name or state.agent_id) else ""
+        return "due", f"call assigned to agent{agent}", trigger_at
+    if abandoned_before_connect:
+        if settings.create_records_for_abandoned_calls:
+            return "due", "call abandoned before it was connected; records for abandoned calls are on", state.abandoned_at
+        if delayed:
+            return (
+                "skip",
+                "call abandoned before it was connected; records for abandoned calls are off "
+                "and records are delayed until connected, so only connected calls get one",
+                state.abandoned_at,
+            )
+        return "skip", "call abandoned before it was assigned; records for abandoned calls are off", state.abandoned_at
+    if state.ended_at is not None:
+        needed = "connected" if delayed else "assigned"
+        note = " (records are delayed until connected)" if delayed else ""
+        return "skip", f"call ended without being {needed} to an agent{note}", state.ended_at
+    if delayed:
+        return "wait", "waiting for the call to be connected (records are delayed until connected)", None
+    return "wait", "waiting for the call to be assigned to an agent", None
+
+
+def _abandoned_chat_verdict(state: SessionState, settings: RecordSettings) -> tuple[str, str, datetime | None]:
+    mode = settings.create_records_for_abandoned_chats
+    threshold = settings.chat_short_abandon_seconds
+    if state.queued_at is not None:
+        waited = (state.abandoned_at - state.queued_at).total_seconds()
+        short = waited <= threshold
+        how = (
+            f"chat abandoned {_seconds(waited)} after queueing, "
+            f"{'a short abandon' if short else 'not a short abandon'} (short-abandon threshold {_seconds(threshold)})"
+        )
+    else:
+        how = "chat abandoned (its queued event was not seen, so its wait is unknown)"
+    sent = state.end_user_messages
+    if mode == "off":
+        return "skip", f"{how}; records for abandoned chats are off", state.abandoned_at
+    if mode == "all":
+        return "due", f"{how}; records for abandoned chats: all, short ones included", state.abandoned_at
+    minimum = settings.abandoned_chat_min_messages
+    if sent >= minimum:
+        return (
+            "due",
+            f"{how}; the end user sent {_plural(sent, 'message')}, at least the {minimum} required for abandoned chats",
+            state.abandoned_at,
+        )
+    return (
+        "skip",
+        f"{how}; the end user sent {_plural(sent, 'message')}, fewer than the {minimum} required for abandoned chats",
+        state.abandoned_at,
+    )
+
+
+def _chat_verdict(state: SessionState, settings: RecordSettings) -> tuple[str, str, datetime | None]:
+    required = settings.delay_chat_record_until_consumer_messages or 0
+    assigned_at = state.assigned_at or state.connected_at
+    sent = state.end_user_messages
+    if assigned_at is not None and sent >= required:
+        agent = state.agent_name or state.agent_id
+        reason = f"chat assigned to agent {agent}" if agent else "chat assigned to an agent"
+        if required:
+            reason += f" and the end user sent {_plural(sent, 'message')} (records wait for {required})"
+        return "due", reason, state.header_at
+    if state.abandoned_at is not None:
+        return _abandoned_chat_verdict(state, settings)
+    if state.ended_at is not None:
+        if assigned_at is None:
+            return "skip", "chat ended without being assigned to an agent", state.ended_at
+        return (
+            "skip",
+            f"chat ended with {_plural(sent, 'end-user message')}, fewer than the {required} a record waits for",
+            state.ended_at,
+        )
+    if assigned_at is None:
+        return "wait", "waiting for the chat to be assigned to an agent", None
+    return "wait", f"waiting for the end user's messages: {sent} of {required} sent", None
+
+
+def decide(state: SessionState, settings: RecordSettings) -> tuple[SessionState, list[Decision]]:
+    """Call after every event applied; returns the new state and what was newly decided."""
+    decisions: list[Decision] = []
+    if state.record == "pending":
+        verdict = _chat_verdict if state.is_chat else _call_verdict
+        outcome, reason, at = verdict(state, settings)
+        if outcome == "due":
+            state = replace(state, record="due", record_reason=reason, record_decided_at=at, last_wait_reason=None)
+            decisions.append(Decision("record_due", reason, at))
+        elif outcome == "skip":
+            state = replace(state, record="skipped", record_reason=reason, record_decided_at=at, last_wait_reason=None)
+            decisions.append(Decision("skipped", reason, at))
+        elif reason != state.last_wait_reason:
+            state = replace(state, last_wait_reason=reason)
+            decisions.append(Decision("waiting", reason, state.header_at))
+    if state.record == "due" and state.ended_at is not None and not state.ended_note_due:
+        state = replace(state, ended_note_due=True)
+        decisions.append(Decision("ended_note_due", "session ended: add the summary note to its record", state.ended_at))
+    return state, decisions
+
+
+# --- which record: asked by the worker, with the CRM's answer in hand ----------------------------
+
+TargetAction = Literal["create", "attach", "reopen"]
+
+
+@dataclass(frozen=True, slots=True)
+class ExistingRecord:
+    """The newest record this service made for the end user in the leaf queue, as the CRM sees it now."""
+
+    record_id: str
+    status: str
+    is_closed: bool
+    closed_at: datetime | None
+    can_reopen: bool  # False for a status the CRM never reopens (a Zendesk ticket in `closed`)
+    url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    action: TargetAction
+    reason: str
+    record: ExistingRecord | None = None
+
+
+def choose_target(existing: ExistingRecord | None, settings: RecordSettings, now: datetime) -> Target:
+    if not settings.append_to_open_record_in_leaf_queue:
+        return Target("create", "appending to open records is off")
+    if existing is None:
+        return Target("create", "no earlier record of this end user in this leaf queue")
+    ref = f"record {existing.record_id} (status {existing.status})"
+    if not existing.is_closed:
+        return Target("attach", f"{ref} of this end user in this leaf queue is still open", existing)
+    window = settings.append_to_closed_record_within_days
+    if window is None:
+        return Target("create", f"{ref} is closed and reopening closed records is off")
+    if existing.closed_at is None:
+        return Target("create", f"{ref} is closed and the CRM gives no closing time")
+    age_days = (now - existing.closed_at).total_seconds() / 86400
+    if age_days > window:
+        return Target("create", f"{ref} was closed {age_days:.1f} days ago, more than the {window} allowed")
+    if not existing.can_reopen:
+        return Target("create", f"{ref} was closed {age_days:.1f} days ago but the CRM cannot reopen it")
+    return Target("reopen", f"{ref} was closed {age_days:.1f} days ago, within {window}: reopened", existing)

@@ -1,0 +1,58 @@
+"""The administrator's record-creation settings document, with its validation rules."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+TITLE_VARIABLES = ("CALL_TYPE", "CALL_ID", "MENU_PATH", "PHONE_NUMBER", "LANGUAGE", "TIMESTAMP")
+DEFAULT_TITLE_TEMPLATE = "{CALL_TYPE} {CALL_ID}"
+# Anything between braces is a variable reference; nothing else in a template means anything.
+TEMPLATE_REFERENCE = re.compile(r"\{([^{}]*)\}")
+
+AbandonedChatsMode = Literal["off", "all", "min_messages"]
+
+
+class RecordSettings(BaseModel):
+    # strict: `"true"` is not a boolean and `"5"` is not a number; unknown fields are refused
+    # so that a misspelt option is not silently ignored.
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    append_to_open_record_in_leaf_queue: bool = False
+    append_to_closed_record_within_days: int | None = Field(default=None, ge=0, le=3650)
+    delay_call_record_until_connected: bool = False
+    delay_chat_record_until_consumer_messages: int | None = Field(default=None, ge=0, le=10000)
+    create_records_for_abandoned_calls: bool = False
+    create_records_for_abandoned_chats: AbandonedChatsMode = "off"
+    abandoned_chat_min_messages: int = Field(default=1, ge=0, le=10000)
+    chat_short_abandon_seconds: int = Field(default=10, ge=0, le=86400)
+    record_title_template: str = Field(default=DEFAULT_TITLE_TEMPLATE, min_length=1, max_length=255)
+    add_session_type_tags: bool = False
+    add_platform_tag: bool = False
+
+    @field_validator("record_title_template")
+    @classmethod
+    def _only_known_variables(cls, template: str) -> str:
+        unknown = [m.group(0) for m in TEMPLATE_REFERENCE.finditer(template) if m.group(1) not in TITLE_VARIABLES]
+        if unknown:
+            raise ValueError(
+                f"unknown variable {unknown[0]}; a title may use only "
+                + ", ".join("{" + v + "}" for v in TITLE_VARIABLES)
+            )
+        if not template.strip():
+            raise ValueError("the title template is blank")
+        return template
+
+
+DEFAULT_RECORD_SETTINGS = RecordSettings()
+
+
+def settings_changes(before: RecordSettings | None, after: RecordSettings) -> dict[str, dict[str, Any]]:
+    """What a save changed, field by field: {field: {"from": old, "to": new}}."""
+    old = (before or DEFAULT_RECORD_SETTINGS).model_dump()
+    new = after.model_dump()
+    if before is None:
+        return {k: {"from": None, "to": v} for k, v in new.items()}
+    return {k: {"from": old[k], "to": new[k]} for k in new if old[k] != new[k]}

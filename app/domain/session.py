@@ -1,0 +1,148 @@
+"""A session's progress, folded from its events by a pure state machine.
+
+`apply_event` never looks at the clock: every time it keeps comes from the events'
+`occurred_at`. It tolerates duplicates and any order: lifecycle moments keep their
+earliest occurrence, so replaying an event changes nothing but the event counter
+(and the caller drops repeated `event_id`s before they get here anyway).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import datetime
+from typing import Any, Literal
+
+from app.domain.events import SessionEvent
+
+RecordProgress = Literal["pending", "due", "skipped"]
+_MOMENTS = ("queued", "assigned", "connected", "abandoned", "ended")
+_DATETIME_FIELDS = frozenset(
+    {"started_at", "first_event_at", "header_at", *(f"{m}_at" for m in _MOMENTS), "record_decided_at"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionState:
+    session_id: str
+    medium: str
+    session_type: str
+    queue_id: str
+    queue_path: tuple[str, ...] = ()
+    language: str | None = None
+    phone_number: str | None = None
+    end_user_id: str = ""
+    end_user_name: str | None = None
+    end_user_phone: str | None = None
+    end_user_email: str | None = None
+    started_at: datetime | None = None
+    # When the header above was taken: the newest event's header wins.
+    header_at: datetime | None = None
+    first_event_at: datetime | None = None
+    queued_at: datetime | None = None
+    assigned_at: datetime | None = None
+    connected_at: datetime | None = None
+    abandoned_at: datetime | None = None
+    ended_at: datetime | None = None
+    agent_id: str | None = None
+    agent_name: str | None = None
+    agent_email: str | None = None
+    end_user_messages: int = 0
+    agent_messages: int = 0
+    virtual_agent_messages: int = 0
+    system_messages: int = 0
+    duration_seconds: float | None = None
+    disposition: str | None = None
+    recording_url: str | None = None
+    events_applied: int = 0
+    # What the policy has concluded; once `due` or `skipped` it never changes again,
+    # which is what makes "one session, at most one record" hold under any replay.
+    record: RecordProgress = "pending"
+    record_reason: str | None = None
+    record_decided_at: datetime | None = None
+    ended_note_due: bool = False
+    last_wait_reason: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_chat(self) -> bool:
+        return self.medium == "chat"
+
+    @property
+    def timestamp(self) -> datetime | None:
+        """A title's {TIMESTAMP}: the session's start, else the earliest event seen."""
+        return self.started_at or self.first_event_at
+
+    def to_document(self) -> dict[str, Any]:
+        document = asdict(self)
+        document["queue_path"] = list(self.queue_path)
+        for name in _DATETIME_FIELDS:
+            if document[name] is not None:
+                document[name] = document[name].isoformat()
+        return document
+
+    @classmethod
+    def from_document(cls, document: dict[str, Any]) -> SessionState:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in document.items() if k in known}
+        for name in _DATETIME_FIELDS:
+            if values.get(name) is not None:
+                values[name] = datetime.fromisoformat(values[name])
+        values["queue_path"] = tuple(values.get("queue_path") or ())
+        return cls(**values)
+
+
+def _earliest(current: datetime | None, candidate: datetime) -> datetime:
+    return candidate if current is None or candidate < current else current
+
+
+def new_state(event: SessionEvent) -> SessionState:
+    header = event.session
+    return SessionState(
+        session_id=header.id,
+        medium=header.medium,
+        session_type=header.session_type,
+        queue_id=header.queue.id,
+    )
+
+
+def apply_event(state: SessionState | None, event: SessionEvent) -> SessionState:
+    """The state after `event`. Pure: same inputs, same output."""
+    if state is None:
+        state = new_state(event)
+    at = event.occurred_at
+    changes: dict[str, Any] = {
+        "events_applied": state.events_applied + 1,
+        "first_event_at": _earliest(state.first_event_at, at),
+    }
+    if state.header_at is None or at >= state.header_at:
+        header = event.session
+        changes.update(
+            medium=header.medium,
+            session_type=header.session_type,
+            queue_id=header.queue.id,
+            queue_path=tuple(header.queue.path),
+            language=header.language,
+            phone_number=header.phone_number,
+            end_user_id=header.end_user.id,
+            end_user_name=header.end_user.name,
+            end_user_phone=header.end_user.phone,
+            end_user_email=header.end_user.email,
+            started_at=header.started_at or state.started_at,
+            header_at=at,
+        )
+    kind = event.event_type
+    if kind in _MOMENTS:
+        name = f"{kind}_at"
+        changes[name] = _earliest(getattr(state, name), at)
+    if event.agent is not None and kind in ("assigned", "connected", "ended"):
+        changes.update(agent_id=event.agent.id, agent_name=event.agent.name, agent_email=event.agent.email)
+    if kind == "message" and event.message is not None:
+        counter = f"{event.message.sender}_messages"
+        changes[counter] = getattr(state, counter) + 1
+    if kind == "ended" and event.summary is not None:
+        changes.update(
+            duration_seconds=event.summary.duration_seconds,
+            disposition=event.summary.disposition,
+            recording_url=event.summary.recording_url,
+        )
+    return replace(state, **changes)

@@ -1,0 +1,71 @@
+"""The platform's session types, their display names, and the tag forms each CRM uses."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+Medium = Literal["call", "chat"]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionType:
+    code: str
+    medium: Medium
+    display_name: str
+    call_type: str  # what a title's {CALL_TYPE} renders
+
+
+SESSION_TYPES: dict[str, SessionType] = {
+    t.code: t
+    for t in (
+        SessionType("voice_inbound_ivr", "call", "Voice Inbound (IVR)", "IVR call"),
+        SessionType("voice_inbound_ivr_mobile", "call", "Voice Inbound (IVR by Mobile)", "IVR call (app)"),
+        SessionType("voice_inbound_app", "call", "Voice Inbound (App)", "Inbound call (app)"),
+        SessionType("voice_inbound_web", "call", "Voice Inbound (Web)", "Inbound call (Web)"),
+        SessionType("voice_inbound_api", "call", "Voice Inbound (API)", "Inbound call (API)"),
+        SessionType("voice_callback_web", "call", "Voice Callback (Web)", "Callback (Web)"),
+        SessionType("voice_scheduled_app", "call", "Voice Scheduled (App)", "Scheduled voice (app)"),
+        SessionType("voice_scheduled_web", "call", "Voice Scheduled (Web)", "Scheduled call (Web)"),
+        SessionType("voice_outbound", "call", "Voice Outbound", "Outbound call"),
+        SessionType("voice_outbound_api", "call", "Voice Outbound (API)", "Outbound call (API)"),
+        SessionType("voice_campaign", "call", "Voice Campaign", "Campaign call"),
+        SessionType("messaging_inbound_web", "chat", "Messaging Inbound (Web Chat)", "Web chat"),
+        SessionType("messaging_inbound_app", "chat", "Messaging Inbound (App)", "App chat"),
+        SessionType("messaging_inbound_sms", "chat", "Messaging Inbound (SMS)", "SMS"),
+        SessionType("messaging_inbound_whatsapp", "chat", "Messaging Inbound (WhatsApp)", "WhatsApp"),
+        SessionType("messaging_outbound_sms", "chat", "Messaging Outbound (SMS)", "Outbound SMS"),
+        SessionType("messaging_outbound_sms_api", "chat", "Messaging Outbound (SMS by API)", "Outbound SMS (API)"),
+    )
+}
+
+_NOT_ALNUM = re.compile(r"[^a-z0-9]+")
+_TRAILING_PAREN = re.compile(r"^(.*\S)\s*\(([^()]*)\)$")
+
+
+def zendesk_tag(display_name: str) -> str:
+    """`Voice Inbound (IVR)` -> `voice_inbound_ivr`."""
+    return _NOT_ALNUM.sub("_", display_name.lower()).strip("_")
+
+
+def kustomer_tag(display_name: str) -> str:
+    """`Voice Inbound (IVR)` -> `Voice Inbound - IVR`; a name without ` (X)` is unchanged."""
+    match = _TRAILING_PAREN.match(display_name)
+    if not match:
+        return display_name
+    return f"{match.group(1)} - {match.group(2)}"
+
+
+def freshdesk_tag(display_name: str) -> str:
+    return display_name
+
+
+# Which tag form a CRM uses; a CRM missing here (Salesforce) has no tags.
+TAG_FORMS = {
+    "zendesk": zendesk_tag,
+    "kustomer": kustomer_tag,
+    "freshdesk": freshdesk_tag,
+    # The sandbox shows the display name, so trying it out shows what a tag is made from.
+    "sandbox": freshdesk_tag,
+}

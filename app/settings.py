@@ -1,0 +1,106 @@
+"""The process's configuration: one pydantic-settings object, built once at start
+and passed to whatever needs it. Nothing else reads the environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+CrmProvider = Literal["sandbox", "salesforce", "zendesk", "kustomer", "freshdesk"]
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# Where `make run` keeps the embedded PostgreSQL's data between runs.
+EMBEDDED_DATA_DIR = PROJECT_ROOT / ".data"
+EMBEDDED_BROKER_PORT = 9092
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    # Kafka. None means "start an embedded broker" (only `make run` does that).
+    kafka_bootstrap_servers: str | None = None
+    kafka_topic: str = "ccai.session-events"
+    kafka_output_topic: str = "ccai.crm-record-events"
+    kafka_dlq_topic: str = "ccai.session-events.dlq"
+    kafka_group_id: str = "crm-records"
+    kafka_topic_partitions: int = Field(default=6, ge=1)
+    kafka_max_poll_records: int = Field(default=2000, ge=1)
+
+    # PostgreSQL. None means "start an embedded PostgreSQL" (only `make run` does that).
+    database_url: str | None = None
+    database_pool_size: int = Field(default=10, ge=1)
+
+    crm_provider: CrmProvider = "sandbox"
+
+    zendesk_url: str | None = None
+    zendesk_email: str | None = None
+    zendesk_api_token: SecretStr | None = None
+    zendesk_requests_per_minute: int = Field(default=400, ge=1)
+
+    freshdesk_url: str | None = None
+    freshdesk_api_key: SecretStr | None = None
+    freshdesk_external_id_field: str = "cf_ccai_session_id"
+    freshdesk_requests_per_minute: int = Field(default=200, ge=1)
+
+    kustomer_url: str = "https://api.kustomerapp.com"
+    kustomer_api_key: SecretStr | None = None
+    kustomer_requests_per_minute: int = Field(default=1000, ge=1)
+
+    salesforce_login_url: str = "https://login.salesforce.com"
+    salesforce_client_id: str | None = None
+    salesforce_client_secret: SecretStr | None = None
+    salesforce_api_version: str = "v60.0"
+    salesforce_external_id_field: str = "CCAI_Session_Id__c"
+    salesforce_requests_per_minute: int = Field(default=1000, ge=1)
+
+    # The sandbox CRM's simulated answer time, for trying crash and load behaviour.
+    sandbox_latency_ms: int = Field(default=0, ge=0)
+
+    crm_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    admin_api_token: SecretStr | None = None
+    http_port: int = 8080
+    http_host: str = "0.0.0.0"
+
+    # Outbox worker.
+    outbox_concurrency: int = Field(default=16, ge=1)
+    outbox_claim_batch: int = Field(default=64, ge=1)
+    # A claimed row whose worker vanished is claimable again after this long.
+    outbox_lease_seconds: float = Field(default=60.0, gt=0)
+    outbox_max_attempts: int = Field(default=12, ge=1)
+    outbox_backoff_base_seconds: float = Field(default=1.0, gt=0)
+    outbox_backoff_max_seconds: float = Field(default=300.0, gt=0)
+    outbox_poll_seconds: float = Field(default=1.0, gt=0)
+
+    log_level: str = "INFO"
+
+    def embedded_database_dir(self) -> Path:
+        return EMBEDDED_DATA_DIR / "pg"
+
+    def resolved_database_url(self) -> str:
+        """The database to use; the embedded one's socket address when none is set."""
+        if self.database_url:
+            return normalize_database_url(self.database_url)
+        return f"postgresql+asyncpg://postgres@/postgres?host={self.embedded_database_dir()}"
+
+    def resolved_bootstrap_servers(self) -> str:
+        return self.kafka_bootstrap_servers or f"127.0.0.1:{EMBEDDED_BROKER_PORT}"
+
+    def crm_requests_per_minute(self) -> int | None:
+        return {
+            "zendesk": self.zendesk_requests_per_minute,
+            "freshdesk": self.freshdesk_requests_per_minute,
+            "kustomer": self.kustomer_requests_per_minute,
+            "salesforce": self.salesforce_requests_per_minute,
+        }.get(self.crm_provider)
+
+
+def normalize_database_url(url: str) -> str:
+    """Accept the plain `postgresql://` form operators often paste, and use asyncpg."""
+    for prefix in ("postgresql://", "postgres://", "postgresql+psycopg2://", "postgresql+psycopg://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix):]
+    return url
