@@ -1,0 +1,5 @@
+import sys
+
+from app.entrypoints.cli import main
+
+sys.exit(main())

@@ -1,0 +1,134 @@
+"""The sandbox CRM: records kept in the service's own database, for trying the service
+out with no CRM account. It behaves like a real one where the policy cares: statuses
+(open, pending, solved, closed; `closed` cannot be reopened, like a Zendesk ticket),
+closing times, idempotent creation by session id, notes and tags. Each call runs in its
+own transaction, as a remote CRM's would: the worker's bookkeeping is separate."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from app.adapters.crm.base import CrmCall, CrmPermanentError, EndUserInfo, NewRecord, RecordRef, log_call
+from app.adapters.db import sandbox_repo
+from app.domain.policy import ExistingRecord
+
+
+def sandbox_record_url(record_id: int | str) -> str:
+    return f"/api/sandbox/records/{record_id}"
+
+
+class SandboxAdapter:
+    name = "sandbox"
+
+    def __init__(self, engine: AsyncEngine, *, latency_ms: int = 0):
+        self.engine = engine
+        self.latency = latency_ms / 1000
+
+    async def _call(self, operation: str, work):
+        """Run `work(conn)` in its own transaction, with the configured answer time, and log it."""
+        started = time.perf_counter()
+        error = None
+        try:
+            if self.latency:
+                await asyncio.sleep(self.latency / 2)
+            async with self.engine.begin() as conn:
+                result = await work(conn)
+            if self.latency:
+                # Half the latency after the write: a crash here leaves a record the worker
+                # has not marked done, which is the case idempotent creation must survive.
+                await asyncio.sleep(self.latency / 2)
+            return result
+        except Exception as exc:  # logged, then re-raised for the worker to classify
+            error = str(exc)
+            raise
+        finally:
+            log_call(CrmCall(operation, "SQL", "sandbox", None if error else 200,
+                             round((time.perf_counter() - started) * 1000, 2), error))
+
+    async def check_credentials(self) -> None:
+        async def work(conn: AsyncConnection):
+            await conn.execute(text("SELECT 1"))
+
+        await self._call("check_credentials", work)
+
+    async def find_or_create_end_user(self, user: EndUserInfo) -> str:
+        async def work(conn: AsyncConnection) -> int:
+            found = await sandbox_repo.find_contact(conn, phone=user.phone, email=user.email)
+            if found is not None:
+                return found
+            return await sandbox_repo.upsert_contact(
+                conn, external_id=user.id, name=user.name, phone=user.phone, email=user.email
+            )
+
+        return str(await self._call("find_or_create_end_user", work))
+
+    async def find_record_by_session(self, session_id: str) -> RecordRef | None:
+        async def work(conn: AsyncConnection):
+            return await sandbox_repo.record_id_for_session(conn, session_id)
+
+        found = await self._call("find_record_by_session", work)
+        return RecordRef(str(found), sandbox_record_url(found)) if found is not None else None
+
+    async def create_record(self, record: NewRecord) -> RecordRef:
+        async def work(conn: AsyncConnection) -> int:
+            return await sandbox_repo.insert_record(
+                conn, session_id=record.session_id, title=record.title, description=record.description,
+                contact_id=int(record.contact_id), tags=list(dict.fromkeys(record.tags)), medium=record.medium,
+            )
+
+        record_id = await self._call("create_record", work)
+        return RecordRef(str(record_id), sandbox_record_url(record_id))
+
+    async def get_record(self, record_id: str) -> ExistingRecord | None:
+        async def work(conn: AsyncConnection):
+            return await sandbox_repo.get_record(conn, int(record_id))
+
+        row = await self._call("get_record", work)
+        if row is None:
+            return None
+        return ExistingRecord(
+            record_id=str(row["id"]),
+            status=row["status"],
+            is_closed=row["status"] in sandbox_repo.CLOSED_STATUSES,
+            closed_at=row["closed_at"],
+            can_reopen=row["status"] != "closed",
+            url=sandbox_record_url(row["id"]),
+        )
+
+    async def reopen_record(self, record_id: str) -> None:
+        async def work(conn: AsyncConnection):
+            row = await sandbox_repo.get_record(conn, int(record_id))
+            if row is None:
+                raise CrmPermanentError(f"sandbox: record {record_id} does not exist")
+            if row["status"] == "closed":
+                raise CrmPermanentError(f"sandbox: record {record_id} is closed and cannot be reopened")
+            await sandbox_repo.set_status(conn, int(record_id), "open", None)
+
+        await self._call("reopen_record", work)
+
+    async def attach_session(self, record_id: str, note: str, tags: list[str]) -> None:
+        async def work(conn: AsyncConnection):
+            await sandbox_repo.add_note(conn, int(record_id), note)
+            await sandbox_repo.add_tags(conn, int(record_id), tags)
+
+        await self._call("attach_session", work)
+
+    async def add_note(self, record_id: str, note: str) -> None:
+        async def work(conn: AsyncConnection):
+            await sandbox_repo.add_note(conn, int(record_id), note)
+
+        await self._call("add_note", work)
+
+    async def aclose(self) -> None:
+        """The engine belongs to the service; nothing to release here."""
+
+
+async def close_sandbox_record(engine: AsyncEngine, record_id: int, status: str, closed_at: datetime | None) -> bool:
+    """What an agent does in the sandbox's UI: change a record's status (used by the API)."""
+    async with engine.begin() as conn:
+        return await sandbox_repo.set_status(conn, record_id, status, closed_at)

@@ -1,0 +1,68 @@
+"""The decision trace: every conclusion the policy or the worker reached for a session."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.adapters.db.schema import decisions
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRow:
+    session_id: str
+    kind: str
+    reason: str
+    event_at: datetime | None
+    settings_version: int | None
+    record_id: str | None = None
+
+
+_INSERT_MANY = text(
+    """
+    INSERT INTO decisions (session_id, kind, reason, event_at, settings_version, record_id)
+    SELECT * FROM unnest(CAST(:session_ids AS text[]), CAST(:kinds AS text[]), CAST(:reasons AS text[]),
+                         CAST(:event_ats AS timestamptz[]), CAST(:versions AS int[]), CAST(:record_ids AS text[]))
+    """
+)
+
+
+async def insert_decisions(conn: AsyncConnection, rows: Sequence[DecisionRow]) -> None:
+    if not rows:
+        return
+    await conn.execute(
+        _INSERT_MANY,
+        {
+            "session_ids": [r.session_id for r in rows],
+            "kinds": [r.kind for r in rows],
+            "reasons": [r.reason for r in rows],
+            "event_ats": [r.event_at for r in rows],
+            "versions": [r.settings_version for r in rows],
+            "record_ids": [r.record_id for r in rows],
+        },
+    )
+
+
+async def insert_decision(conn: AsyncConnection, row: DecisionRow) -> None:
+    await conn.execute(
+        insert(decisions).values(
+            session_id=row.session_id,
+            kind=row.kind,
+            reason=row.reason,
+            event_at=row.event_at,
+            settings_version=row.settings_version,
+            record_id=row.record_id,
+        )
+    )
+
+
+async def list_for_session(conn: AsyncConnection, session_id: str) -> list[dict[str, Any]]:
+    result = await conn.execute(
+        select(decisions).where(decisions.c.session_id == session_id).order_by(decisions.c.id)
+    )
+    return [dict(r) for r in result.mappings()]

@@ -1,0 +1,28 @@
+"""The async engine, built once from Settings."""
+
+from __future__ import annotations
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from app.settings import Settings
+
+
+def _dumps(value: object) -> str:
+    return orjson.dumps(value).decode()
+
+
+def build_engine(settings: Settings, *, url: str | None = None) -> AsyncEngine:
+    return create_async_engine(
+        url or settings.resolved_database_url(),
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_pool_size,
+        pool_pre_ping=True,
+        json_serializer=_dumps,
+        json_deserializer=orjson.loads,
+    )
+
+
+def asyncpg_dsn(sqlalchemy_url: str) -> str:
+    """The same database as a plain libpq URL, for asyncpg's LISTEN connection."""
+    return sqlalchemy_url.replace("postgresql+asyncpg://", "postgresql://", 1)

@@ -1,0 +1,60 @@
+"""Processed event ids and chat messages: insert-only tables written by the consumer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+# Built once; arrays keep the SQL text constant whatever the batch size, so PostgreSQL
+# prepares it once per connection.
+_INSERT_NEW_EVENTS = text(
+    """
+    INSERT INTO processed_events (event_id, session_id)
+    SELECT * FROM unnest(CAST(:event_ids AS text[]), CAST(:session_ids AS text[]))
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING event_id
+    """
+)
+
+_INSERT_MESSAGES = text(
+    """
+    INSERT INTO session_messages (session_id, event_id, occurred_at, sender, text)
+    SELECT * FROM unnest(
+        CAST(:session_ids AS text[]), CAST(:event_ids AS text[]), CAST(:occurred AS timestamptz[]),
+        CAST(:senders AS text[]), CAST(:texts AS text[]))
+    ON CONFLICT DO NOTHING
+    """
+)
+
+_TRANSCRIPT = text(
+    "SELECT occurred_at, sender, text FROM session_messages WHERE session_id = :session_id "
+    "ORDER BY occurred_at, event_id"
+)
+
+
+async def insert_new_events(conn: AsyncConnection, event_ids: Sequence[str], session_ids: Sequence[str]) -> set[str]:
+    """Insert the ids; return those not seen before (the ones to apply)."""
+    if not event_ids:
+        return set()
+    result = await conn.execute(_INSERT_NEW_EVENTS, {"event_ids": list(event_ids), "session_ids": list(session_ids)})
+    return {row[0] for row in result}
+
+
+async def insert_messages(
+    conn: AsyncConnection, rows: Sequence[tuple[str, str, datetime, str, str | None]]
+) -> None:
+    if not rows:
+        return
+    session_ids, event_ids, occurred, senders, texts = (list(column) for column in zip(*rows))
+    await conn.execute(
+        _INSERT_MESSAGES,
+        {"session_ids": session_ids, "event_ids": event_ids, "occurred": occurred, "senders": senders, "texts": texts},
+    )
+
+
+async def transcript(conn: AsyncConnection, session_id: str) -> list[tuple[datetime, str, str | None]]:
+    result = await conn.execute(_TRANSCRIPT, {"session_id": session_id})
+    return [tuple(row) for row in result]

@@ -1,0 +1,220 @@
+"""The outbox: side effects written in the same transaction as the state they follow
+from, claimed by workers with FOR UPDATE SKIP LOCKED, and every CRM attempt made."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import func, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.adapters.crm.base import CrmCall
+from app.adapters.db.schema import crm_attempts, outbox
+
+NOTIFY_CHANNEL = "crm_records_outbox"
+
+
+@dataclass(frozen=True, slots=True)
+class NewOutboxRow:
+    idempotency_key: str
+    kind: str
+    session_id: str
+    serial_key: str | None
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedRow:
+    id: int
+    idempotency_key: str
+    kind: str
+    session_id: str
+    serial_key: str | None
+    payload: dict[str, Any]
+    attempts: int  # including this one
+
+
+_ENQUEUE = text(
+    """
+    INSERT INTO outbox (idempotency_key, kind, session_id, serial_key, payload)
+    SELECT r.key, r.kind, r.session_id, r.serial_key, CAST(r.payload AS jsonb)
+    FROM unnest(CAST(:keys AS text[]), CAST(:kinds AS text[]), CAST(:session_ids AS text[]),
+                CAST(:serial_keys AS text[]), CAST(:payloads AS text[]))
+         WITH ORDINALITY AS r(key, kind, session_id, serial_key, payload, n)
+    ORDER BY r.n
+    ON CONFLICT (idempotency_key) DO NOTHING
+    """
+)
+
+# A row is claimable when it is due (or its previous claimer's lease ran out) and no
+# older unfinished row shares its serial key: per (CRM, end user, leaf queue) FIFO.
+_CLAIM = text(
+    """
+    WITH candidates AS (
+        SELECT o.id FROM outbox o
+        WHERE ((o.status = 'pending' AND o.due_at <= now())
+               OR (o.status = 'in_progress' AND o.lease_until < now()))
+          AND (o.serial_key IS NULL OR NOT EXISTS (
+                SELECT 1 FROM outbox p
+                WHERE p.serial_key = o.serial_key AND p.id < o.id
+                  AND p.status IN ('pending', 'in_progress')))
+        ORDER BY o.due_at, o.id
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE outbox SET status = 'in_progress', attempts = outbox.attempts + 1,
+                      lease_until = now() + make_interval(secs => :lease), updated_at = now()
+    FROM candidates WHERE outbox.id = candidates.id
+    RETURNING outbox.id, outbox.idempotency_key, outbox.kind, outbox.session_id, outbox.serial_key,
+              outbox.payload, outbox.attempts
+    """
+)
+
+_INSERT_ATTEMPTS = text(
+    """
+    INSERT INTO crm_attempts (outbox_id, session_id, crm, attempt, operation, method, path, status_code,
+                              latency_ms, error)
+    SELECT :outbox_id, :session_id, :crm, :attempt, a.operation, a.method, a.path, a.status, a.latency, a.error
+    FROM unnest(CAST(:operations AS text[]), CAST(:methods AS text[]), CAST(:paths AS text[]),
+                CAST(:statuses AS int[]), CAST(:latencies AS float8[]), CAST(:errors AS text[]))
+         AS a(operation, method, path, status, latency, error)
+    """
+)
+
+
+async def enqueue(conn: AsyncConnection, rows: Sequence[NewOutboxRow]) -> None:
+    if not rows:
+        return
+    await conn.execute(
+        _ENQUEUE,
+        {
+            "keys": [r.idempotency_key for r in rows],
+            "kinds": [r.kind for r in rows],
+            "session_ids": [r.session_id for r in rows],
+            "serial_keys": [r.serial_key for r in rows],
+            "payloads": [orjson.dumps(r.payload).decode() for r in rows],
+        },
+    )
+
+
+async def notify_workers(conn: AsyncConnection) -> None:
+    """Wake the workers when this transaction commits (NOTIFY is transactional)."""
+    await conn.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
+
+
+async def claim(conn: AsyncConnection, limit: int, lease_seconds: float) -> list[ClaimedRow]:
+    result = await conn.execute(_CLAIM, {"limit": limit, "lease": lease_seconds})
+    rows = [ClaimedRow(**row) for row in result.mappings()]
+    rows.sort(key=lambda r: r.id)
+    return rows
+
+
+async def mark_done(conn: AsyncConnection, outbox_id: int) -> None:
+    await conn.execute(
+        update(outbox)
+        .where(outbox.c.id == outbox_id)
+        .values(status="done", done_at=func.now(), updated_at=func.now(), lease_until=None, last_error=None)
+    )
+
+
+async def reschedule(conn: AsyncConnection, outbox_id: int, *, delay_seconds: float, error: str, count_attempt: bool):
+    values: dict[str, Any] = {
+        "status": "pending",
+        "due_at": func.now() + func.make_interval(0, 0, 0, 0, 0, 0, delay_seconds),
+        "lease_until": None,
+        "last_error": error,
+        "updated_at": func.now(),
+    }
+    if not count_attempt:
+        # Being told to slow down is not a failure: it does not use up an attempt.
+        values["attempts"] = outbox.c.attempts - 1
+    await conn.execute(update(outbox).where(outbox.c.id == outbox_id).values(**values))
+
+
+async def park(conn: AsyncConnection, outbox_id: int, error: str) -> None:
+    await conn.execute(
+        update(outbox)
+        .where(outbox.c.id == outbox_id)
+        .values(status="parked", last_error=error, lease_until=None, updated_at=func.now())
+    )
+
+
+async def record_attempts(
+    conn: AsyncConnection, *, outbox_id: int, session_id: str, crm: str, attempt: int, calls: Sequence[CrmCall]
+) -> None:
+    if not calls:
+        return
+    await conn.execute(
+        _INSERT_ATTEMPTS,
+        {
+            "outbox_id": outbox_id,
+            "session_id": session_id,
+            "crm": crm,
+            "attempt": attempt,
+            "operations": [c.operation for c in calls],
+            "methods": [c.method for c in calls],
+            "paths": [c.path for c in calls],
+            "statuses": [c.status for c in calls],
+            "latencies": [c.latency_ms for c in calls],
+            "errors": [c.error for c in calls],
+        },
+    )
+
+
+async def record_row_status(conn: AsyncConnection, session_id: str) -> tuple[str, str | None] | None:
+    """The status and last error of the session's record row, if it has one."""
+    row = (
+        await conn.execute(
+            select(outbox.c.status, outbox.c.last_error).where(
+                outbox.c.session_id == session_id, outbox.c.kind == "record"
+            )
+        )
+    ).first()
+    return (row[0], row[1]) if row else None
+
+
+async def backlog_counts(conn: AsyncConnection) -> dict[str, int]:
+    result = await conn.execute(
+        select(outbox.c.status, func.count())
+        .where(outbox.c.status.in_(("pending", "in_progress", "parked")))
+        .group_by(outbox.c.status)
+    )
+    counts = {"pending": 0, "in_progress": 0, "parked": 0}
+    counts.update({status: count for status, count in result})
+    return counts
+
+
+async def list_for_session(conn: AsyncConnection, session_id: str) -> list[dict[str, Any]]:
+    result = await conn.execute(
+        select(
+            outbox.c.id, outbox.c.kind, outbox.c.idempotency_key, outbox.c.status, outbox.c.attempts,
+            outbox.c.due_at, outbox.c.last_error, outbox.c.created_at, outbox.c.done_at,
+        )
+        .where(outbox.c.session_id == session_id)
+        .order_by(outbox.c.id)
+    )
+    return [dict(r) for r in result.mappings()]
+
+
+async def attempts_for_session(conn: AsyncConnection, session_id: str) -> list[dict[str, Any]]:
+    result = await conn.execute(
+        select(crm_attempts).where(crm_attempts.c.session_id == session_id).order_by(crm_attempts.c.id)
+    )
+    return [dict(r) for r in result.mappings()]
+
+
+async def requeue_parked(conn: AsyncConnection, session_id: str | None = None) -> int:
+    """Give parked rows a fresh start (after an operator fixed the cause)."""
+    statement = (
+        update(outbox)
+        .where(outbox.c.status == "parked")
+        .values(status="pending", attempts=0, due_at=func.now(), updated_at=func.now())
+    )
+    if session_id is not None:
+        statement = statement.where(outbox.c.session_id == session_id)
+    result = await conn.execute(statement)
+    return result.rowcount or 0

@@ -1,0 +1,127 @@
+"""The sandbox CRM's storage: contacts, records and notes kept in the service's database."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.adapters.db.schema import sandbox_contacts, sandbox_notes, sandbox_records
+
+OPEN_STATUSES = ("open", "pending")
+CLOSED_STATUSES = ("solved", "closed")  # "closed" is final: it cannot be reopened
+STATUSES = OPEN_STATUSES + CLOSED_STATUSES
+
+
+async def find_contact(conn: AsyncConnection, *, phone: str | None, email: str | None) -> int | None:
+    for column, value in ((sandbox_contacts.c.phone, phone), (sandbox_contacts.c.email, email)):
+        if value:
+            found = (
+                await conn.execute(select(sandbox_contacts.c.id).where(column == value).order_by(sandbox_contacts.c.id))
+            ).scalar()
+            if found is not None:
+                return found
+    return None
+
+
+async def upsert_contact(
+    conn: AsyncConnection, *, external_id: str, name: str | None, phone: str | None, email: str | None
+) -> int:
+    statement = insert(sandbox_contacts).values(external_id=external_id, name=name, phone=phone, email=email)
+    statement = statement.on_conflict_do_update(
+        index_elements=[sandbox_contacts.c.external_id],
+        set_={"name": func.coalesce(statement.excluded.name, sandbox_contacts.c.name)},
+    ).returning(sandbox_contacts.c.id)
+    return (await conn.execute(statement)).scalar_one()
+
+
+async def record_id_for_session(conn: AsyncConnection, session_id: str) -> int | None:
+    return (
+        await conn.execute(select(sandbox_records.c.id).where(sandbox_records.c.external_id == session_id))
+    ).scalar()
+
+
+async def insert_record(
+    conn: AsyncConnection, *, session_id: str, title: str, description: str, contact_id: int, tags: list[str],
+    medium: str,
+) -> int:
+    """Insert once per session: a repeated create returns the first record's id."""
+    created = (
+        await conn.execute(
+            insert(sandbox_records)
+            .values(
+                external_id=session_id, title=title, description=description, contact_id=contact_id,
+                tags=tags, medium=medium,
+            )
+            .on_conflict_do_nothing(index_elements=[sandbox_records.c.external_id])
+            .returning(sandbox_records.c.id)
+        )
+    ).scalar()
+    if created is not None:
+        return created
+    existing = await record_id_for_session(conn, session_id)
+    assert existing is not None
+    return existing
+
+
+async def get_record(conn: AsyncConnection, record_id: int) -> dict[str, Any] | None:
+    row = (await conn.execute(select(sandbox_records).where(sandbox_records.c.id == record_id))).mappings().first()
+    return dict(row) if row else None
+
+
+async def set_status(conn: AsyncConnection, record_id: int, status: str, closed_at: datetime | None) -> bool:
+    result = await conn.execute(
+        update(sandbox_records)
+        .where(sandbox_records.c.id == record_id)
+        .values(status=status, closed_at=closed_at, updated_at=func.now())
+    )
+    return bool(result.rowcount)
+
+
+async def add_tags(conn: AsyncConnection, record_id: int, tags: list[str]) -> None:
+    if not tags:
+        return
+    merged = func.array(
+        select(func.unnest(func.array_cat(sandbox_records.c.tags, tags))).distinct().scalar_subquery()
+    )
+    await conn.execute(
+        update(sandbox_records).where(sandbox_records.c.id == record_id).values(tags=merged, updated_at=func.now())
+    )
+
+
+async def add_note(conn: AsyncConnection, record_id: int, body: str) -> None:
+    await conn.execute(insert(sandbox_notes).values(record_id=record_id, body=body))
+
+
+async def list_records(conn: AsyncConnection, limit: int = 100, session_id: str | None = None) -> list[dict[str, Any]]:
+    query = (
+        select(
+            sandbox_records,
+            sandbox_contacts.c.name.label("contact_name"),
+            sandbox_contacts.c.phone.label("contact_phone"),
+            sandbox_contacts.c.email.label("contact_email"),
+        )
+        .join(sandbox_contacts, sandbox_contacts.c.id == sandbox_records.c.contact_id)
+        .order_by(sandbox_records.c.id.desc())
+        .limit(limit)
+    )
+    if session_id is not None:
+        query = query.where(
+            or_(
+                sandbox_records.c.external_id == session_id,
+                sandbox_records.c.id.in_(
+                    select(sandbox_notes.c.record_id).where(sandbox_notes.c.body.contains(session_id))
+                ),
+            )
+        )
+    return [dict(r) for r in (await conn.execute(query)).mappings()]
+
+
+async def notes_for(conn: AsyncConnection, record_id: int) -> list[dict[str, Any]]:
+    result = await conn.execute(
+        select(sandbox_notes).where(sandbox_notes.c.record_id == record_id).order_by(sandbox_notes.c.id)
+    )
+    return [dict(r) for r in result.mappings()]

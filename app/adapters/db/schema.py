@@ -1,0 +1,207 @@
+"""The service's tables, as SQLAlchemy Core. Migrations (migrations/) create them;
+repositories (this package) are the only code that queries them."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+
+metadata = MetaData()
+
+Timestamp = DateTime(timezone=True)
+
+# One row per event id ever applied: the guard that makes redelivery a no-op.
+processed_events = Table(
+    "processed_events",
+    metadata,
+    Column("event_id", Text, primary_key=True),
+    Column("session_id", Text, nullable=False),
+    Column("first_seen_at", Timestamp, nullable=False, server_default=func.now()),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("session_id", Text, primary_key=True),
+    Column("state", JSONB, nullable=False),  # app.domain.session.SessionState.to_document()
+    Column("record", Text, nullable=False, server_default="pending"),  # pending | due | skipped
+    Column("crm", Text),
+    Column("record_id", Text),
+    Column("record_url", Text),
+    Column("record_action", Text),  # created | attached | reopened
+    Column("created_at", Timestamp, nullable=False, server_default=func.now()),
+    Column("updated_at", Timestamp, nullable=False, server_default=func.now()),
+)
+
+# Chat transcripts, one row per message event (kept apart so the session row stays small).
+session_messages = Table(
+    "session_messages",
+    metadata,
+    Column("session_id", Text, nullable=False),
+    Column("event_id", Text, nullable=False),
+    Column("occurred_at", Timestamp, nullable=False),
+    Column("sender", Text, nullable=False),
+    Column("text", Text),
+    PrimaryKeyConstraint("session_id", "event_id"),
+)
+
+decisions = Table(
+    "decisions",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("session_id", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("event_at", Timestamp),
+    Column("settings_version", Integer),
+    Column("record_id", Text),
+    Column("created_at", Timestamp, nullable=False, server_default=func.now()),
+    Index("ix_decisions_session", "session_id", "id"),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("idempotency_key", Text, nullable=False, unique=True),
+    Column("kind", Text, nullable=False),  # record | ended_note | publish
+    Column("session_id", Text, nullable=False),
+    # Rows sharing a serial key run one at a time, oldest first: two sessions of one end
+    # user in one leaf queue never decide "create" side by side.
+    Column("serial_key", Text),
+    Column("payload", JSONB, nullable=False),
+    Column("status", Text, nullable=False, server_default="pending"),  # pending | in_progress | done | parked
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("due_at", Timestamp, nullable=False, server_default=func.now()),
+    Column("lease_until", Timestamp),
+    Column("last_error", Text),
+    Column("created_at", Timestamp, nullable=False, server_default=func.now()),
+    Column("updated_at", Timestamp, nullable=False, server_default=func.now()),
+    Column("done_at", Timestamp),
+    Index(
+        "ix_outbox_due",
+        "due_at",
+        "id",
+        postgresql_where=text("status IN ('pending', 'in_progress')"),
+    ),
+    Index(
+        "ix_outbox_serial",
+        "serial_key",
+        "id",
+        postgresql_where=text("status IN ('pending', 'in_progress')"),
+    ),
+    Index("ix_outbox_session", "session_id"),
+)
+
+crm_attempts = Table(
+    "crm_attempts",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("outbox_id", BigInteger, ForeignKey("outbox.id", ondelete="CASCADE"), nullable=False),
+    Column("session_id", Text, nullable=False),
+    Column("crm", Text, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("operation", Text, nullable=False),
+    Column("method", Text),
+    Column("path", Text),
+    Column("status_code", Integer),
+    Column("latency_ms", Float),
+    Column("error", Text),
+    Column("created_at", Timestamp, nullable=False, server_default=func.now()),
+    Index("ix_crm_attempts_session", "session_id", "id"),
+)
+
+# Every record this service made, for "the newest record of this end user in this leaf queue".
+crm_records = Table(
+    "crm_records",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("crm", Text, nullable=False),
+    Column("record_id", Text, nullable=False),
+    Column("record_url", Text),
+    Column("end_user_id", Text, nullable=False),
+    Column("queue_id", Text, nullable=False),
+    Column("session_id", Text, nullable=False),
+    Column("created_at", Timestamp, nullable=False, server_default=func.now()),
+    UniqueConstraint("crm", "record_id", name="uq_crm_records_record"),
+    Index("ix_crm_records_owner", "crm", "end_user_id", "queue_id", "id"),
+)
+
+# The CRM's id for each end user, so a known user costs no look-up.
+crm_contacts = Table(
+    "crm_contacts",
+    metadata,
+    Column("crm", Text, nullable=False),
+    Column("end_user_id", Text, nullable=False),
+    Column("contact_id", Text, nullable=False),
+    Column("updated_at", Timestamp, nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("crm", "end_user_id"),
+)
+
+settings_versions = Table(
+    "settings_versions",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=True),
+    Column("document", JSONB, nullable=False),
+    Column("changes", JSONB, nullable=False),
+    Column("actor", Text),
+    Column("saved_at", Timestamp, nullable=False, server_default=func.now()),
+)
+
+# --- the sandbox CRM: a CRM kept in this database, for trying the service out ---------------
+
+sandbox_contacts = Table(
+    "sandbox_contacts",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("external_id", Text, unique=True),
+    Column("name", Text),
+    Column("phone", Text),
+    Column("email", Text),
+    Column("created_at", Timestamp, nullable=False, server_default=func.now()),
+    Index("ix_sandbox_contacts_phone", "phone"),
+    Index("ix_sandbox_contacts_email", "email"),
+)
+
+sandbox_records = Table(
+    "sandbox_records",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("external_id", Text, nullable=False, unique=True),  # the session that made it
+    Column("title", Text, nullable=False),
+    Column("description", Text, nullable=False),
+    Column("contact_id", BigInteger, ForeignKey("sandbox_contacts.id"), nullable=False),
+    Column("status", Text, nullable=False, server_default="open"),  # open | pending | solved | closed
+    Column("tags", ARRAY(Text), nullable=False, server_default="{}"),
+    Column("medium", Text),
+    Column("created_at", Timestamp, nullable=False, server_default=func.now()),
+    Column("updated_at", Timestamp, nullable=False, server_default=func.now()),
+    Column("closed_at", Timestamp),
+)
+
+sandbox_notes = Table(
+    "sandbox_notes",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("record_id", BigInteger, ForeignKey("sandbox_records.id"), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("private", Boolean, nullable=False, server_default=text("true")),
+    Column("created_at", Timestamp, nullable=False, server_default=func.now()),
+    Index("ix_sandbox_notes_record", "record_id", "id"),
+)

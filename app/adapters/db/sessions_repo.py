@@ -1,0 +1,71 @@
+"""Session rows: the folded state of each session and the record it ended up with."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import orjson
+from sqlalchemy import select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.adapters.db.schema import sessions
+from app.domain.session import SessionState
+
+# Row locks: a rebalance can hand a partition to another consumer while the old owner
+# finishes its batch; the lock makes the two batches apply one after the other.
+_LOAD_FOR_UPDATE = text(
+    "SELECT session_id, state FROM sessions WHERE session_id = ANY(CAST(:ids AS text[])) "
+    "ORDER BY session_id FOR UPDATE"
+)
+
+_UPSERT = text(
+    """
+    INSERT INTO sessions (session_id, state, record)
+    SELECT s.id, CAST(s.state AS jsonb), s.record
+    FROM unnest(CAST(:ids AS text[]), CAST(:states AS text[]), CAST(:records AS text[])) AS s(id, state, record)
+    ON CONFLICT (session_id) DO UPDATE
+    SET state = EXCLUDED.state, record = EXCLUDED.record, updated_at = now()
+    """
+)
+
+
+async def load_states_for_update(conn: AsyncConnection, session_ids: Iterable[str]) -> dict[str, SessionState]:
+    ids = sorted(set(session_ids))
+    if not ids:
+        return {}
+    result = await conn.execute(_LOAD_FOR_UPDATE, {"ids": ids})
+    return {row.session_id: SessionState.from_document(row.state) for row in result}
+
+
+async def save_states(conn: AsyncConnection, states: Sequence[SessionState]) -> None:
+    if not states:
+        return
+    await conn.execute(
+        _UPSERT,
+        {
+            "ids": [s.session_id for s in states],
+            "states": [orjson.dumps(s.to_document()).decode() for s in states],
+            "records": [s.record for s in states],
+        },
+    )
+
+
+async def get_session(conn: AsyncConnection, session_id: str) -> dict[str, Any] | None:
+    row = (await conn.execute(select(sessions).where(sessions.c.session_id == session_id))).mappings().first()
+    return dict(row) if row else None
+
+
+async def get_state(conn: AsyncConnection, session_id: str) -> SessionState | None:
+    row = await get_session(conn, session_id)
+    return SessionState.from_document(row["state"]) if row else None
+
+
+async def set_record(
+    conn: AsyncConnection, session_id: str, *, crm: str, record_id: str, record_url: str | None, action: str
+) -> None:
+    await conn.execute(
+        update(sessions)
+        .where(sessions.c.session_id == session_id)
+        .values(crm=crm, record_id=record_id, record_url=record_url, record_action=action)
+    )

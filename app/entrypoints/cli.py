@@ -1,0 +1,174 @@
+"""`python -m app COMMAND`: run the service, publish example sessions, look at records."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+import orjson
+
+from app.settings import Settings
+
+
+def _cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    from app.entrypoints.service import configure_logging, run_service
+
+    configure_logging(settings)
+    asyncio.run(run_service(settings))
+    return 0
+
+
+def _cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
+    """The service on embedded defaults: whatever is not configured is started here."""
+    from app.entrypoints.embedded import EmbeddedBroker, EmbeddedPostgres
+    from app.entrypoints.service import configure_logging, run_service
+    from app.settings import EMBEDDED_BROKER_PORT
+
+    configure_logging(settings)
+    started = []
+    try:
+        if not settings.database_url:
+            started.append(EmbeddedPostgres(settings.embedded_database_dir()).start())
+        if not settings.kafka_bootstrap_servers:
+            settings.embedded_database_dir().parent.mkdir(parents=True, exist_ok=True)
+            broker = EmbeddedBroker(EMBEDDED_BROKER_PORT, settings.embedded_database_dir().parent / "broker.log")
+            started.append(broker.start())
+            settings = settings.model_copy(update={"kafka_bootstrap_servers": broker.bootstrap_servers})
+        asyncio.run(run_service(settings))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for part in reversed(started):
+            part.stop()
+    return 0
+
+
+def _cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from app.entrypoints.service import configure_logging, migrate
+
+    configure_logging(settings)
+    migrate(settings)
+    return 0
+
+
+def _session_key(line: bytes) -> bytes | None:
+    try:
+        document = orjson.loads(line)
+        return str(document["session"]["id"]).encode()
+    except Exception:
+        return None  # an invalid line is still published: the service dead-letters it
+
+
+async def _publish(settings: Settings, files: list[Path], rate: float | None) -> int:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=settings.resolved_bootstrap_servers(), linger_ms=5)
+    await producer.start()
+    count = 0
+    try:
+        for path in files:
+            for line in path.read_bytes().splitlines():
+                if not line.strip():
+                    continue
+                await producer.send(settings.kafka_topic, key=_session_key(line), value=line.strip())
+                count += 1
+                if rate:
+                    await asyncio.sleep(1 / rate)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    print(f"published {count} events to {settings.kafka_topic} at {settings.resolved_bootstrap_servers()}")
+    return 0
+
+
+def _cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
+    return asyncio.run(_publish(settings, args.files, args.rate))
+
+
+async def _records(settings: Settings, session_id: str | None, limit: int) -> int:
+    from app.adapters.db import records_repo, sandbox_repo
+    from app.adapters.db.engine import build_engine
+
+    engine = build_engine(settings)
+    try:
+        async with engine.connect() as conn:
+            if settings.crm_provider == "sandbox":
+                rows = await sandbox_repo.list_records(conn, limit, session_id)
+                for row in rows:
+                    row["notes"] = [n["body"] for n in await sandbox_repo.notes_for(conn, row["id"])]
+            else:
+                rows = await records_repo.list_records(conn, limit)
+    finally:
+        await engine.dispose()
+    for row in reversed(rows):
+        print(orjson.dumps(row, default=str, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode())
+    print(f"{len(rows)} record(s) in {settings.crm_provider}", file=sys.stderr)
+    return 0
+
+
+def _cmd_records(settings: Settings, args: argparse.Namespace) -> int:
+    return asyncio.run(_records(settings, args.session, args.limit))
+
+
+async def _trace(settings: Settings, session_id: str) -> int:
+    from app.adapters.db.engine import build_engine
+    from app.service.admin import session_trace
+
+    engine = build_engine(settings)
+    try:
+        async with engine.connect() as conn:
+            trace = await session_trace(conn, session_id)
+    finally:
+        await engine.dispose()
+    if trace is None:
+        print(f"no events seen for session {session_id!r}", file=sys.stderr)
+        return 1
+    print(orjson.dumps(trace, default=str, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode())
+    return 0
+
+
+def _cmd_session(settings: Settings, args: argparse.Namespace) -> int:
+    return asyncio.run(_trace(settings, args.session_id))
+
+
+def _cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    from app.entrypoints.bench import main as bench_main
+
+    return bench_main(settings, args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m app", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("run", help="run the service (broker and database from the environment)").set_defaults(
+        handler=_cmd_run
+    )
+    commands.add_parser("dev", help="run the service, starting an embedded broker/database when unset").set_defaults(
+        handler=_cmd_dev
+    )
+    commands.add_parser("migrate", help="apply database migrations").set_defaults(handler=_cmd_migrate)
+    publish = commands.add_parser("publish", help="publish session events from JSON-lines files")
+    publish.add_argument("files", nargs="+", type=Path)
+    publish.add_argument("--rate", type=float, default=None, help="events per second (default: as fast as possible)")
+    publish.set_defaults(handler=_cmd_publish)
+    records = commands.add_parser("records", help="show the records the service made")
+    records.add_argument("--session", default=None, help="only the record of this session")
+    records.add_argument("--limit", type=int, default=50)
+    records.set_defaults(handler=_cmd_records)
+    session = commands.add_parser("session", help="show a session's state, decisions and CRM calls")
+    session.add_argument("session_id")
+    session.set_defaults(handler=_cmd_session)
+    bench = commands.add_parser("bench", help="measure throughput and latency (see README)")
+    bench.add_argument("--sessions", type=int, default=2500)
+    bench.add_argument("--latency-rate", type=float, default=500.0, help="events/s for the latency run")
+    bench.add_argument("--latency-seconds", type=float, default=20.0)
+    bench.set_defaults(handler=_cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings()
+    return args.handler(settings, args)

@@ -1,0 +1,1 @@
+"""Use cases: each runs in one transaction the caller (an entrypoint) opens and commits."""

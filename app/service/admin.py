@@ -1,0 +1,64 @@
+"""Use cases behind the admin API: settings versions and the per-session trace."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.adapters.db import decisions_repo, outbox_repo, sessions_repo, settings_repo
+from app.domain.record_settings import RecordSettings, settings_changes
+
+
+async def save_settings(conn: AsyncConnection, document: RecordSettings, actor: str | None) -> dict[str, Any]:
+    await settings_repo.lock_for_save(conn)
+    version, before = await settings_repo.current(conn)
+    changes = settings_changes(before if version is not None else None, document)
+    return await settings_repo.insert_version(conn, document, changes, actor)
+
+
+async def session_trace(conn: AsyncConnection, session_id: str) -> dict[str, Any] | None:
+    session = await sessions_repo.get_session(conn, session_id)
+    if session is None:
+        return None
+    state = session["state"]
+    return {
+        "session_id": session_id,
+        "state": state,
+        "record": {
+            "progress": session["record"],
+            "reason": state.get("record_reason"),
+            "crm": session["crm"],
+            "record_id": session["record_id"],
+            "record_url": session["record_url"],
+            "action": session["record_action"],
+        },
+        "decisions": [
+            {
+                "kind": d["kind"],
+                "reason": d["reason"],
+                "event_at": d["event_at"],
+                "settings_version": d["settings_version"],
+                "record_id": d["record_id"],
+                "decided_at": d["created_at"],
+            }
+            for d in await decisions_repo.list_for_session(conn, session_id)
+        ],
+        "outbox": await outbox_repo.list_for_session(conn, session_id),
+        "crm_calls": [
+            {
+                "outbox_id": a["outbox_id"],
+                "attempt": a["attempt"],
+                "crm": a["crm"],
+                "operation": a["operation"],
+                "method": a["method"],
+                "path": a["path"],
+                "status_code": a["status_code"],
+                "latency_ms": a["latency_ms"],
+                "outcome": "ok" if a["error"] is None else "failed",
+                "error": a["error"],
+                "at": a["created_at"],
+            }
+            for a in await outbox_repo.attempts_for_session(conn, session_id)
+        ],
+    }

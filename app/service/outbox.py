@@ -1,0 +1,279 @@
+"""Use case: carry out one claimed outbox row against the CRM, then record the outcome.
+
+The CRM call happens outside any database transaction; its outcome (done, retry
+later, or parked with the CRM's reason), every HTTP attempt it took, the decision
+trace and the record bookkeeping commit together afterwards. If the process dies in
+between, the row's lease runs out and another worker repeats it: creation is
+idempotent in the CRM (its own mechanism, and a look-up by session id on retries),
+so the session still ends with exactly one record.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from app import metrics
+from app.adapters.crm.base import (
+    CallLog,
+    CrmAdapter,
+    CrmError,
+    CrmRateLimited,
+    EndUserInfo,
+    NewRecord,
+    RecordRef,
+    current_call_log,
+)
+from app.adapters.db import decisions_repo, events_repo, outbox_repo, records_repo, sessions_repo
+from app.adapters.db.decisions_repo import DecisionRow
+from app.adapters.db.outbox_repo import ClaimedRow
+from app.domain.policy import ExistingRecord, Target, choose_target
+from app.domain.record_settings import RecordSettings
+from app.domain.rendering import (
+    TranscriptLine,
+    record_tags,
+    render_attach_note,
+    render_description,
+    render_ended_note,
+    render_title,
+)
+from app.domain.session import SessionState
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Publisher = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+class WaitForRecord(CrmError):
+    """The session's record is still being made: try the note again shortly."""
+
+
+class NoRecord(CrmError):
+    retryable = False
+
+
+@dataclass(slots=True)
+class Completion:
+    """What a successful run leaves behind, written in one transaction."""
+
+    decisions: list[DecisionRow] = field(default_factory=list)
+    output: list[dict[str, Any]] = field(default_factory=list)
+    session_record: tuple[str, str, str] | None = None  # record_id, url, action
+    new_record: RecordRef | None = None
+    contact: str | None = None
+
+
+@dataclass(slots=True)
+class OutboxRunner:
+    engine: AsyncEngine
+    crm: CrmAdapter
+    publish: Publisher
+    settings: Settings
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc))
+
+    async def run(self, row: ClaimedRow) -> str:
+        """Carry out `row`; returns its new status (done, pending, parked)."""
+        calls = CallLog()
+        token = current_call_log.set(calls)
+        try:
+            try:
+                completion = await self._perform(row)
+            except CrmError as exc:
+                return await self._failed(row, exc, calls)
+            except Exception as exc:  # a bug or an unexpected answer: retried, and visible
+                log.exception("outbox row %s (%s) failed unexpectedly", row.id, row.kind)
+                return await self._failed(row, CrmError(f"unexpected error: {exc!r}"), calls)
+            for event in completion.output:
+                await self.publish(row.session_id, event)
+            await self._complete(row, completion, calls)
+            return "done"
+        finally:
+            current_call_log.reset(token)
+
+    # --- the three kinds of work -------------------------------------------------------------
+
+    async def _perform(self, row: ClaimedRow) -> Completion:
+        if row.kind == "publish":
+            return Completion(output=[row.payload])
+        if row.kind == "record":
+            return await self._record(row)
+        if row.kind == "ended_note":
+            return await self._ended_note(row)
+        raise NoRecord(f"unknown outbox kind {row.kind!r}")
+
+    async def _load_state(self, conn: AsyncConnection, session_id: str) -> SessionState:
+        state = await sessions_repo.get_state(conn, session_id)
+        if state is None:
+            raise NoRecord(f"session {session_id} is unknown")
+        return state
+
+    async def _record(self, row: ClaimedRow) -> Completion:
+        settings = RecordSettings.model_validate(row.payload["settings"])
+        version = row.payload.get("settings_version")
+        crm = self.crm.name
+        # Read what is needed, then let the connection go: none is held across CRM calls.
+        async with self.engine.connect() as conn:
+            state = await self._load_state(conn, row.session_id)
+            contact = await records_repo.contact_id(conn, crm, state.end_user_id)
+            newest = (
+                await records_repo.newest_record(conn, crm, state.end_user_id, state.queue_id)
+                if settings.append_to_open_record_in_leaf_queue
+                else None
+            )
+
+        completion = Completion()
+        if contact is None:
+            contact = await self.crm.find_or_create_end_user(
+                EndUserInfo(state.end_user_id, state.end_user_name, state.end_user_phone, state.end_user_email)
+            )
+            completion.contact = contact
+        existing: ExistingRecord | None = None
+        if newest is not None:
+            existing = await self.crm.get_record(newest.record_id)
+        target = choose_target(existing, settings, self.clock())
+        record_id, url, action = await self._apply_target(row, state, settings, target, contact)
+        metrics.records.labels(crm, action).inc()
+        if action == "created":
+            completion.new_record = RecordRef(record_id, url)
+        completion.session_record = (record_id, url, action)
+        completion.decisions.append(
+            DecisionRow(state.session_id, f"record_{action}", f"{action} record {record_id}: {target.reason}",
+                        None, version, record_id)
+        )
+        completion.output.append(self._output(f"record.{action}", state.session_id, record_id, url, target.reason))
+        return completion
+
+    async def _apply_target(
+        self, row: ClaimedRow, state: SessionState, settings: RecordSettings, target: Target, contact: str
+    ) -> tuple[str, str, str]:
+        crm = self.crm.name
+        if target.action == "create":
+            ref = None
+            if row.attempts > 1:
+                # An earlier attempt may have created it and died before hearing back.
+                ref = await self.crm.find_record_by_session(state.session_id)
+            if ref is None:
+                ref = await self.crm.create_record(
+                    NewRecord(
+                        session_id=state.session_id,
+                        title=render_title(settings.record_title_template, state),
+                        description=render_description(state),
+                        contact_id=contact,
+                        tags=record_tags(crm, state, settings, creating=True),
+                        medium=state.medium,
+                        queue_id=state.queue_id,
+                        idempotency_key=row.idempotency_key,
+                    )
+                )
+            return ref.record_id, ref.url, "created"
+        assert target.record is not None
+        existing = target.record
+        reopened = target.action == "reopen"
+        if reopened:
+            await self.crm.reopen_record(existing.record_id)
+        await self.crm.attach_session(
+            existing.record_id,
+            render_attach_note(state, reopened),
+            record_tags(crm, state, settings, creating=False),
+        )
+        return existing.record_id, existing.url or "", "reopened" if reopened else "attached"
+
+    async def _ended_note(self, row: ClaimedRow) -> Completion:
+        async with self.engine.connect() as conn:
+            state = await self._load_state(conn, row.session_id)
+            session = await sessions_repo.get_session(conn, row.session_id)
+            record_id = session["record_id"] if session else None
+            if record_id is None:
+                record_row = await outbox_repo.record_row_status(conn, row.session_id)
+                if record_row is None or record_row[0] in ("parked", "done"):
+                    why = f": {record_row[1]}" if record_row and record_row[1] else ""
+                    raise NoRecord(f"the session has no record to add the summary note to{why}")
+                raise WaitForRecord("the session's record is not made yet")
+            lines = []
+            if state.is_chat:
+                lines = [TranscriptLine(*line) for line in await events_repo.transcript(conn, row.session_id)]
+        await self.crm.add_note(record_id, render_ended_note(state, lines))
+        reason = "session ended: summary note added"
+        return Completion(
+            decisions=[DecisionRow(state.session_id, "ended_note_added", f"{reason} to record {record_id}",
+                                   state.ended_at, None, record_id)],
+            output=[self._output("record.updated", state.session_id, record_id, session["record_url"], reason)],
+        )
+
+    def _output(self, event_type: str, session_id: str, record_id: str, url: str | None, reason: str) -> dict:
+        return {
+            "event_type": event_type,
+            "session_id": session_id,
+            "crm": self.crm.name,
+            "record_id": record_id,
+            "record_url": url,
+            "reason": reason,
+            "occurred_at": self.clock().isoformat(),
+        }
+
+    # --- bookkeeping ---------------------------------------------------------------------------
+
+    async def _complete(self, row: ClaimedRow, completion: Completion, calls: CallLog) -> None:
+        crm = self.crm.name
+        async with self.engine.begin() as conn:
+            state = None
+            if completion.contact is not None or completion.new_record is not None:
+                state = await sessions_repo.get_state(conn, row.session_id)
+            if completion.contact is not None and state is not None:
+                await records_repo.remember_contact(conn, crm, state.end_user_id, completion.contact)
+            if completion.new_record is not None and state is not None:
+                await records_repo.remember_record(
+                    conn, crm=crm, record_id=completion.new_record.record_id, record_url=completion.new_record.url,
+                    end_user_id=state.end_user_id, queue_id=state.queue_id, session_id=row.session_id,
+                )
+            if completion.session_record is not None:
+                record_id, url, action = completion.session_record
+                await sessions_repo.set_record(
+                    conn, row.session_id, crm=crm, record_id=record_id, record_url=url, action=action
+                )
+            await decisions_repo.insert_decisions(conn, completion.decisions)
+            await outbox_repo.record_attempts(
+                conn, outbox_id=row.id, session_id=row.session_id, crm=crm, attempt=row.attempts, calls=calls.calls
+            )
+            await outbox_repo.mark_done(conn, row.id)
+
+    def _backoff(self, attempts: int) -> float:
+        base = self.settings.outbox_backoff_base_seconds * (2 ** max(0, attempts - 1))
+        return min(self.settings.outbox_backoff_max_seconds, base) * random.uniform(0.5, 1.0)
+
+    async def _failed(self, row: ClaimedRow, exc: CrmError, calls: CallLog) -> str:
+        crm = self.crm.name
+        message = str(exc) or type(exc).__name__
+        async with self.engine.begin() as conn:
+            await outbox_repo.record_attempts(
+                conn, outbox_id=row.id, session_id=row.session_id, crm=crm, attempt=row.attempts, calls=calls.calls
+            )
+            if isinstance(exc, CrmRateLimited):
+                await outbox_repo.reschedule(
+                    conn, row.id, delay_seconds=exc.retry_after, error=message, count_attempt=False
+                )
+                return "pending"
+            if isinstance(exc, WaitForRecord):
+                await outbox_repo.reschedule(conn, row.id, delay_seconds=1.0, error=message, count_attempt=False)
+                return "pending"
+            if exc.retryable and row.attempts < self.settings.outbox_max_attempts:
+                await outbox_repo.reschedule(
+                    conn, row.id, delay_seconds=self._backoff(row.attempts), error=message, count_attempt=True
+                )
+                return "pending"
+            reason = message if not exc.retryable else f"gave up after {row.attempts} attempts: {message}"
+            await outbox_repo.park(conn, row.id, reason)
+            await decisions_repo.insert_decision(
+                conn, DecisionRow(row.session_id, f"{row.kind}_parked", f"parked, will not be retried: {reason}",
+                                  None, row.payload.get("settings_version"))
+            )
+        metrics.outbox_parked.labels(crm, row.kind).inc()
+        log.warning("outbox row %s (%s, session %s) parked: %s", row.id, row.kind, row.session_id, reason)
+        return "parked"
