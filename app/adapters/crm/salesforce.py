@@ -32,7 +32,7 @@ from app.adapters.crm.base import (
     NewRecord,
     RecordRef,
 )
-from app.adapters.crm.http import CrmHttp, RequestBudget, default_describe
+from app.adapters.crm.http import CrmHttp, default_describe
 from app.domain.policy import ExistingRecord
 from app.settings import Settings
 
@@ -266,11 +266,6 @@ class SalesforceAdapter:
             timeout_seconds=settings.crm_timeout_seconds,
             requests_per_minute=settings.salesforce_requests_per_minute,
         )
-
-    @property
-    def budget(self) -> RequestBudget | None:
-        """The REST calls' request budget (None when unlimited)."""
-        return self._rest.budget
 
     # --- session and calls ------------------------------------------------------------------
 
