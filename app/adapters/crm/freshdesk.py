@@ -1,0 +1,374 @@
+"""Freshdesk adapter: a record is a Freshdesk ticket, the end user a Freshdesk contact.
+
+What it speaks (Freshdesk REST API v2 under `{FRESHDESK_URL}/api/v2`, JSON, HTTP basic auth
+with the API key as user name and `X` as password):
+
+* `GET /agents/me`: the cheap authenticated call behind `check_credentials`.
+* `GET /contacts?phone=...`, `?mobile=...`, `?email=...` (each a list), then `POST /contacts`
+  with name, phone, email and `unique_external_id` (the platform's end-user id). Freshdesk
+  keeps emails and external ids unique: a second create answers 409 `duplicate_value` naming
+  the existing contact in `additional_info.user_id`, which is used as the answer.
+* `POST /tickets` with subject, HTML description, `requester_id`, status 2 (Open), priority 1
+  (Low), source 3 (Phone) or 7 (Chat), tags and the session id in the custom ticket field
+  `FRESHDESK_EXTERNAL_ID_FIELD`.
+* Freshdesk has no idempotency key and cannot filter the ticket list by a custom field. The
+  filter API (`GET /search/tickets?query="cf_x:'...'"`) can, but its index lags by minutes,
+  exactly the window in which a retried create happens. So the guards read the ticket list
+  itself, which is never stale, and compare the custom field: `create_record` lists the
+  requester's newest tickets; `find_record_by_session`, which has no requester, lists the
+  newest tickets of the last hour and only then asks the filter API (for older tickets,
+  which are indexed by then).
+* `GET /tickets/{id}?include=stats` (closing times), `PUT /tickets/{id}` for the status and
+  the tags (a PUT replaces the whole tag list, so the current tags are read and the union
+  written), `POST /tickets/{id}/notes` with `"private": true`.
+
+Statuses: 2 Open, 3 Pending, 4 Resolved, 5 Closed; custom statuses (6 and up) count as open.
+Resolved and Closed tickets can both be reopened by setting status 2.
+"""
+
+from __future__ import annotations
+
+import html
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from app.adapters.crm.base import (
+    CrmNotConfigured,
+    CrmPermanentError,
+    EndUserInfo,
+    NewRecord,
+    RecordRef,
+)
+from app.adapters.crm.http import CrmHttp, default_describe
+from app.domain.policy import ExistingRecord
+from app.settings import Settings
+
+API = "/api/v2"
+
+STATUS_OPEN = 2
+STATUS_PENDING = 3
+STATUS_RESOLVED = 4
+STATUS_CLOSED = 5
+STATUS_NAMES = {STATUS_OPEN: "Open", STATUS_PENDING: "Pending", STATUS_RESOLVED: "Resolved", STATUS_CLOSED: "Closed"}
+PRIORITY_LOW = 1
+SOURCE_PHONE = 3
+SOURCE_CHAT = 7
+
+SUBJECT_MAX_CHARS = 255  # Freshdesk refuses a longer subject
+PAGE_SIZE = 100  # the largest page Freshdesk serves
+# How far back, and how deep, find_record_by_session reads the plain ticket list before it
+# trusts the lagging filter API: the filter index catches up within minutes.
+RECENT_WINDOW = timedelta(hours=1)
+RECENT_PAGES = 3
+SEARCH_QUERY_MAX_CHARS = 512
+
+
+# --- error bodies -----------------------------------------------------------------------------
+
+
+def _describe_field_error(error: dict[str, Any]) -> str:
+    field = error.get("field")
+    text = str(error.get("message") or "")
+    code = error.get("code")
+    described = f"{field}: {text}" if field else text
+    return f"{described} ({code})" if code else described
+
+
+def describe_freshdesk_error(response: httpx.Response) -> str:
+    """Freshdesk answers `{"description": "Validation failed", "errors": [{field, message, code}]}`
+    for a refused request and `{"code": ..., "message": ...}` for the rest (401, 403, ...)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return default_describe(response)
+    if not isinstance(body, dict):
+        return default_describe(response)
+    parts = [str(p) for p in (body.get("code"), body.get("description") or body.get("message")) if p]
+    errors = body.get("errors")
+    if isinstance(errors, list) and errors:
+        details = "; ".join(_describe_field_error(e) for e in errors[:5] if isinstance(e, dict))
+        parts.append(details)
+    if not parts:
+        return default_describe(response)
+    return f"HTTP {response.status_code}: " + ": ".join(parts)
+
+
+def _duplicate_contact_id(response: httpx.Response) -> str | None:
+    """The existing contact a 409 `duplicate_value` names, if it names one."""
+    try:
+        errors = response.json().get("errors") or []
+    except (ValueError, AttributeError):
+        return None
+    for error in errors:
+        info = error.get("additional_info") if isinstance(error, dict) else None
+        if error.get("code") == "duplicate_value" and isinstance(info, dict) and info.get("user_id"):
+            return str(info["user_id"])
+    return None
+
+
+def _refuses_field(response: httpx.Response, field: str) -> bool:
+    """A 400 that refuses only `field` as unknown to this account (`invalid_field`)."""
+    try:
+        errors = response.json().get("errors") or []
+    except (ValueError, AttributeError):
+        return False
+    return bool(errors) and all(
+        isinstance(e, dict) and e.get("field") == field and e.get("code") == "invalid_field" for e in errors
+    )
+
+
+# --- small conversions ------------------------------------------------------------------------
+
+
+def html_text(text: str) -> str:
+    """Freshdesk stores descriptions and notes as HTML: escape the text, keep its line breaks."""
+    return "<br>".join(html.escape(line) for line in text.split("\n"))
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)
+
+
+def _closed_at(status: int, stats: dict[str, Any]) -> datetime | None:
+    """When the ticket reached its closed status: `closed_at` for Closed, `resolved_at` for
+    Resolved, else when its status last changed."""
+    first = stats.get("closed_at") if status == STATUS_CLOSED else stats.get("resolved_at")
+    return _parse_time(first) or _parse_time(stats.get("resolved_at")) or _parse_time(stats.get("status_updated_at"))
+
+
+def _ticket_path(record_id: str) -> str:
+    return f"{API}/tickets/{quote(str(record_id), safe='')}"
+
+
+def _requester_id(contact_id: str) -> int:
+    try:
+        return int(contact_id)
+    except ValueError:
+        raise CrmPermanentError(f"freshdesk create_record: {contact_id!r} is not a Freshdesk contact id") from None
+
+
+def _merged_tags(current: list[str], added: list[str]) -> list[str]:
+    """The current tags followed by the new ones; Freshdesk compares tags case-insensitively."""
+    merged = list(current)
+    seen = {t.casefold() for t in current}
+    for tag in added:
+        if tag and tag.casefold() not in seen:
+            merged.append(tag)
+            seen.add(tag.casefold())
+    return merged
+
+
+class FreshdeskAdapter:
+    name = "freshdesk"
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        external_id_field: str,
+        timeout_seconds: float,
+        requests_per_minute: int | None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ):
+        self.base_url = base_url.rstrip("/")
+        self.external_id_field = external_id_field
+        self.http = CrmHttp(
+            self.name,
+            self.base_url,
+            timeout_seconds=timeout_seconds,
+            requests_per_minute=requests_per_minute,
+            auth=httpx.BasicAuth(api_key, "X"),
+            describe_error=describe_freshdesk_error,
+            transport=transport,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FreshdeskAdapter:
+        if not settings.freshdesk_url:
+            raise CrmNotConfigured("FRESHDESK_URL is not set")
+        api_key = settings.freshdesk_api_key.get_secret_value() if settings.freshdesk_api_key else ""
+        if not api_key:
+            raise CrmNotConfigured("FRESHDESK_API_KEY is not set")
+        if not settings.freshdesk_external_id_field:
+            raise CrmNotConfigured("FRESHDESK_EXTERNAL_ID_FIELD is not set")
+        return cls(
+            settings.freshdesk_url,
+            api_key,
+            external_id_field=settings.freshdesk_external_id_field,
+            timeout_seconds=settings.crm_timeout_seconds,
+            requests_per_minute=settings.freshdesk_requests_per_minute,
+        )
+
+    def record_url(self, ticket_id: str) -> str:
+        return f"{self.base_url}/a/tickets/{ticket_id}"
+
+    def _ref(self, ticket: dict[str, Any]) -> RecordRef:
+        ticket_id = str(ticket["id"])
+        return RecordRef(ticket_id, self.record_url(ticket_id))
+
+    def _is_session_ticket(self, ticket: dict[str, Any], session_id: str) -> bool:
+        custom = ticket.get("custom_fields")
+        return isinstance(custom, dict) and custom.get(self.external_id_field) == session_id
+
+    # --- the CrmAdapter protocol ------------------------------------------------------------
+
+    async def check_credentials(self) -> None:
+        await self.http.request("check_credentials", "GET", f"{API}/agents/me")
+
+    async def find_or_create_end_user(self, user: EndUserInfo) -> str:
+        operation = "find_or_create_end_user"
+        # A caller's number may be stored as the contact's phone or as its mobile.
+        lookups = [("phone", user.phone), ("mobile", user.phone), ("email", user.email)]
+        for field, value in lookups:
+            if value:
+                found = await self._contact_id_by(operation, field, value)
+                if found:
+                    return found
+        return await self._create_contact(operation, user)
+
+    async def find_record_by_session(self, session_id: str) -> RecordRef | None:
+        operation = "find_record_by_session"
+        ticket = await self._recent_ticket(operation, session_id) or await self._searched_ticket(operation, session_id)
+        return self._ref(ticket) if ticket else None
+
+    async def create_record(self, record: NewRecord) -> RecordRef:
+        operation = "create_record"
+        requester_id = _requester_id(record.contact_id)
+        # No idempotency key in Freshdesk: a retry after a create that timed out or lost its
+        # answer finds the ticket among the requester's newest ones (a direct read).
+        existing = await self._requester_ticket(operation, requester_id, record.session_id)
+        if existing:
+            return self._ref(existing)
+        body = {
+            "subject": record.title[:SUBJECT_MAX_CHARS],
+            "description": html_text(record.description),
+            "requester_id": requester_id,
+            "status": STATUS_OPEN,
+            "priority": PRIORITY_LOW,
+            "source": SOURCE_CHAT if record.medium == "chat" else SOURCE_PHONE,
+            "tags": list(dict.fromkeys(t for t in record.tags if t)),
+            "custom_fields": {self.external_id_field: record.session_id},
+        }
+        response = await self.http.request(operation, "POST", f"{API}/tickets", json=body)
+        return self._ref(response.json())
+
+    async def get_record(self, record_id: str) -> ExistingRecord | None:
+        response = await self.http.request(
+            "get_record", "GET", _ticket_path(record_id), params={"include": "stats"}, accept=(404,)
+        )
+        if response.status_code == 404:
+            return None
+        ticket = response.json()
+        status = int(ticket.get("status") or STATUS_OPEN)
+        is_closed = status in (STATUS_RESOLVED, STATUS_CLOSED)
+        stats = ticket.get("stats") if isinstance(ticket.get("stats"), dict) else {}
+        return ExistingRecord(
+            record_id=str(ticket["id"]),
+            status=STATUS_NAMES.get(status, str(status)),
+            is_closed=is_closed,
+            closed_at=_closed_at(status, stats) if is_closed else None,
+            can_reopen=True,  # Freshdesk reopens Resolved and Closed tickets alike
+            url=self.record_url(str(ticket["id"])),
+        )
+
+    async def reopen_record(self, record_id: str) -> None:
+        await self.http.request("reopen_record", "PUT", _ticket_path(record_id), json={"status": STATUS_OPEN})
+
+    async def attach_session(self, record_id: str, note: str, tags: list[str]) -> None:
+        # Tags first: writing the union again is harmless, so a retry after a failed note
+        # adds the note once.
+        await self._add_tags("attach_session", record_id, tags)
+        await self._add_note("attach_session", record_id, note)
+
+    async def add_note(self, record_id: str, note: str) -> None:
+        await self._add_note("add_note", record_id, note)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    # --- contacts ---------------------------------------------------------------------------
+
+    async def _contact_id_by(self, operation: str, field: str, value: str) -> str | None:
+        response = await self.http.request(operation, "GET", f"{API}/contacts", params={field: value})
+        contacts = response.json()
+        return str(contacts[0]["id"]) if isinstance(contacts, list) and contacts else None
+
+    async def _create_contact(self, operation: str, user: EndUserInfo) -> str:
+        body: dict[str, Any] = {"name": user.name or user.phone or user.email or user.id, "unique_external_id": user.id}
+        if user.phone:
+            body["phone"] = user.phone
+        if user.email:
+            body["email"] = user.email
+        response = await self._post_contact(operation, body)
+        if response.status_code == 400 and _refuses_field(response, "unique_external_id"):
+            # An account without the Unique External ID contact field: create without it.
+            body.pop("unique_external_id")
+            response = await self._post_contact(operation, body)
+        if response.status_code in (400, 409):
+            # A 409 names the contact holding this email or external id: an earlier create
+            # whose answer was lost, or a look-up that missed it. Anything else is refused.
+            duplicate = _duplicate_contact_id(response) if response.status_code == 409 else None
+            if duplicate:
+                return duplicate
+            raise self.http.classify(response, operation, describe_freshdesk_error(response))
+        return str(response.json()["id"])
+
+    async def _post_contact(self, operation: str, body: dict[str, Any]) -> httpx.Response:
+        return await self.http.request(operation, "POST", f"{API}/contacts", json=body, accept=(400, 409))
+
+    # --- finding a session's ticket ------------------------------------------------------------
+
+    async def _list_tickets(self, operation: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        query = {"order_by": "created_at", "order_type": "desc", "per_page": PAGE_SIZE, **params}
+        response = await self.http.request(operation, "GET", f"{API}/tickets", params=query)
+        tickets = response.json()
+        return tickets if isinstance(tickets, list) else []
+
+    async def _requester_ticket(self, operation: str, requester_id: int, session_id: str) -> dict[str, Any] | None:
+        tickets = await self._list_tickets(operation, {"requester_id": requester_id})
+        return next((t for t in tickets if self._is_session_ticket(t, session_id)), None)
+
+    async def _recent_ticket(self, operation: str, session_id: str) -> dict[str, Any] | None:
+        since = (datetime.now(timezone.utc) - RECENT_WINDOW).strftime("%Y-%m-%dT%H:%M:%SZ")
+        for page in range(1, RECENT_PAGES + 1):
+            tickets = await self._list_tickets(operation, {"updated_since": since, "page": page})
+            found = next((t for t in tickets if self._is_session_ticket(t, session_id)), None)
+            if found or len(tickets) < PAGE_SIZE:
+                return found
+        return None
+
+    async def _searched_ticket(self, operation: str, session_id: str) -> dict[str, Any] | None:
+        query = f"\"{self.external_id_field}:'{session_id}'\""
+        if "'" in session_id or '"' in session_id or len(query) > SEARCH_QUERY_MAX_CHARS:
+            return None  # the filter language cannot express this value
+        response = await self.http.request(operation, "GET", f"{API}/search/tickets", params={"query": query})
+        results = response.json().get("results") or []
+        # The filter matches text fields loosely; the exact value is checked here.
+        return next((t for t in results if isinstance(t, dict) and self._is_session_ticket(t, session_id)), None)
+
+    # --- notes and tags ---------------------------------------------------------------------
+
+    async def _add_note(self, operation: str, record_id: str, note: str) -> None:
+        if note:
+            await self.http.request(
+                operation, "POST", f"{_ticket_path(record_id)}/notes", json={"body": html_text(note), "private": True}
+            )
+
+    async def _add_tags(self, operation: str, record_id: str, tags: list[str]) -> None:
+        wanted = [t for t in tags if t]
+        if not wanted:
+            return
+        response = await self.http.request(operation, "GET", _ticket_path(record_id))
+        current = [str(t) for t in response.json().get("tags") or []]
+        merged = _merged_tags(current, wanted)
+        if len(merged) > len(current):
+            await self.http.request(operation, "PUT", _ticket_path(record_id), json={"tags": merged})
