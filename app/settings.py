@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     kafka_group_id: str = "crm-records"
     kafka_topic_partitions: int = Field(default=6, ge=1)
     kafka_max_poll_records: int = Field(default=2000, ge=1)
+    # A replica that dies is noticed after this long; joining a group also takes about
+    # half of it on some brokers, so keep it modest.
+    kafka_session_timeout_ms: int = Field(default=10000, ge=1000)
+    kafka_heartbeat_interval_ms: int = Field(default=2000, ge=100)
 
     # PostgreSQL. None means "start an embedded PostgreSQL" (only `make run` does that).
     database_url: str | None = None

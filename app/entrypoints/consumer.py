@@ -62,8 +62,8 @@ class ConsumerLoop:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=self.settings.kafka_max_poll_records,
-            session_timeout_ms=30000,
-            heartbeat_interval_ms=3000,
+            session_timeout_ms=self.settings.kafka_session_timeout_ms,
+            heartbeat_interval_ms=self.settings.kafka_heartbeat_interval_ms,
         )
 
     async def run(self, stop: asyncio.Event) -> None:

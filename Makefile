@@ -1,0 +1,32 @@
+# Everything sets itself up: `make run` and `make test` work on a fresh clone.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test bench install lint clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) is required"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The service on embedded defaults: an embedded broker unless KAFKA_BOOTSTRAP_SERVERS is
+# set, an embedded PostgreSQL (data in .data/pg) unless DATABASE_URL is set.
+run: $(STAMP)
+	$(BIN)/python -m app dev
+
+# Uses PostgreSQL at 127.0.0.1:5432 (or TEST_DATABASE_URL) and starts its own broker
+# unless KAFKA_BOOTSTRAP_SERVERS is set.
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m app bench $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis
