@@ -1,0 +1,206 @@
+"""One view over the five CRMs a test can run the service against: the sandbox (in
+the service's database) and the four fake vendor servers. Each gives the settings that
+point the service at it, the records it holds in a common shape, and the way an agent
+closes a record there."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.adapters.db import sandbox_repo
+from tests.fakes.freshdesk import DEFAULT_API_KEY as FRESHDESK_KEY
+from tests.fakes.freshdesk import FreshdeskFake
+from tests.fakes.kustomer import DEFAULT_API_KEY as KUSTOMER_KEY
+from tests.fakes.kustomer import KustomerFake
+from tests.fakes.salesforce import SalesforceFake
+from tests.fakes.zendesk import ZendeskFake
+
+
+@dataclass
+class RecordView:
+    record_id: str
+    session_id: str | None  # the external id
+    title: str
+    status: str
+    is_open: bool
+    tags: list[str]
+    notes: list[str]
+
+
+class Backend:
+    name: str
+    has_tags = True
+    # A closed status the CRM never reopens (None: every closed record can be reopened).
+    final_status: str | None = None
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def settings(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def records(self) -> list[RecordView]:
+        raise NotImplementedError
+
+    async def close(self, record_id: str, closed_at: datetime, *, final: bool = False) -> None:
+        raise NotImplementedError
+
+    async def record_of(self, session_id: str) -> RecordView | None:
+        for record in await self.records():
+            if record.session_id == session_id:
+                return record
+        return None
+
+
+class SandboxBackend(Backend):
+    name = "sandbox"
+    final_status = "closed"
+
+    def __init__(self, engine: AsyncEngine):
+        self.engine = engine
+
+    def settings(self) -> dict[str, Any]:
+        return {"crm_provider": "sandbox"}
+
+    async def records(self) -> list[RecordView]:
+        async with self.engine.connect() as conn:
+            rows = await sandbox_repo.list_records(conn, 10000)
+            views = []
+            for row in rows:
+                notes = [n["body"] for n in await sandbox_repo.notes_for(conn, row["id"])]
+                views.append(RecordView(str(row["id"]), row["external_id"], row["title"], row["status"],
+                                        row["status"] in sandbox_repo.OPEN_STATUSES, list(row["tags"]), notes))
+        return views
+
+    async def close(self, record_id: str, closed_at: datetime, *, final: bool = False) -> None:
+        async with self.engine.begin() as conn:
+            await sandbox_repo.set_status(conn, int(record_id), "closed" if final else "solved", closed_at)
+
+
+class ZendeskBackend(Backend):
+    name = "zendesk"
+    final_status = "closed"
+
+    def __init__(self):
+        self.fake = ZendeskFake()
+
+    def start(self) -> None:
+        self.fake.start()
+
+    def stop(self) -> None:
+        self.fake.stop()
+
+    def settings(self) -> dict[str, Any]:
+        return {"crm_provider": "zendesk", "zendesk_url": self.fake.base_url,
+                "zendesk_email": "agent@example.com", "zendesk_api_token": "zendesk-test-token"}
+
+    async def records(self) -> list[RecordView]:
+        return [
+            RecordView(str(t["id"]), t.get("external_id"), t["subject"], t["status"],
+                       t["status"] not in ("solved", "closed"), list(t["tags"]),
+                       [c["body"] for c in t["comments"] if not c["public"]])
+            for t in self.fake.records()
+        ]
+
+    async def close(self, record_id: str, closed_at: datetime, *, final: bool = False) -> None:
+        self.fake.set_status(record_id, "closed" if final else "solved", closed_at)
+
+
+class FreshdeskBackend(Backend):
+    name = "freshdesk"
+
+    def __init__(self):
+        self.fake = FreshdeskFake()
+
+    def start(self) -> None:
+        self.fake.start()
+
+    def stop(self) -> None:
+        self.fake.stop()
+
+    def settings(self) -> dict[str, Any]:
+        return {"crm_provider": "freshdesk", "freshdesk_url": self.fake.base_url, "freshdesk_api_key": FRESHDESK_KEY}
+
+    async def records(self) -> list[RecordView]:
+        return [
+            RecordView(str(t["id"]), (t.get("custom_fields") or {}).get("cf_ccai_session_id"), t["subject"],
+                       str(t["status"]), t["status"] not in (4, 5), list(t["tags"]),
+                       [n["body_text"] for n in t["notes"] if n["private"]])
+            for t in self.fake.records()
+        ]
+
+    async def close(self, record_id: str, closed_at: datetime, *, final: bool = False) -> None:
+        self.fake.set_status(record_id, 5 if final else 4, closed_at)
+
+
+class KustomerBackend(Backend):
+    name = "kustomer"
+
+    def __init__(self):
+        self.fake = KustomerFake()
+
+    def start(self) -> None:
+        self.fake.start()
+
+    def stop(self) -> None:
+        self.fake.stop()
+
+    def settings(self) -> dict[str, Any]:
+        return {"crm_provider": "kustomer", "kustomer_url": self.fake.base_url, "kustomer_api_key": KUSTOMER_KEY}
+
+    async def records(self) -> list[RecordView]:
+        return [
+            RecordView(c["id"], c["externalId"], c["name"], c["status"], c["status"] != "done",
+                       list(c["tags"]), list(c["notes"]))
+            for c in self.fake.records()
+        ]
+
+    async def close(self, record_id: str, closed_at: datetime, *, final: bool = False) -> None:
+        self.fake.set_status(record_id, "done", closed_at)
+
+
+class SalesforceBackend(Backend):
+    name = "salesforce"
+    has_tags = False
+
+    def __init__(self):
+        self.fake = SalesforceFake()
+
+    def start(self) -> None:
+        self.fake.start()
+
+    def stop(self) -> None:
+        self.fake.stop()
+
+    def settings(self) -> dict[str, Any]:
+        return {"crm_provider": "salesforce", "salesforce_login_url": self.fake.base_url,
+                "salesforce_client_id": "fake-client-id", "salesforce_client_secret": "fake-client-secret"}
+
+    async def records(self) -> list[RecordView]:
+        views = []
+        for case in self.fake.records():
+            notes = [c["CommentBody"] for c in self.fake.notes_for(case["Id"])]
+            views.append(RecordView(case["Id"], case.get("CCAI_Session_Id__c"), case.get("Subject") or "",
+                                    case.get("Status") or "", not case.get("IsClosed"), [], notes))
+        return views
+
+    async def close(self, record_id: str, closed_at: datetime, *, final: bool = False) -> None:
+        self.fake.set_status(record_id, "Closed", closed_at)
+
+
+BACKENDS = ("sandbox", "zendesk", "freshdesk", "kustomer", "salesforce")
+
+
+def build_backend(name: str, engine: AsyncEngine) -> Backend:
+    return {
+        "sandbox": lambda: SandboxBackend(engine),
+        "zendesk": ZendeskBackend,
+        "freshdesk": FreshdeskBackend,
+        "kustomer": KustomerBackend,
+        "salesforce": SalesforceBackend,
+    }[name]()
