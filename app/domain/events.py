@@ -6,11 +6,12 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from app.domain.session_types import Medium
 
@@ -35,6 +36,22 @@ class _Model(BaseModel):
 
 NonEmpty = Annotated[str, Field(min_length=1)]
 
+# The schema's `date-time` (RFC 3339, with an offset). pydantic alone would also take a unix
+# time written as text ("1795438800") or a date without a time.
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+
+
+def _rfc3339(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        raise ValueError("expected an RFC 3339 date-time with a timezone offset, like 2026-11-23T13:00:00Z")
+    return value
+
+
+# Not strict: after the check above, the text is parsed as in JSON mode.
+Timestamp = Annotated[AwareDatetime, Field(strict=False), BeforeValidator(_rfc3339)]
+
 
 class Queue(_Model):
     id: NonEmpty
@@ -56,7 +73,7 @@ class SessionHeader(_Model):
     language: str | None = None
     phone_number: str | None = None
     end_user: EndUser
-    started_at: AwareDatetime | None = None
+    started_at: Timestamp | None = None
 
 
 class Agent(_Model):
@@ -81,11 +98,27 @@ class SessionEvent(_Model):
     schema_version: Literal[1]
     event_id: Annotated[str, Field(min_length=1, max_length=128)]
     event_type: EventType
-    occurred_at: AwareDatetime
+    occurred_at: Timestamp
     session: SessionHeader
     agent: Agent | None = None
     message: Message | None = None
     summary: Summary | None = None
+
+    @field_validator("schema_version", mode="before")
+    @classmethod
+    def _not_a_boolean(cls, value: Any) -> Any:
+        # JSON `true` is not the number 1 in the schema, but Python's True == 1.
+        if isinstance(value, bool):
+            raise ValueError("schema_version must be the number 1")
+        return value
+
+    @field_validator("agent", "message", "summary", mode="before")
+    @classmethod
+    def _object_when_present(cls, value: Any) -> Any:
+        # The schema allows these to be absent, not null (absent ones are never validated).
+        if value is None:
+            raise ValueError("must be an object when present, not null")
+        return value
 
 
 class InvalidEvent(ValueError):
@@ -128,7 +161,8 @@ def _explain(value: bytes, error: ValidationError) -> str:
         return f"invalid JSON: {exc}"
     if not isinstance(document, dict):
         return "schema: the message is not a JSON object"
-    if "schema_version" in document and document["schema_version"] not in SUPPORTED_SCHEMA_VERSIONS:
+    version = document.get("schema_version", SUPPORTED_SCHEMA_VERSIONS[0])
+    if isinstance(version, bool) or version not in SUPPORTED_SCHEMA_VERSIONS:
         return f"unknown schema_version: {orjson.dumps(document['schema_version']).decode()}"
     return _describe(error)
 
