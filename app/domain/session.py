@@ -1,9 +1,10 @@
 """A session's progress, folded from its events by a pure state machine.
 
 `apply_event` never looks at the clock: every time it keeps comes from the events'
-`occurred_at`. It tolerates duplicates and any order: lifecycle moments keep their
-earliest occurrence, so replaying an event changes nothing but the event counter
-(and the caller drops repeated `event_id`s before they get here anyway).
+`occurred_at`. It tolerates any order: lifecycle moments keep their earliest
+occurrence and the newest event's header wins. It does not dedup by itself: a
+`message` event applied twice is counted twice (as is `events_applied`), so the
+caller must drop repeated `event_id`s before they get here, as the consumer does.
 """
 
 from __future__ import annotations
