@@ -59,9 +59,9 @@ async def test_sigkill_mid_batch_and_mid_crm_call(clean_db, make_settings, kafka
         await service.wait_ready()
 
         async def publish_slowly():
-            for start in range(0, len(documents), 20):
-                await publish(kafka_bootstrap, topics.events, documents[start:start + 20])
-                await asyncio.sleep(0.05)
+            for start in range(0, len(documents), 10):
+                await publish(kafka_bootstrap, topics.events, documents[start:start + 10])
+                await asyncio.sleep(0.1)
 
         publisher = asyncio.create_task(publish_slowly())
         # Kill 1: while events are still being consumed.
