@@ -107,39 +107,48 @@ async def create_topics(bootstrap: str, names: list[str], partitions: int = 3) -
         await admin.close()
 
 
-@pytest.fixture
-async def topics(kafka_bootstrap: str) -> Topics:
+async def new_topics(bootstrap: str) -> Topics:
     suffix = uuid.uuid4().hex[:8]
     made = Topics(f"events-{suffix}", f"events-{suffix}.dlq", f"records-{suffix}")
-    await create_topics(kafka_bootstrap, [made.events, made.dlq, made.output])
+    await create_topics(bootstrap, [made.events, made.dlq, made.output])
     return made
 
 
 @pytest.fixture
-def make_settings(database_url: str, kafka_bootstrap: str, topics: Topics):
-    """Settings for a service under test; keyword arguments override any field."""
+async def topics(kafka_bootstrap: str) -> Topics:
+    return await new_topics(kafka_bootstrap)
 
+
+def service_settings(database_url: str, kafka_bootstrap: str, topics: Topics, **overrides) -> Settings:
+    """Settings for a service under test: its own topics and group, short timeouts and
+    backoffs so tests are quick; keyword arguments override any field."""
+    values = dict(
+        database_url=database_url,
+        kafka_bootstrap_servers=kafka_bootstrap,
+        kafka_topic=topics.events,
+        kafka_dlq_topic=topics.dlq,
+        kafka_output_topic=topics.output,
+        kafka_group_id=f"group-{topics.events}",
+        kafka_topic_partitions=3,
+        kafka_session_timeout_ms=6000,
+        kafka_heartbeat_interval_ms=1000,
+        admin_api_token=ADMIN_TOKEN,
+        http_host="127.0.0.1",
+        http_port=free_port(),
+        outbox_poll_seconds=0.2,
+        outbox_backoff_base_seconds=0.1,
+        outbox_backoff_max_seconds=1.0,
+        outbox_lease_seconds=5.0,
+        crm_timeout_seconds=5.0,
+    )
+    values.update(overrides)
+    return Settings(_env_file=None, **values)
+
+
+@pytest.fixture
+def make_settings(database_url: str, kafka_bootstrap: str, topics: Topics):
     def build(**overrides) -> Settings:
-        values = dict(
-            database_url=database_url,
-            kafka_bootstrap_servers=kafka_bootstrap,
-            kafka_topic=topics.events,
-            kafka_dlq_topic=topics.dlq,
-            kafka_output_topic=topics.output,
-            kafka_group_id=f"group-{topics.events}",
-            kafka_topic_partitions=3,
-            kafka_session_timeout_ms=6000,
-            kafka_heartbeat_interval_ms=1000,
-            admin_api_token=ADMIN_TOKEN,
-            http_host="127.0.0.1",
-            http_port=free_port(),
-            outbox_poll_seconds=0.2,
-            outbox_backoff_base_seconds=0.1,
-            outbox_backoff_max_seconds=1.0,
-            outbox_lease_seconds=5.0,
-        )
-        values.update(overrides)
-        return Settings(_env_file=None, **values)
+        return service_settings(database_url, kafka_bootstrap, topics, **overrides)
 
     return build
 

@@ -11,9 +11,7 @@ from datetime import datetime, timedelta, timezone
 import orjson
 import pytest
 
-from app.entrypoints.embedded import free_port
-from app.settings import Settings
-from tests.conftest import ADMIN_TOKEN, create_topics, eventually, run_in_process
+from tests.conftest import eventually, new_topics, run_in_process, service_settings
 from tests.factories import event_doc, header
 from tests.integration.crm_backends import BACKENDS, build_backend
 from tests.integration.kafka_helpers import publish, read_all
@@ -23,17 +21,8 @@ from tests.integration.kafka_helpers import publish, read_all
 async def crm(request, engine, database_url, kafka_bootstrap):
     backend = build_backend(request.param, engine)
     backend.start()
-    suffix = uuid.uuid4().hex[:8]
-    names = [f"events-{suffix}", f"events-{suffix}.dlq", f"records-{suffix}"]
-    await create_topics(kafka_bootstrap, names)
-    settings = Settings(
-        _env_file=None, database_url=database_url, kafka_bootstrap_servers=kafka_bootstrap,
-        kafka_topic=names[0], kafka_dlq_topic=names[1], kafka_output_topic=names[2],
-        kafka_group_id=f"group-{suffix}", kafka_session_timeout_ms=6000, kafka_heartbeat_interval_ms=1000,
-        admin_api_token=ADMIN_TOKEN, http_host="127.0.0.1", http_port=free_port(),
-        outbox_poll_seconds=0.2, outbox_backoff_base_seconds=0.1, outbox_backoff_max_seconds=1.0,
-        crm_timeout_seconds=5.0, **backend.settings(),
-    )
+    settings = service_settings(database_url, kafka_bootstrap, await new_topics(kafka_bootstrap),
+                                **backend.settings())
     async with run_in_process(settings) as service:
         backend.service = service
         yield backend
