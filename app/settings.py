@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     salesforce_client_secret: SecretStr | None = None
     salesforce_api_version: str = "v60.0"
     salesforce_external_id_field: str = "CCAI_Session_Id__c"
+    # The org's default open Case status (a value of its Status picklist).
+    salesforce_reopen_status: str = "New"
     salesforce_requests_per_minute: int = Field(default=1000, ge=1)
 
     # The sandbox CRM's simulated answer time, for trying crash and load behaviour.

@@ -43,7 +43,7 @@ CRM = "salesforce"
 REQUEST_LIMIT_WAIT_SECONDS = 60.0
 
 # The default "open" value of the standard Case Status picklist; it must exist in the org.
-REOPEN_STATUS = "New"
+DEFAULT_REOPEN_STATUS = "New"
 
 # Field sizes Salesforce enforces (Case.Subject, Case.Description, CaseComment.CommentBody
 # in bytes, Contact names); longer values would be refused with STRING_TOO_LONG.
@@ -221,8 +221,10 @@ class SalesforceAdapter:
         external_id_field: str,
         timeout_seconds: float,
         requests_per_minute: int | None,
+        reopen_status: str = DEFAULT_REOPEN_STATUS,
         transport: httpx.AsyncBaseTransport | None = None,
     ):
+        self._reopen_status = reopen_status
         self._client_id = client_id
         self._client_secret = client_secret
         self._api_version = api_version if api_version.startswith("v") else f"v{api_version}"
@@ -265,6 +267,7 @@ class SalesforceAdapter:
             external_id_field=settings.salesforce_external_id_field,
             timeout_seconds=settings.crm_timeout_seconds,
             requests_per_minute=settings.salesforce_requests_per_minute,
+            reopen_status=settings.salesforce_reopen_status,
         )
 
     # --- session and calls ------------------------------------------------------------------
@@ -406,7 +409,7 @@ class SalesforceAdapter:
         )
 
     async def reopen_record(self, record_id: str) -> None:
-        await self._call("reopen_record", "PATCH", self._case_path(record_id), json={"Status": REOPEN_STATUS})
+        await self._call("reopen_record", "PATCH", self._case_path(record_id), json={"Status": self._reopen_status})
 
     async def _add_comments(self, operation: str, record_id: str, note: str) -> None:
         for body in split_comment(note):
