@@ -61,7 +61,7 @@ CHAT_ROWS = [
     ),
     pytest.param(
         {}, "queued@0 abandoned@4", "skipped", 1,
-        ["chat abandoned 4 s after queueing", "a short abandon", "short-abandon threshold 10 s",
+        ["chat abandoned 4 s after queueing", "queueing, a short abandon", "short-abandon threshold 10 s",
          "records for abandoned chats are off"],
         id="abandoned off: short abandon -> skipped",
     ),
@@ -72,7 +72,7 @@ CHAT_ROWS = [
     ),
     pytest.param(
         abandoned("all"), "queued@0 abandoned@4", "record", 1,
-        ["chat abandoned 4 s after queueing", "a short abandon", "records for abandoned chats: all", "short ones included"],
+        ["chat abandoned 4 s after queueing", "queueing, a short abandon", "records for abandoned chats: all", "short ones included"],
         id="abandoned all: short abandon still gets a record",
     ),
     pytest.param(
@@ -94,12 +94,12 @@ CHAT_ROWS = [
         id="abandoned min_messages default 1: no message -> skipped",
     ),
     pytest.param(
-        abandoned("min_messages"), "queued@0 eu@2 abandoned@3", "record", 2, ["a short abandon", "at least the 1 required"],
+        abandoned("min_messages"), "queued@0 eu@2 abandoned@3", "record", 2, ["queueing, a short abandon", "at least the 1 required"],
         id="abandoned min_messages default 1: short abandon with a message -> record",
     ),
     pytest.param(
         abandoned("off", chat_short_abandon_seconds=10), "queued@0 abandoned@10", "skipped", 1,
-        ["10 s after queueing", "a short abandon"],
+        ["10 s after queueing", "queueing, a short abandon"],
         id="short abandon: exactly the threshold is short (no more than)",
     ),
     pytest.param(
