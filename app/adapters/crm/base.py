@@ -82,6 +82,17 @@ class CrmNotConfigured(CrmPermanentError):
     """A required variable (URL, credential) is missing."""
 
 
+def required_setting(settings: object, field: str) -> str:
+    """The value of a CRM setting that must be set (secrets unwrapped), or CrmNotConfigured
+    naming the environment variable."""
+    value = getattr(settings, field)
+    if hasattr(value, "get_secret_value"):
+        value = value.get_secret_value()
+    if not value:
+        raise CrmNotConfigured(f"{field.upper()} is not set")
+    return value
+
+
 # --- the per-call log: every HTTP call an adapter makes, for the decision trace --------------
 
 

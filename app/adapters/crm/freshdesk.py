@@ -36,7 +36,7 @@ from urllib.parse import quote
 import httpx
 
 from app.adapters.crm.base import (
-    CrmNotConfigured,
+    required_setting,
     CrmPermanentError,
     EndUserInfo,
     NewRecord,
@@ -193,17 +193,10 @@ class FreshdeskAdapter:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FreshdeskAdapter:
-        if not settings.freshdesk_url:
-            raise CrmNotConfigured("FRESHDESK_URL is not set")
-        api_key = settings.freshdesk_api_key.get_secret_value() if settings.freshdesk_api_key else ""
-        if not api_key:
-            raise CrmNotConfigured("FRESHDESK_API_KEY is not set")
-        if not settings.freshdesk_external_id_field:
-            raise CrmNotConfigured("FRESHDESK_EXTERNAL_ID_FIELD is not set")
         return cls(
-            settings.freshdesk_url,
-            api_key,
-            external_id_field=settings.freshdesk_external_id_field,
+            required_setting(settings, "freshdesk_url"),
+            required_setting(settings, "freshdesk_api_key"),
+            external_id_field=required_setting(settings, "freshdesk_external_id_field"),
             timeout_seconds=settings.crm_timeout_seconds,
             requests_per_minute=settings.freshdesk_requests_per_minute,
         )

@@ -34,7 +34,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from app import metrics
-from app.adapters.crm.base import CrmNotConfigured, CrmRateLimited, EndUserInfo, NewRecord, RecordRef
+from app.adapters.crm.base import CrmRateLimited, EndUserInfo, NewRecord, RecordRef, required_setting
 from app.adapters.crm.http import CrmHttp, default_describe, parse_retry_after
 from app.domain.policy import ExistingRecord
 from app.settings import Settings
@@ -200,14 +200,9 @@ class KustomerAdapter:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> KustomerAdapter:
-        if not settings.kustomer_url:
-            raise CrmNotConfigured("KUSTOMER_URL is not set")
-        api_key = settings.kustomer_api_key.get_secret_value() if settings.kustomer_api_key else ""
-        if not api_key:
-            raise CrmNotConfigured("KUSTOMER_API_KEY is not set")
         return cls(
-            settings.kustomer_url,
-            api_key,
+            required_setting(settings, "kustomer_url"),
+            required_setting(settings, "kustomer_api_key"),
             timeout_seconds=settings.crm_timeout_seconds,
             requests_per_minute=settings.kustomer_requests_per_minute,
         )

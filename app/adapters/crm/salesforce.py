@@ -24,8 +24,8 @@ import httpx
 
 from app import metrics
 from app.adapters.crm.base import (
+    required_setting,
     CrmAuthError,
-    CrmNotConfigured,
     CrmRateLimited,
     CrmTransientError,
     EndUserInfo,
@@ -252,17 +252,10 @@ class SalesforceAdapter:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SalesforceAdapter:
-        if not settings.salesforce_client_id:
-            raise CrmNotConfigured("SALESFORCE_CLIENT_ID is not set")
-        secret = settings.salesforce_client_secret.get_secret_value() if settings.salesforce_client_secret else ""
-        if not secret:
-            raise CrmNotConfigured("SALESFORCE_CLIENT_SECRET is not set")
-        if not settings.salesforce_login_url:
-            raise CrmNotConfigured("SALESFORCE_LOGIN_URL is not set")
         return cls(
-            login_url=settings.salesforce_login_url,
-            client_id=settings.salesforce_client_id,
-            client_secret=secret,
+            login_url=required_setting(settings, "salesforce_login_url"),
+            client_id=required_setting(settings, "salesforce_client_id"),
+            client_secret=required_setting(settings, "salesforce_client_secret"),
             api_version=settings.salesforce_api_version,
             external_id_field=settings.salesforce_external_id_field,
             timeout_seconds=settings.crm_timeout_seconds,

@@ -32,8 +32,8 @@ import httpx
 
 from app import metrics
 from app.adapters.crm.base import (
+    required_setting,
     CrmAuthError,
-    CrmNotConfigured,
     CrmPermanentError,
     CrmRateLimited,
     CrmTransientError,
@@ -207,17 +207,10 @@ class ZendeskAdapter:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ZendeskAdapter:
-        if not settings.zendesk_url:
-            raise CrmNotConfigured("ZENDESK_URL is not set")
-        if not settings.zendesk_email:
-            raise CrmNotConfigured("ZENDESK_EMAIL is not set")
-        token = settings.zendesk_api_token.get_secret_value() if settings.zendesk_api_token else ""
-        if not token:
-            raise CrmNotConfigured("ZENDESK_API_TOKEN is not set")
         return cls(
-            settings.zendesk_url,
-            settings.zendesk_email,
-            token,
+            required_setting(settings, "zendesk_url"),
+            required_setting(settings, "zendesk_email"),
+            required_setting(settings, "zendesk_api_token"),
             timeout_seconds=settings.crm_timeout_seconds,
             requests_per_minute=settings.zendesk_requests_per_minute,
         )
