@@ -11,7 +11,6 @@ import logging
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app import metrics
 from app.adapters.db import outbox_repo
 from app.adapters.db.engine import asyncpg_dsn
 from app.service.outbox import OutboxRunner
@@ -90,10 +89,3 @@ class OutboxWorker:
         except Exception as exc:  # polling still works, only slower
             log.warning("LISTEN for outbox notifications failed (%r); polling only", exc)
             return None
-
-    async def refresh_backlog_metric(self) -> dict[str, int]:
-        async with self.engine.connect() as conn:
-            counts = await outbox_repo.backlog_counts(conn)
-        for status, count in counts.items():
-            metrics.outbox_backlog.labels(status).set(count)
-        return counts

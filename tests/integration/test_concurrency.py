@@ -3,7 +3,6 @@ the same leaf queue, decided at the same moment, end as one record and one attac
 
 from __future__ import annotations
 
-import asyncio
 import collections
 
 from sqlalchemy import select
