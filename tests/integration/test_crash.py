@@ -82,10 +82,11 @@ async def test_sigkill_mid_batch_and_mid_crm_call(clean_db, make_settings, kafka
 
         service = ServiceProcess(settings, log).start()
         await service.wait_ready()
+        # Every event applied first (only then do all outbox rows exist), then all rows done.
+        await eventually(lambda: _exactly(clean_db, select(func.count()).select_from(processed_events),
+                                          len(documents)), timeout=60)
         unfinished = select(func.count()).select_from(outbox).where(outbox.c.status != "done")
         await eventually(lambda: _exactly(clean_db, unfinished, 0), timeout=60)
-        await eventually(lambda: _exactly(clean_db, select(func.count()).select_from(processed_events),
-                                          len(documents)), timeout=30)
     finally:
         service.stop()
 
