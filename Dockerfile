@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-#
 # crm-records: the service image.
 #
 #   docker build -t crm-records .
