@@ -30,12 +30,16 @@ class Settings(BaseSettings):
     kafka_max_poll_records: int = Field(default=2000, ge=1)
     # A replica that dies is noticed after this long; joining a group also takes about
     # half of it on some brokers, so keep it modest.
+    # How long the broker may hold a fetch while waiting for data: short, so a quiet
+    # topic's next event is picked up quickly.
+    kafka_fetch_max_wait_ms: int = Field(default=50, ge=1)
     kafka_session_timeout_ms: int = Field(default=10000, ge=1000)
     kafka_heartbeat_interval_ms: int = Field(default=2000, ge=100)
 
     # PostgreSQL. None means "start an embedded PostgreSQL" (only `make run` does that).
     database_url: str | None = None
-    database_pool_size: int = Field(default=10, ge=1)
+    # Connections kept open; the pool also lends OUTBOX_CONCURRENCY more in bursts.
+    database_pool_size: int = Field(default=20, ge=1)
 
     crm_provider: CrmProvider = "sandbox"
 

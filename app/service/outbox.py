@@ -68,6 +68,7 @@ class Completion:
     session_record: tuple[str, str, str] | None = None  # record_id, url, action
     new_record: RecordRef | None = None
     contact: str | None = None
+    state: SessionState | None = None  # as read before the CRM calls, for the bookkeeping
 
 
 @dataclass(slots=True)
@@ -128,7 +129,7 @@ class OutboxRunner:
                 else None
             )
 
-        completion = Completion()
+        completion = Completion(state=state)
         if contact is None:
             contact = await self.crm.find_or_create_end_user(
                 EndUserInfo(state.end_user_id, state.end_user_name, state.end_user_phone, state.end_user_email)
@@ -187,9 +188,11 @@ class OutboxRunner:
 
     async def _ended_note(self, row: ClaimedRow) -> Completion:
         async with self.engine.connect() as conn:
-            state = await self._load_state(conn, row.session_id)
             session = await sessions_repo.get_session(conn, row.session_id)
-            record_id = session["record_id"] if session else None
+            if session is None:
+                raise NoRecord(f"session {row.session_id} is unknown")
+            state = SessionState.from_document(session["state"])
+            record_id = session["record_id"]
             if record_id is None:
                 record_row = await outbox_repo.record_row_status(conn, row.session_id)
                 if record_row is None or record_row[0] in ("parked", "done"):
@@ -222,10 +225,8 @@ class OutboxRunner:
 
     async def _complete(self, row: ClaimedRow, completion: Completion, calls: CallLog) -> None:
         crm = self.crm.name
+        state = completion.state
         async with self.engine.begin() as conn:
-            state = None
-            if completion.contact is not None or completion.new_record is not None:
-                state = await sessions_repo.get_state(conn, row.session_id)
             if completion.contact is not None and state is not None:
                 await records_repo.remember_contact(conn, crm, state.end_user_id, completion.contact)
             if completion.new_record is not None and state is not None:

@@ -16,8 +16,12 @@ def build_engine(settings: Settings, *, url: str | None = None) -> AsyncEngine:
     return create_async_engine(
         url or settings.resolved_database_url(),
         pool_size=settings.database_pool_size,
-        max_overflow=settings.database_pool_size,
-        pool_pre_ping=True,
+        # Every in-flight outbox row may hold a connection briefly, on top of the
+        # consumer, the claimer and the API: opening new ones per burst is slow.
+        max_overflow=settings.outbox_concurrency + 4,
+        # No pre-ping (a round trip per checkout): a connection lost with a database
+        # restart fails once, and the consumer and worker retry their work anyway.
+        pool_recycle=1800,
         json_serializer=_dumps,
         json_deserializer=orjson.loads,
     )

@@ -112,12 +112,14 @@ async def claim(conn: AsyncConnection, limit: int, lease_seconds: float) -> list
     return rows
 
 
+_MARK_DONE = text(
+    "UPDATE outbox SET status = 'done', done_at = now(), updated_at = now(), lease_until = NULL, "
+    "last_error = NULL WHERE id = :id"
+)
+
+
 async def mark_done(conn: AsyncConnection, outbox_id: int) -> None:
-    await conn.execute(
-        update(outbox)
-        .where(outbox.c.id == outbox_id)
-        .values(status="done", done_at=func.now(), updated_at=func.now(), lease_until=None, last_error=None)
-    )
+    await conn.execute(_MARK_DONE, {"id": outbox_id})
 
 
 async def reschedule(conn: AsyncConnection, outbox_id: int, *, delay_seconds: float, error: str, count_attempt: bool):

@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.adapters.db.schema import crm_contacts, crm_records
+from app.adapters.db.schema import crm_records
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,18 +18,25 @@ class KnownRecord:
     session_id: str
 
 
+_NEWEST = text(
+    "SELECT record_id, record_url, session_id FROM crm_records "
+    "WHERE crm = :crm AND end_user_id = :end_user_id AND queue_id = :queue_id ORDER BY id DESC LIMIT 1"
+)
+_REMEMBER_RECORD = text(
+    "INSERT INTO crm_records (crm, record_id, record_url, end_user_id, queue_id, session_id) "
+    "VALUES (:crm, :record_id, :record_url, :end_user_id, :queue_id, :session_id) "
+    "ON CONFLICT ON CONSTRAINT uq_crm_records_record DO NOTHING"
+)
+_CONTACT = text("SELECT contact_id FROM crm_contacts WHERE crm = :crm AND end_user_id = :end_user_id")
+_REMEMBER_CONTACT = text(
+    "INSERT INTO crm_contacts (crm, end_user_id, contact_id) VALUES (:crm, :end_user_id, :contact_id) "
+    "ON CONFLICT (crm, end_user_id) DO UPDATE SET contact_id = EXCLUDED.contact_id, updated_at = now()"
+)
+
+
 async def newest_record(conn: AsyncConnection, crm: str, end_user_id: str, queue_id: str) -> KnownRecord | None:
     row = (
-        await conn.execute(
-            select(crm_records.c.record_id, crm_records.c.record_url, crm_records.c.session_id)
-            .where(
-                crm_records.c.crm == crm,
-                crm_records.c.end_user_id == end_user_id,
-                crm_records.c.queue_id == queue_id,
-            )
-            .order_by(crm_records.c.id.desc())
-            .limit(1)
-        )
+        await conn.execute(_NEWEST, {"crm": crm, "end_user_id": end_user_id, "queue_id": queue_id})
     ).first()
     return KnownRecord(*row) if row else None
 
@@ -40,39 +46,18 @@ async def remember_record(
     session_id: str,
 ) -> None:
     await conn.execute(
-        insert(crm_records)
-        .values(
-            crm=crm, record_id=record_id, record_url=record_url, end_user_id=end_user_id, queue_id=queue_id,
-            session_id=session_id,
-        )
-        .on_conflict_do_nothing(constraint="uq_crm_records_record")
+        _REMEMBER_RECORD,
+        {"crm": crm, "record_id": record_id, "record_url": record_url, "end_user_id": end_user_id,
+         "queue_id": queue_id, "session_id": session_id},
     )
 
 
 async def contact_id(conn: AsyncConnection, crm: str, end_user_id: str) -> str | None:
-    return (
-        await conn.execute(
-            select(crm_contacts.c.contact_id).where(
-                crm_contacts.c.crm == crm, crm_contacts.c.end_user_id == end_user_id
-            )
-        )
-    ).scalar()
+    return (await conn.execute(_CONTACT, {"crm": crm, "end_user_id": end_user_id})).scalar()
 
 
 async def remember_contact(conn: AsyncConnection, crm: str, end_user_id: str, contact: str) -> None:
-    statement = insert(crm_contacts).values(crm=crm, end_user_id=end_user_id, contact_id=contact)
-    await conn.execute(
-        statement.on_conflict_do_update(
-            index_elements=[crm_contacts.c.crm, crm_contacts.c.end_user_id],
-            set_={"contact_id": statement.excluded.contact_id, "updated_at": func.now()},
-        )
-    )
-
-
-async def forget_contact(conn: AsyncConnection, crm: str, end_user_id: str) -> None:
-    await conn.execute(
-        crm_contacts.delete().where(crm_contacts.c.crm == crm, crm_contacts.c.end_user_id == end_user_id)
-    )
+    await conn.execute(_REMEMBER_CONTACT, {"crm": crm, "end_user_id": end_user_id, "contact_id": contact})
 
 
 async def list_records(conn: AsyncConnection, limit: int = 100) -> list[dict[str, Any]]:

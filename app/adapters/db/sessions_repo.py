@@ -6,10 +6,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
-from sqlalchemy import select, text, update
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.adapters.db.schema import sessions
 from app.domain.session import SessionState
 
 # Row locks: a rebalance can hand a partition to another consumer while the old owner
@@ -51,8 +50,19 @@ async def save_states(conn: AsyncConnection, states: Sequence[SessionState]) -> 
     )
 
 
+# The worker reads and writes one session row per outbox row: statements built once.
+_GET = text(
+    "SELECT session_id, state, record, crm, record_id, record_url, record_action, created_at, updated_at "
+    "FROM sessions WHERE session_id = :session_id"
+)
+_SET_RECORD = text(
+    "UPDATE sessions SET crm = :crm, record_id = :record_id, record_url = :record_url, "
+    "record_action = :action, updated_at = now() WHERE session_id = :session_id"
+)
+
+
 async def get_session(conn: AsyncConnection, session_id: str) -> dict[str, Any] | None:
-    row = (await conn.execute(select(sessions).where(sessions.c.session_id == session_id))).mappings().first()
+    row = (await conn.execute(_GET, {"session_id": session_id})).mappings().first()
     return dict(row) if row else None
 
 
@@ -65,7 +75,6 @@ async def set_record(
     conn: AsyncConnection, session_id: str, *, crm: str, record_id: str, record_url: str | None, action: str
 ) -> None:
     await conn.execute(
-        update(sessions)
-        .where(sessions.c.session_id == session_id)
-        .values(crm=crm, record_id=record_id, record_url=record_url, record_action=action)
+        _SET_RECORD,
+        {"session_id": session_id, "crm": crm, "record_id": record_id, "record_url": record_url, "action": action},
     )
