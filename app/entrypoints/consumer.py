@@ -74,10 +74,14 @@ class ConsumerLoop:
         try:
             while not stop.is_set():
                 batches = await consumer.getmany(timeout_ms=200, max_records=self.settings.kafka_max_poll_records)
-                for tp, messages in batches.items():
-                    if stop.is_set():
-                        break
-                    await self._handle_partition(consumer, tp, messages)
+                if not batches:
+                    continue
+                # Partitions never share a session, so their batches are applied side by side,
+                # each in its own transaction; then one commit covers every applied partition.
+                applied = await asyncio.gather(
+                    *(self._apply_partition(consumer, tp, messages) for tp, messages in batches.items())
+                )
+                await self.commit_applied([tp for tp in applied if tp is not None])
         finally:
             try:
                 await self.commit_applied(list(self._applied))
@@ -99,18 +103,18 @@ class ConsumerLoop:
             if self._applied.get(tp) == offsets[tp]:
                 del self._applied[tp]
 
-    async def _handle_partition(
+    async def _apply_partition(
         self, consumer: AIOKafkaConsumer, tp: TopicPartition, messages: list[ConsumerRecord]
-    ) -> None:
+    ) -> TopicPartition | None:
         try:
             await self.apply_messages(messages)
         except Exception as exc:  # database down, broker down: retry the same batch, lose nothing
             log.error("batch of %d on %s/%d failed, will retry: %r", len(messages), tp.topic, tp.partition, exc)
             consumer.seek(tp, messages[0].offset)
             await asyncio.sleep(1.0)
-            return
+            return None
         self._applied[tp] = messages[-1].offset + 1
-        await self.commit_applied([tp])
+        return tp
 
     async def apply_messages(self, messages: list[ConsumerRecord]) -> None:
         """Validate, dead-letter the invalid, and apply the rest in one transaction."""

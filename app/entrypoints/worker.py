@@ -32,6 +32,9 @@ class OutboxWorker:
         stopping = asyncio.ensure_future(stop.wait())
         try:
             while not stop.is_set():
+                # Cleared before claiming: a NOTIFY that lands while we claim sets it again,
+                # so it is never lost to the poll interval.
+                self._wake.clear()
                 free = self.settings.outbox_concurrency - len(self._in_flight)
                 claimed = []
                 if free > 0:
@@ -50,7 +53,6 @@ class OutboxWorker:
                     continue
                 if claimed:
                     continue
-                self._wake.clear()
                 waker = asyncio.ensure_future(self._wake.wait())
                 await asyncio.wait(
                     [stopping, waker], timeout=self.settings.outbox_poll_seconds, return_when=asyncio.FIRST_COMPLETED
