@@ -57,7 +57,7 @@ async def test_validation_error_is_parked_with_the_crms_message(zendesk_service,
     crm = zendesk_service
     # The service remembers a requester id that Zendesk does not know: the ticket is refused.
     async with engine.begin() as conn:
-        await records_repo.remember_contact(conn, "zendesk", "eu-parked", "999999")
+        await records_repo.remember_contacts(conn, "zendesk", {"eu-parked": "999999"})
     await send(crm, call_events("parked-1", end_user_id="eu-parked"))
     body = await eventually(lambda: record_row(crm.service, "parked-1", "parked"))
     parked = [d for d in body["decisions"] if d["kind"] == "record_parked"]

@@ -16,9 +16,11 @@ def build_engine(settings: Settings, *, url: str | None = None) -> AsyncEngine:
     return create_async_engine(
         url or settings.resolved_database_url(),
         pool_size=settings.database_pool_size,
-        # Every in-flight outbox row may hold a connection briefly, on top of the
-        # consumer, the claimer and the API: opening new ones per burst is slow.
-        max_overflow=settings.outbox_concurrency + 4,
+        # The pool itself is sized for the worker's rows in flight plus the consumer;
+        # a few more for bursts (the API, the claimer). Connections are held briefly, never
+        # across a CRM call, so beyond that a row waits for one rather than opening a new
+        # server process, and a replica never holds more than pool + 8.
+        max_overflow=8,
         # No pre-ping (a round trip per checkout): a connection lost with a database
         # restart fails once, and the consumer and worker retry their work anyway.
         pool_recycle=1800,

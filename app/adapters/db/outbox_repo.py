@@ -24,6 +24,7 @@ class NewOutboxRow:
     session_id: str
     serial_key: str | None
     payload: dict[str, Any]
+    priority: int = 0  # claimed lowest first
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,11 +40,11 @@ class ClaimedRow:
 
 _ENQUEUE = text(
     """
-    INSERT INTO outbox (idempotency_key, kind, session_id, serial_key, payload)
-    SELECT r.key, r.kind, r.session_id, r.serial_key, CAST(r.payload AS jsonb)
+    INSERT INTO outbox (idempotency_key, kind, session_id, serial_key, priority, payload)
+    SELECT r.key, r.kind, r.session_id, r.serial_key, r.priority, CAST(r.payload AS jsonb)
     FROM unnest(CAST(:keys AS text[]), CAST(:kinds AS text[]), CAST(:session_ids AS text[]),
-                CAST(:serial_keys AS text[]), CAST(:payloads AS text[]))
-         WITH ORDINALITY AS r(key, kind, session_id, serial_key, payload, n)
+                CAST(:serial_keys AS text[]), CAST(:priorities AS smallint[]), CAST(:payloads AS text[]))
+         WITH ORDINALITY AS r(key, kind, session_id, serial_key, priority, payload, n)
     ORDER BY r.n
     ON CONFLICT (idempotency_key) DO NOTHING
     """
@@ -51,6 +52,7 @@ _ENQUEUE = text(
 
 # A row is claimable when it is due (or its previous claimer's lease ran out) and no
 # older unfinished row shares its serial key: per (CRM, end user, leaf queue) FIFO.
+# Lower priority first (records before end-of-session notes), then oldest due.
 _CLAIM = text(
     """
     WITH candidates AS (
@@ -61,7 +63,7 @@ _CLAIM = text(
                 SELECT 1 FROM outbox p
                 WHERE p.serial_key = o.serial_key AND p.id < o.id
                   AND p.status IN ('pending', 'in_progress')))
-        ORDER BY o.due_at, o.id
+        ORDER BY o.priority, o.due_at, o.id
         LIMIT :limit
         FOR UPDATE SKIP LOCKED
     )
@@ -77,12 +79,24 @@ _INSERT_ATTEMPTS = text(
     """
     INSERT INTO crm_attempts (outbox_id, session_id, crm, attempt, operation, method, path, status_code,
                               latency_ms, error)
-    SELECT :outbox_id, :session_id, :crm, :attempt, a.operation, a.method, a.path, a.status, a.latency, a.error
-    FROM unnest(CAST(:operations AS text[]), CAST(:methods AS text[]), CAST(:paths AS text[]),
+    SELECT a.outbox_id, a.session_id, :crm, a.attempt, a.operation, a.method, a.path, a.status, a.latency, a.error
+    FROM unnest(CAST(:outbox_ids AS bigint[]), CAST(:session_ids AS text[]), CAST(:attempts AS int[]),
+                CAST(:operations AS text[]), CAST(:methods AS text[]), CAST(:paths AS text[]),
                 CAST(:statuses AS int[]), CAST(:latencies AS float8[]), CAST(:errors AS text[]))
-         AS a(operation, method, path, status, latency, error)
+         WITH ORDINALITY AS a(outbox_id, session_id, attempt, operation, method, path, status, latency, error, n)
+    ORDER BY a.n
     """
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """The CRM calls one run of one outbox row made."""
+
+    outbox_id: int
+    session_id: str
+    attempt: int
+    calls: Sequence[CrmCall]
 
 
 async def enqueue(conn: AsyncConnection, rows: Sequence[NewOutboxRow]) -> None:
@@ -95,6 +109,7 @@ async def enqueue(conn: AsyncConnection, rows: Sequence[NewOutboxRow]) -> None:
             "kinds": [r.kind for r in rows],
             "session_ids": [r.session_id for r in rows],
             "serial_keys": [r.serial_key for r in rows],
+            "priorities": [r.priority for r in rows],
             "payloads": [orjson.dumps(r.payload).decode() for r in rows],
         },
     )
@@ -114,12 +129,13 @@ async def claim(conn: AsyncConnection, limit: int, lease_seconds: float) -> list
 
 _MARK_DONE = text(
     "UPDATE outbox SET status = 'done', done_at = now(), updated_at = now(), lease_until = NULL, "
-    "last_error = NULL WHERE id = :id"
+    "last_error = NULL WHERE id = ANY(CAST(:ids AS bigint[]))"
 )
 
 
-async def mark_done(conn: AsyncConnection, outbox_id: int) -> None:
-    await conn.execute(_MARK_DONE, {"id": outbox_id})
+async def mark_done(conn: AsyncConnection, outbox_ids: Sequence[int]) -> None:
+    if outbox_ids:
+        await conn.execute(_MARK_DONE, {"ids": sorted(outbox_ids)})
 
 
 async def reschedule(conn: AsyncConnection, outbox_id: int, *, delay_seconds: float, error: str, count_attempt: bool):
@@ -144,24 +160,23 @@ async def park(conn: AsyncConnection, outbox_id: int, error: str) -> None:
     )
 
 
-async def record_attempts(
-    conn: AsyncConnection, *, outbox_id: int, session_id: str, crm: str, attempt: int, calls: Sequence[CrmCall]
-) -> None:
+async def record_attempts(conn: AsyncConnection, crm: str, attempts: Sequence[Attempt]) -> None:
+    calls = [(a, call) for a in attempts for call in a.calls]
     if not calls:
         return
     await conn.execute(
         _INSERT_ATTEMPTS,
         {
-            "outbox_id": outbox_id,
-            "session_id": session_id,
             "crm": crm,
-            "attempt": attempt,
-            "operations": [c.operation for c in calls],
-            "methods": [c.method for c in calls],
-            "paths": [c.path for c in calls],
-            "statuses": [c.status for c in calls],
-            "latencies": [c.latency_ms for c in calls],
-            "errors": [c.error for c in calls],
+            "outbox_ids": [a.outbox_id for a, _ in calls],
+            "session_ids": [a.session_id for a, _ in calls],
+            "attempts": [a.attempt for a, _ in calls],
+            "operations": [c.operation for _, c in calls],
+            "methods": [c.method for _, c in calls],
+            "paths": [c.path for _, c in calls],
+            "statuses": [c.status for _, c in calls],
+            "latencies": [c.latency_ms for _, c in calls],
+            "errors": [c.error for _, c in calls],
         },
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,46 +19,95 @@ class KnownRecord:
     session_id: str
 
 
-_NEWEST = text(
-    "SELECT record_id, record_url, session_id FROM crm_records "
-    "WHERE crm = :crm AND end_user_id = :end_user_id AND queue_id = :queue_id ORDER BY id DESC LIMIT 1"
+_REMEMBER_RECORDS = text(
+    """
+    INSERT INTO crm_records (crm, record_id, record_url, end_user_id, queue_id, session_id)
+    SELECT :crm, r.record_id, r.record_url, r.end_user_id, r.queue_id, r.session_id
+    FROM unnest(CAST(:record_ids AS text[]), CAST(:record_urls AS text[]), CAST(:end_user_ids AS text[]),
+                CAST(:queue_ids AS text[]), CAST(:session_ids AS text[]))
+         WITH ORDINALITY AS r(record_id, record_url, end_user_id, queue_id, session_id, n)
+    ORDER BY r.n
+    ON CONFLICT ON CONSTRAINT uq_crm_records_record DO NOTHING
+    """
 )
-_REMEMBER_RECORD = text(
-    "INSERT INTO crm_records (crm, record_id, record_url, end_user_id, queue_id, session_id) "
-    "VALUES (:crm, :record_id, :record_url, :end_user_id, :queue_id, :session_id) "
-    "ON CONFLICT ON CONSTRAINT uq_crm_records_record DO NOTHING"
+_REMEMBER_CONTACTS = text(
+    """
+    INSERT INTO crm_contacts (crm, end_user_id, contact_id)
+    SELECT :crm, c.end_user_id, c.contact_id
+    FROM unnest(CAST(:end_user_ids AS text[]), CAST(:contact_ids AS text[])) AS c(end_user_id, contact_id)
+    ON CONFLICT (crm, end_user_id) DO UPDATE SET contact_id = EXCLUDED.contact_id, updated_at = now()
+    """
 )
-_CONTACT = text("SELECT contact_id FROM crm_contacts WHERE crm = :crm AND end_user_id = :end_user_id")
-_REMEMBER_CONTACT = text(
-    "INSERT INTO crm_contacts (crm, end_user_id, contact_id) VALUES (:crm, :end_user_id, :contact_id) "
-    "ON CONFLICT (crm, end_user_id) DO UPDATE SET contact_id = EXCLUDED.contact_id, updated_at = now()"
+# Everything the worker reads before deciding a record, in one round trip: the session's
+# state, the end user's known CRM contact, and (with append on) the newest record of that
+# end user in that leaf queue.
+_RECORD_CONTEXT = text(
+    """
+    SELECT s.state, c.contact_id, r.record_id, r.record_url, r.session_id AS record_session_id
+    FROM sessions s
+    LEFT JOIN crm_contacts c ON c.crm = :crm AND c.end_user_id = s.state->>'end_user_id'
+    LEFT JOIN LATERAL (
+        SELECT record_id, record_url, session_id FROM crm_records
+        WHERE :with_newest AND crm = :crm AND end_user_id = s.state->>'end_user_id'
+          AND queue_id = s.state->>'queue_id'
+        ORDER BY id DESC LIMIT 1
+    ) r ON true
+    WHERE s.session_id = :session_id
+    """
 )
 
 
-async def newest_record(conn: AsyncConnection, crm: str, end_user_id: str, queue_id: str) -> KnownRecord | None:
+@dataclass(frozen=True, slots=True)
+class RecordContext:
+    state: dict[str, Any]
+    contact_id: str | None
+    newest: KnownRecord | None
+
+
+async def record_context(
+    conn: AsyncConnection, crm: str, session_id: str, *, with_newest: bool
+) -> RecordContext | None:
     row = (
-        await conn.execute(_NEWEST, {"crm": crm, "end_user_id": end_user_id, "queue_id": queue_id})
+        await conn.execute(_RECORD_CONTEXT, {"crm": crm, "session_id": session_id, "with_newest": with_newest})
     ).first()
-    return KnownRecord(*row) if row else None
+    if row is None:
+        return None
+    newest = KnownRecord(row.record_id, row.record_url, row.record_session_id) if row.record_id else None
+    return RecordContext(row.state, row.contact_id, newest)
 
 
-async def remember_record(
-    conn: AsyncConnection, *, crm: str, record_id: str, record_url: str | None, end_user_id: str, queue_id: str,
-    session_id: str,
+async def remember_records(
+    conn: AsyncConnection, crm: str, records: Sequence[tuple[str, str | None, str, str, str]]
 ) -> None:
+    """Remember records this service made: (record_id, url, end_user_id, queue_id, session_id),
+    in the order given: the newest record of an end user is the one with the highest id."""
+    if not records:
+        return
+    ordered = records
     await conn.execute(
-        _REMEMBER_RECORD,
-        {"crm": crm, "record_id": record_id, "record_url": record_url, "end_user_id": end_user_id,
-         "queue_id": queue_id, "session_id": session_id},
+        _REMEMBER_RECORDS,
+        {
+            "crm": crm,
+            "record_ids": [r[0] for r in ordered],
+            "record_urls": [r[1] for r in ordered],
+            "end_user_ids": [r[2] for r in ordered],
+            "queue_ids": [r[3] for r in ordered],
+            "session_ids": [r[4] for r in ordered],
+        },
     )
 
 
-async def contact_id(conn: AsyncConnection, crm: str, end_user_id: str) -> str | None:
-    return (await conn.execute(_CONTACT, {"crm": crm, "end_user_id": end_user_id})).scalar()
+async def remember_contacts(conn: AsyncConnection, crm: str, contacts: dict[str, str]) -> None:
+    """Remember CRM contact ids by end user id; sorted, so concurrent writers lock in one order."""
+    if not contacts:
+        return
+    ordered = sorted(contacts.items())
+    await conn.execute(
+        _REMEMBER_CONTACTS,
+        {"crm": crm, "end_user_ids": [k for k, _ in ordered], "contact_ids": [v for _, v in ordered]},
+    )
 
 
-async def remember_contact(conn: AsyncConnection, crm: str, end_user_id: str, contact: str) -> None:
-    await conn.execute(_REMEMBER_CONTACT, {"crm": crm, "end_user_id": end_user_id, "contact_id": contact})
 
 
 async def list_records(conn: AsyncConnection, limit: int = 100) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     PrimaryKeyConstraint,
+    SmallInteger,
     Table,
     Text,
     UniqueConstraint,
@@ -85,6 +86,8 @@ outbox = Table(
     # Rows sharing a serial key run one at a time, oldest first: two sessions of one end
     # user in one leaf queue never decide "create" side by side.
     Column("serial_key", Text),
+    # Claimed lowest first: 0 for records and outcome events, 1 for end-of-session notes.
+    Column("priority", SmallInteger, nullable=False, server_default="0"),
     Column("payload", JSONB, nullable=False),
     Column("status", Text, nullable=False, server_default="pending"),  # pending | in_progress | done | parked
     Column("attempts", Integer, nullable=False, server_default="0"),
@@ -96,6 +99,7 @@ outbox = Table(
     Column("done_at", Timestamp),
     Index(
         "ix_outbox_due",
+        "priority",
         "due_at",
         "id",
         postgresql_where=text("status IN ('pending', 'in_progress')"),

@@ -55,9 +55,17 @@ _GET = text(
     "SELECT session_id, state, record, crm, record_id, record_url, record_action, created_at, updated_at "
     "FROM sessions WHERE session_id = :session_id"
 )
-_SET_RECORD = text(
-    "UPDATE sessions SET crm = :crm, record_id = :record_id, record_url = :record_url, "
-    "record_action = :action, updated_at = now() WHERE session_id = :session_id"
+_LOCK = text(
+    "SELECT session_id FROM sessions WHERE session_id = ANY(CAST(:ids AS text[])) ORDER BY session_id FOR UPDATE"
+)
+_SET_RECORDS = text(
+    """
+    UPDATE sessions s SET crm = :crm, record_id = r.record_id, record_url = r.record_url,
+                          record_action = r.action, updated_at = now()
+    FROM unnest(CAST(:ids AS text[]), CAST(:record_ids AS text[]), CAST(:record_urls AS text[]),
+                CAST(:actions AS text[])) AS r(session_id, record_id, record_url, action)
+    WHERE s.session_id = r.session_id
+    """
 )
 
 
@@ -66,15 +74,22 @@ async def get_session(conn: AsyncConnection, session_id: str) -> dict[str, Any] 
     return dict(row) if row else None
 
 
-async def get_state(conn: AsyncConnection, session_id: str) -> SessionState | None:
-    row = await get_session(conn, session_id)
-    return SessionState.from_document(row["state"]) if row else None
 
+async def set_records(conn: AsyncConnection, crm: str, records: Sequence[tuple[str, str, str | None, str]]) -> None:
+    """Note each session's record: (session_id, record_id, url, action).
 
-async def set_record(
-    conn: AsyncConnection, session_id: str, *, crm: str, record_id: str, record_url: str | None, action: str
-) -> None:
+    The rows are locked in session id order first, the order the consumer locks them in,
+    so a batch of these never deadlocks with a consumer batch."""
+    if not records:
+        return
+    await conn.execute(_LOCK, {"ids": sorted(r[0] for r in records)})
     await conn.execute(
-        _SET_RECORD,
-        {"session_id": session_id, "crm": crm, "record_id": record_id, "record_url": record_url, "action": action},
+        _SET_RECORDS,
+        {
+            "crm": crm,
+            "ids": [r[0] for r in records],
+            "record_ids": [r[1] for r in records],
+            "record_urls": [r[2] for r in records],
+            "actions": [r[3] for r in records],
+        },
     )

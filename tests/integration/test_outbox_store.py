@@ -1,0 +1,123 @@
+"""The outbox's storage on a real database: the schema the migrations build, claim
+order, and the batched bookkeeping of finished rows."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import text
+
+from app.adapters.crm.base import CallLog, CrmCall, RecordRef
+from app.adapters.db import outbox_repo, records_repo, sessions_repo
+from app.adapters.db.decisions_repo import DecisionRow
+from app.adapters.db.outbox_repo import NewOutboxRow
+from app.adapters.db.schema import metadata
+from app.domain.session import apply_event
+from app.service.outbox import Completion, CompletionWriter, Finished
+from tests.factories import call_events, to_event
+
+
+async def test_migrations_build_exactly_the_declared_schema(engine):
+    def differences(sync_conn):
+        return compare_metadata(MigrationContext.configure(sync_conn), metadata)
+
+    async with engine.connect() as conn:
+        assert await conn.run_sync(differences) == []
+
+
+def _row(key: str, kind: str, serial_key: str | None, priority: int, session_id: str | None = None) -> NewOutboxRow:
+    return NewOutboxRow(key, kind, session_id or f"s-{key}", serial_key, {"n": key}, priority)
+
+
+async def test_records_are_claimed_before_older_notes_and_each_serial_key_in_order(clean_db):
+    async with clean_db.begin() as conn:
+        await outbox_repo.enqueue(
+            conn,
+            [
+                _row("note-a", "ended_note", "k-a", 1),
+                _row("note-b", "ended_note", "k-b", 1),
+                _row("record-c", "record", "k-c", 0),
+                # Behind note-b in its serial key: its priority does not let it jump the queue.
+                _row("record-b2", "record", "k-b", 0),
+                _row("publish-d", "publish", None, 0),
+            ],
+        )
+    async with clean_db.begin() as conn:
+        first = await outbox_repo.claim(conn, 2, lease_seconds=30)
+    assert {r.idempotency_key for r in first} == {"record-c", "publish-d"}
+    async with clean_db.begin() as conn:
+        rest = await outbox_repo.claim(conn, 10, lease_seconds=30)
+    assert {r.idempotency_key for r in rest} == {"note-a", "note-b"}
+    async with clean_db.begin() as conn:
+        await outbox_repo.mark_done(conn, [r.id for r in rest if r.idempotency_key == "note-b"])
+    async with clean_db.begin() as conn:
+        assert [r.idempotency_key for r in await outbox_repo.claim(conn, 10, lease_seconds=30)] == ["record-b2"]
+
+
+async def _claimed_record_rows(engine, session_ids: list[str]):
+    async with engine.begin() as conn:
+        states = [apply_event(None, to_event(call_events(sid, end_user_id=f"eu-{sid}")[0])) for sid in session_ids]
+        await sessions_repo.save_states(conn, states)
+        await outbox_repo.enqueue(conn, [_row(sid, "record", None, 0, sid) for sid in session_ids])
+        claimed = await outbox_repo.claim(conn, len(session_ids), lease_seconds=30)
+    return {s.session_id: s for s in states}, {r.idempotency_key: r for r in claimed}
+
+
+def _finished(row, state, reason: str) -> Finished:
+    calls = CallLog([CrmCall("create_record", "SQL", "sandbox", 200, 1.5, None)])
+    completion = Completion(
+        decisions=[DecisionRow(state.session_id, "record_created", reason, None, None, f"r-{state.session_id}")],
+        session_record=(f"r-{state.session_id}", f"/r/{state.session_id}", "created"),
+        new_record=RecordRef(f"r-{state.session_id}", f"/r/{state.session_id}"),
+        contact=f"c-{state.session_id}",
+        state=state,
+    )
+    return Finished(row, completion, calls)
+
+
+async def test_rows_finishing_together_are_written_together_and_a_bad_one_fails_alone(clean_db):
+    states, rows = await _claimed_record_rows(clean_db, ["w1", "w2", "w3"])
+    writer = CompletionWriter(clean_db, "sandbox")
+    results = await asyncio.gather(
+        writer.write(_finished(rows["w1"], states["w1"], "created")),
+        # PostgreSQL refuses a NUL character in text: this row's bookkeeping cannot be written.
+        writer.write(_finished(rows["w2"], states["w2"], "bad \x00 reason")),
+        writer.write(_finished(rows["w3"], states["w3"], "created")),
+        return_exceptions=True,
+    )
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], Exception)
+
+    async with clean_db.connect() as conn:
+        status = dict((await conn.execute(text("SELECT idempotency_key, status FROM outbox"))).all())
+        attempts = (await conn.execute(text("SELECT outbox_id, operation FROM crm_attempts ORDER BY id"))).all()
+        known = await records_repo.record_context(conn, "sandbox", "w3", with_newest=True)
+        session = await sessions_repo.get_session(conn, "w1")
+    assert status == {"w1": "done", "w2": "in_progress", "w3": "done"}
+    assert sorted(a.outbox_id for a in attempts) == sorted([rows["w1"].id, rows["w3"].id])
+    assert known is not None and known.contact_id == "c-w3"
+    assert known.newest is not None and known.newest.record_id == "r-w3" and known.newest.session_id == "w3"
+    assert session is not None and (session["record_id"], session["record_action"]) == ("r-w1", "created")
+
+
+@pytest.mark.parametrize("with_newest", [True, False])
+async def test_record_context_reads_the_newest_record_only_when_asked(clean_db, with_newest):
+    states, rows = await _claimed_record_rows(clean_db, ["n1", "n2"])
+    async with clean_db.begin() as conn:
+        # Same end user and leaf queue for both records: the newer one is the one to append to.
+        end_user, queue = states["n1"].end_user_id, states["n1"].queue_id
+        await records_repo.remember_records(
+            conn, "sandbox", [("old", None, end_user, queue, "n0"), ("new", "/r/new", end_user, queue, "n1")]
+        )
+    async with clean_db.connect() as conn:
+        context = await records_repo.record_context(conn, "sandbox", "n1", with_newest=with_newest)
+        missing = await records_repo.record_context(conn, "sandbox", "nobody", with_newest=with_newest)
+    assert missing is None
+    assert context is not None and context.state["session_id"] == "n1" and context.contact_id is None
+    if with_newest:
+        assert context.newest == records_repo.KnownRecord("new", "/r/new", "n1")
+    else:
+        assert context.newest is None
