@@ -38,8 +38,9 @@ class Settings(BaseSettings):
 
     # PostgreSQL. None means "start an embedded PostgreSQL" (only `make run` does that).
     database_url: str | None = None
-    # Connections kept open; the pool also lends OUTBOX_CONCURRENCY more in bursts.
-    database_pool_size: int = Field(default=20, ge=1)
+    # Connections kept open, plus up to 8 more in bursts. Sized for OUTBOX_CONCURRENCY and
+    # the consumer, so a busy replica rarely opens new ones (each is a server process).
+    database_pool_size: int = Field(default=32, ge=1)
 
     crm_provider: CrmProvider = "sandbox"
 
@@ -76,7 +77,9 @@ class Settings(BaseSettings):
     http_host: str = "0.0.0.0"
 
     # Outbox worker.
-    outbox_concurrency: int = Field(default=16, ge=1)
+    # Rows carried out at once. Each mostly waits (on the CRM, on commits), so more rows in
+    # flight drain a burst sooner; a CRM's request budget still caps the request rate.
+    outbox_concurrency: int = Field(default=32, ge=1)
     outbox_claim_batch: int = Field(default=64, ge=1)
     # A claimed row whose worker vanished is claimable again after this long.
     outbox_lease_seconds: float = Field(default=60.0, gt=0)

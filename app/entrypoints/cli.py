@@ -13,17 +13,17 @@ from app.settings import Settings
 
 
 def _cmd_run(settings: Settings, args: argparse.Namespace) -> int:
-    from app.entrypoints.service import configure_logging, run_service
+    from app.entrypoints.service import configure_logging, run_service, run_until_complete
 
     configure_logging(settings)
-    asyncio.run(run_service(settings))
+    run_until_complete(run_service(settings))
     return 0
 
 
 def _cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     """The service on embedded defaults: whatever is not configured is started here."""
     from app.entrypoints.embedded import EmbeddedBroker, EmbeddedPostgres
-    from app.entrypoints.service import configure_logging, run_service
+    from app.entrypoints.service import configure_logging, run_service, run_until_complete
     from app.settings import EMBEDDED_BROKER_PORT
 
     configure_logging(settings)
@@ -36,7 +36,7 @@ def _cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
             broker = EmbeddedBroker(EMBEDDED_BROKER_PORT, settings.embedded_database_dir().parent / "broker.log")
             started.append(broker.start())
             settings = settings.model_copy(update={"kafka_bootstrap_servers": broker.bootstrap_servers})
-        asyncio.run(run_service(settings))
+        run_until_complete(run_service(settings))
     except KeyboardInterrupt:
         pass
     finally:
