@@ -50,8 +50,8 @@ def run_until_complete(main: Coroutine[Any, Any, Any]) -> Any:
     """Run `main` on uvloop where it is installed, else on asyncio's own loop.
 
     The service's work is many small socket reads and writes (Kafka, PostgreSQL, CRMs),
-    where uvloop's event loop costs a fraction of the pure-Python one: in `make bench`
-    the loop itself was about a third of the service's CPU before."""
+    where the loop's own overhead shows: in `make bench` it saves a few percent of a core
+    at 500 events/s (see docs/bench.md)."""
     try:
         import uvloop
     except ImportError:  # Windows: no uvloop
