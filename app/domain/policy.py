@@ -169,7 +169,21 @@ class Target:
     record: ExistingRecord | None = None
 
 
-def choose_target(existing: ExistingRecord | None, settings: RecordSettings, now: datetime) -> Target:
+def closed_days_before(closed_at: datetime, session_at: datetime | None, now: datetime) -> float:
+    """How many days before the session the record was closed.
+
+    Measured to the moment the session's record became due (its event's `occurred_at`),
+    so a backlog worked off hours later decides as it would have on time: an end user
+    who called back two days after the close is within a three-day window whenever the
+    call is processed. A record closed after that moment (events replayed or long
+    delayed) is measured to `now`, the CRM's present, instead."""
+    reference = session_at if session_at is not None and session_at >= closed_at else now
+    return (reference - closed_at).total_seconds() / 86400
+
+
+def choose_target(
+    existing: ExistingRecord | None, settings: RecordSettings, now: datetime, session_at: datetime | None = None
+) -> Target:
     if not settings.append_to_open_record_in_leaf_queue:
         return Target("create", "appending to open records is off")
     if existing is None:
@@ -182,9 +196,10 @@ def choose_target(existing: ExistingRecord | None, settings: RecordSettings, now
         return Target("create", f"{ref} is closed and reopening closed records is off")
     if existing.closed_at is None:
         return Target("create", f"{ref} is closed and the CRM gives no closing time")
-    age_days = (now - existing.closed_at).total_seconds() / 86400
+    age_days = closed_days_before(existing.closed_at, session_at, now)
+    closed_when = f"was closed {age_days:.1f} days before this session"
     if age_days > window:
-        return Target("create", f"{ref} was closed {age_days:.1f} days ago, more than the {window} allowed")
+        return Target("create", f"{ref} {closed_when}, more than the {window} allowed")
     if not existing.can_reopen:
-        return Target("create", f"{ref} was closed {age_days:.1f} days ago but the CRM cannot reopen it")
-    return Target("reopen", f"{ref} was closed {age_days:.1f} days ago, within {window}: reopened", existing)
+        return Target("create", f"{ref} {closed_when} but the CRM cannot reopen it")
+    return Target("reopen", f"{ref} {closed_when}, within {window}: reopened", existing)

@@ -216,7 +216,7 @@ class OutboxRunner:
         existing: ExistingRecord | None = None
         if newest is not None:
             existing = await self.crm.get_record(newest.record_id)
-        target = choose_target(existing, settings, self.clock())
+        target = choose_target(existing, settings, self.clock(), state.record_decided_at)
         record_id, url, action = await self._apply_target(row, state, settings, target, contact)
         metrics.records.labels(crm, action).inc()
         if action == "created":

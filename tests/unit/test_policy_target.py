@@ -40,11 +40,11 @@ TARGET_ROWS = [
                  id="open record is attached even where the CRM could not reopen it"),
     pytest.param(APPEND, closed(1), "create", ["closed", "reopening closed records is off"],
                  id="closed + within_days null -> create"),
-    pytest.param(within(7), closed(3), "reopen", ["closed 3.0 days ago", "within 7"], id="closed 3 days ago, within 7 -> reopen"),
-    pytest.param(within(7), closed(7), "reopen", ["7.0 days ago"], id="closed exactly N days ago -> reopen (no more than N)"),
-    pytest.param(within(7), closed(7.5), "create", ["7.5 days ago", "more than the 7 allowed"],
+    pytest.param(within(7), closed(3), "reopen", ["closed 3.0 days before this session", "within 7"], id="closed 3 days ago, within 7 -> reopen"),
+    pytest.param(within(7), closed(7), "reopen", ["7.0 days before"], id="closed exactly N days ago -> reopen (no more than N)"),
+    pytest.param(within(7), closed(7.5), "create", ["7.5 days before", "more than the 7 allowed"],
                  id="closed more than N days ago -> create"),
-    pytest.param(within(0), closed(0), "reopen", ["0.0 days ago"], id="within 0 days: closed this instant -> reopen"),
+    pytest.param(within(0), closed(0), "reopen", ["0.0 days before"], id="within 0 days: closed this instant -> reopen"),
     pytest.param(within(0), closed(0.01), "create", ["more than the 0 allowed"], id="within 0 days: closed a moment ago -> create"),
     pytest.param(within(7), closed(2, status="closed", can_reopen=False), "create", ["cannot reopen"],
                  id="closed within N but the CRM cannot reopen it (Zendesk closed) -> create"),
@@ -69,3 +69,23 @@ def test_choose_target_is_pure_in_now():
     record = closed(6)
     assert choose_target(record, settings(**within(7)), NOW).action == "reopen"
     assert choose_target(record, settings(**within(7)), NOW + timedelta(days=2)).action == "create"
+
+
+SESSION_AT = NOW - timedelta(days=10)
+
+
+@pytest.mark.parametrize(
+    ("closed_at", "action"),
+    [
+        pytest.param(SESSION_AT - timedelta(days=2), "reopen",
+                     id="closed 2 days before the session, decided 10 days later -> still within 3"),
+        pytest.param(SESSION_AT - timedelta(days=4), "create", id="closed 4 days before the session -> outside 3"),
+        pytest.param(SESSION_AT + timedelta(days=8), "reopen",
+                     id="closed after the session (replayed events): 2 days before now -> within 3"),
+        pytest.param(SESSION_AT + timedelta(days=5), "create",
+                     id="closed after the session: 5 days before now -> outside 3"),
+    ],
+)
+def test_the_window_is_measured_to_the_session_not_to_when_it_is_processed(closed_at, action):
+    record = ExistingRecord("R-1", "solved", is_closed=True, closed_at=closed_at, can_reopen=True)
+    assert choose_target(record, settings(**within(3)), NOW, SESSION_AT).action == action
