@@ -165,9 +165,3 @@ def _explain(value: bytes, error: ValidationError) -> str:
     if isinstance(version, bool) or version not in SUPPORTED_SCHEMA_VERSIONS:
         return f"unknown schema_version: {orjson.dumps(document['schema_version']).decode()}"
     return _describe(error)
-
-
-def to_utc(moment: datetime) -> datetime:
-    from datetime import timezone
-
-    return moment.astimezone(timezone.utc)

@@ -52,8 +52,6 @@ def ended_note_row(crm: str, state: SessionState) -> NewOutboxRow:
         session_id=state.session_id,
         serial_key=serial_key(crm, state),
         payload={"crm": crm},
-        # A note can wait; a due record should not wait behind a burst of notes.
-        priority=1,
     )
 
 

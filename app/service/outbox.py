@@ -102,18 +102,7 @@ class CompletionWriter:
     async def _drain(self) -> None:
         while self._queue:
             batch, self._queue = self._queue, []
-            try:
-                await self._write([finished for finished, _ in batch])
-                outcomes: list[BaseException | None] = [None] * len(batch)
-            except Exception:
-                # One row the database refuses must not hold back the others.
-                outcomes = []
-                for finished, _ in batch:
-                    try:
-                        await self._write([finished])
-                        outcomes.append(None)
-                    except Exception as exc:
-                        outcomes.append(exc)
+            outcomes = await self._write_batch([finished for finished, _ in batch])
             for (_, future), error in zip(batch, outcomes):
                 if future.done():  # its waiter was cancelled (shutdown)
                     continue
@@ -121,6 +110,24 @@ class CompletionWriter:
                     future.set_result(None)
                 else:
                     future.set_exception(error)
+
+    async def _write_batch(self, batch: list[Finished]) -> list[BaseException | None]:
+        """Write `batch` together; if the database refuses it, each row alone, so one
+        row it refuses does not hold back the others. Returns each row's error or None."""
+        try:
+            await self._write(batch)
+            return [None] * len(batch)
+        except Exception as exc:
+            if len(batch) == 1:
+                return [exc]
+        outcomes: list[BaseException | None] = []
+        for finished in batch:
+            try:
+                await self._write([finished])
+                outcomes.append(None)
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes
 
     async def _write(self, batch: list[Finished]) -> None:
         contacts: dict[str, str] = {}

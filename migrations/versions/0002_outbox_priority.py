@@ -15,10 +15,12 @@ _OPEN = sa.text("status IN ('pending', 'in_progress')")
 
 
 def upgrade() -> None:
-    # 0 = a record or an outcome event, 1 = an end-of-session note: a burst of notes
-    # never makes a due record wait.
-    op.add_column('outbox', sa.Column('priority', sa.SmallInteger(), server_default='0', nullable=False))
-    op.execute("UPDATE outbox SET priority = 1 WHERE kind = 'ended_note'")
+    # Derived from the kind: 0 = a record or an outcome event, 1 = an end-of-session note,
+    # so a burst of notes never makes a due record wait.
+    op.add_column('outbox', sa.Column(
+        'priority', sa.SmallInteger(),
+        sa.Computed("CASE WHEN kind = 'ended_note' THEN 1 ELSE 0 END", persisted=True), nullable=False,
+    ))
     op.drop_index('ix_outbox_due', table_name='outbox', postgresql_where=_OPEN)
     op.create_index('ix_outbox_due', 'outbox', ['priority', 'due_at', 'id'], unique=False, postgresql_where=_OPEN)
 

@@ -28,8 +28,8 @@ async def test_migrations_build_exactly_the_declared_schema(engine):
         assert await conn.run_sync(differences) == []
 
 
-def _row(key: str, kind: str, serial_key: str | None, priority: int, session_id: str | None = None) -> NewOutboxRow:
-    return NewOutboxRow(key, kind, session_id or f"s-{key}", serial_key, {"n": key}, priority)
+def _row(key: str, kind: str, serial_key: str | None, session_id: str | None = None) -> NewOutboxRow:
+    return NewOutboxRow(key, kind, session_id or f"s-{key}", serial_key, {"n": key})
 
 
 async def test_records_are_claimed_before_older_notes_and_each_serial_key_in_order(clean_db):
@@ -37,12 +37,12 @@ async def test_records_are_claimed_before_older_notes_and_each_serial_key_in_ord
         await outbox_repo.enqueue(
             conn,
             [
-                _row("note-a", "ended_note", "k-a", 1),
-                _row("note-b", "ended_note", "k-b", 1),
-                _row("record-c", "record", "k-c", 0),
+                _row("note-a", "ended_note", "k-a"),
+                _row("note-b", "ended_note", "k-b"),
+                _row("record-c", "record", "k-c"),
                 # Behind note-b in its serial key: its priority does not let it jump the queue.
-                _row("record-b2", "record", "k-b", 0),
-                _row("publish-d", "publish", None, 0),
+                _row("record-b2", "record", "k-b"),
+                _row("publish-d", "publish", None),
             ],
         )
     async with clean_db.begin() as conn:
@@ -61,7 +61,7 @@ async def _claimed_record_rows(engine, session_ids: list[str]):
     async with engine.begin() as conn:
         states = [apply_event(None, to_event(call_events(sid, end_user_id=f"eu-{sid}")[0])) for sid in session_ids]
         await sessions_repo.save_states(conn, states)
-        await outbox_repo.enqueue(conn, [_row(sid, "record", None, 0, sid) for sid in session_ids])
+        await outbox_repo.enqueue(conn, [_row(sid, "record", None, sid) for sid in session_ids])
         claimed = await outbox_repo.claim(conn, len(session_ids), lease_seconds=30)
     return {s.session_id: s for s in states}, {r.idempotency_key: r for r in claimed}
 

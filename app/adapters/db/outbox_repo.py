@@ -24,7 +24,6 @@ class NewOutboxRow:
     session_id: str
     serial_key: str | None
     payload: dict[str, Any]
-    priority: int = 0  # claimed lowest first
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,11 +39,11 @@ class ClaimedRow:
 
 _ENQUEUE = text(
     """
-    INSERT INTO outbox (idempotency_key, kind, session_id, serial_key, priority, payload)
-    SELECT r.key, r.kind, r.session_id, r.serial_key, r.priority, CAST(r.payload AS jsonb)
+    INSERT INTO outbox (idempotency_key, kind, session_id, serial_key, payload)
+    SELECT r.key, r.kind, r.session_id, r.serial_key, CAST(r.payload AS jsonb)
     FROM unnest(CAST(:keys AS text[]), CAST(:kinds AS text[]), CAST(:session_ids AS text[]),
-                CAST(:serial_keys AS text[]), CAST(:priorities AS smallint[]), CAST(:payloads AS text[]))
-         WITH ORDINALITY AS r(key, kind, session_id, serial_key, priority, payload, n)
+                CAST(:serial_keys AS text[]), CAST(:payloads AS text[]))
+         WITH ORDINALITY AS r(key, kind, session_id, serial_key, payload, n)
     ORDER BY r.n
     ON CONFLICT (idempotency_key) DO NOTHING
     """
@@ -109,7 +108,6 @@ async def enqueue(conn: AsyncConnection, rows: Sequence[NewOutboxRow]) -> None:
             "kinds": [r.kind for r in rows],
             "session_ids": [r.session_id for r in rows],
             "serial_keys": [r.serial_key for r in rows],
-            "priorities": [r.priority for r in rows],
             "payloads": [orjson.dumps(r.payload).decode() for r in rows],
         },
     )

@@ -83,16 +83,15 @@ async def remember_records(
     in the order given: the newest record of an end user is the one with the highest id."""
     if not records:
         return
-    ordered = records
     await conn.execute(
         _REMEMBER_RECORDS,
         {
             "crm": crm,
-            "record_ids": [r[0] for r in ordered],
-            "record_urls": [r[1] for r in ordered],
-            "end_user_ids": [r[2] for r in ordered],
-            "queue_ids": [r[3] for r in ordered],
-            "session_ids": [r[4] for r in ordered],
+            "record_ids": [r[0] for r in records],
+            "record_urls": [r[1] for r in records],
+            "end_user_ids": [r[2] for r in records],
+            "queue_ids": [r[3] for r in records],
+            "session_ids": [r[4] for r in records],
         },
     )
 

@@ -7,6 +7,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Computed,
     DateTime,
     Float,
     ForeignKey,
@@ -24,6 +25,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 metadata = MetaData()
+
+# The outbox's claim order, derived from the row's kind (migration 0002 uses the same text).
+PRIORITY_BY_KIND = "CASE WHEN kind = 'ended_note' THEN 1 ELSE 0 END"
 
 Timestamp = DateTime(timezone=True)
 
@@ -86,8 +90,8 @@ outbox = Table(
     # Rows sharing a serial key run one at a time, oldest first: two sessions of one end
     # user in one leaf queue never decide "create" side by side.
     Column("serial_key", Text),
-    # Claimed lowest first: 0 for records and outcome events, 1 for end-of-session notes.
-    Column("priority", SmallInteger, nullable=False, server_default="0"),
+    # Claimed lowest first: an end-of-session note can wait, a due record should not.
+    Column("priority", SmallInteger, Computed(PRIORITY_BY_KIND, persisted=True), nullable=False),
     Column("payload", JSONB, nullable=False),
     Column("status", Text, nullable=False, server_default="pending"),  # pending | in_progress | done | parked
     Column("attempts", Integer, nullable=False, server_default="0"),
