@@ -110,8 +110,9 @@ def create_app(runtime: Runtime) -> FastAPI:
         try:
             async with runtime.engine.connect() as conn:
                 counts = await outbox_repo.backlog_counts(conn)
+                metrics.outbox_oldest_due_age.set(await outbox_repo.oldest_due_age_seconds(conn))
             for status, count in counts.items():
-                metrics.outbox_backlog.labels(status).set(count)
+                metrics.outbox_rows.labels(status).set(count)
         except Exception:
             pass  # the scrape still shows every other metric
         return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)

@@ -16,6 +16,7 @@ import uvicorn
 from alembic import command
 from alembic.config import Config
 
+from app import metrics
 from app.adapters.crm.base import CrmAdapter, CrmAuthError
 from app.adapters.crm.factory import build_crm_adapter
 from app.adapters.db.engine import build_engine
@@ -83,6 +84,7 @@ async def watch_crm_credentials(crm: CrmAdapter, health: CrmHealth, stop: asynci
         except Exception as exc:
             health.ok, health.detail = False, f"{crm.name} could not be reached: {exc}"
         health.checked_at = datetime.now(timezone.utc)
+        metrics.crm_credentials_accepted.labels(crm.name).set(1 if health.ok else 0)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=30 if health.ok else 5)
 

@@ -103,7 +103,8 @@ async def test_metrics_are_prometheus_text(service):
     assert response.status_code == 200
     body = response.text
     for name in ("crm_records_events_consumed_total", "crm_records_events_dead_lettered_total",
-                 "crm_records_records_total", "crm_records_outbox_backlog", "crm_records_crm_call_seconds"):
+                 "crm_records_crm_records_total", "crm_records_outbox_rows",
+                 "crm_records_outbox_oldest_due_age_seconds", "crm_records_crm_request_duration_seconds"):
         assert f"# TYPE {name.removesuffix('_total')}" in body, name
 
 
