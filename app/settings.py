@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     outbox_poll_seconds: float = Field(default=1.0, gt=0)
 
     log_level: str = "INFO"
+    # json: one JSON object per line (the container's default); text: readable. Unset:
+    # text on a terminal, json otherwise.
+    log_format: Literal["json", "text"] | None = None
 
     def embedded_database_dir(self) -> Path:
         return EMBEDDED_DATA_DIR / "pg"

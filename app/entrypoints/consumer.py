@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app import metrics
 from app.adapters.kafka.producer import KafkaPublisher
 from app.domain.events import InvalidEvent, SessionEvent, parse_event
+from app.observability.logs import log_context
 from app.service.consume import apply_batch
 from app.settings import Settings
 
@@ -107,7 +108,9 @@ class ConsumerLoop:
         self, consumer: AIOKafkaConsumer, tp: TopicPartition, messages: list[ConsumerRecord]
     ) -> TopicPartition | None:
         try:
-            await self.apply_messages(messages)
+            with log_context(topic=tp.topic, partition=tp.partition, offset=messages[0].offset,
+                             last_offset=messages[-1].offset):
+                await self.apply_messages(messages)
         except Exception as exc:  # database down, broker down: retry the same batch, lose nothing
             log.error("batch of %d on %s/%d failed, will retry: %r", len(messages), tp.topic, tp.partition, exc)
             consumer.seek(tp, messages[0].offset)
@@ -144,7 +147,8 @@ class ConsumerLoop:
                     if _is_connection_problem(single):
                         raise
                     reason = f"could not be stored: {type(single.orig).__name__ if single.orig else ''} {single.orig}"
-                    deliveries.append(await self._dead_letter(origin[id(event)], reason.strip()))
+                    with log_context(session_id=event.session.id, event_id=event.event_id):
+                        deliveries.append(await self._dead_letter(origin[id(event)], reason.strip()))
         metrics.batch_duration.observe(time.perf_counter() - started)
         for delivery in deliveries:
             await delivery
@@ -162,5 +166,6 @@ class ConsumerLoop:
 
     async def _dead_letter(self, message: ConsumerRecord, reason: str):
         metrics.events_dead_lettered.labels(metrics.dead_letter_reason_class(reason)).inc()
-        log.warning("dead-lettering %s/%d@%d: %s", message.topic, message.partition, message.offset, reason)
+        with log_context(offset=message.offset):
+            log.warning("dead-lettering %s/%d@%d: %s", message.topic, message.partition, message.offset, reason)
         return await self.publisher.dead_letter(message.key, message.value, reason, list(message.headers or ()))

