@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     # json: one JSON object per line (the container's default); text: readable. Unset:
     # text on a terminal, json otherwise.
     log_format: Literal["json", "text"] | None = None
+    # Traces are exported with OTLP when this is set (the other OTEL_* variables tune the
+    # exporter); unset, tracing is off and costs nothing.
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_service_name: str = "crm-records"
 
     def embedded_database_dir(self) -> Path:
         return EMBEDDED_DATA_DIR / "pg"

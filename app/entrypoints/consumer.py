@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app import metrics
 from app.adapters.kafka.producer import KafkaPublisher
 from app.domain.events import InvalidEvent, SessionEvent, parse_event
+from app.observability import tracing
 from app.observability.logs import log_context
 from app.service.consume import apply_batch
 from app.settings import Settings
@@ -133,8 +134,11 @@ class ConsumerLoop:
             origin[id(event)] = message
             valid.append(event)
         started = time.perf_counter()
+        first = messages[0]
+        event_ids = {origin[id(event)].offset: event.event_id for event in valid}
         try:
-            await self._apply(valid)
+            with tracing.batch_span(first.topic, first.partition, messages, event_ids) as batch_trace:
+                await self._apply(valid, batch_trace.traceparent_for if batch_trace else None)
         except DBAPIError as exc:
             if _is_connection_problem(exc):
                 raise
@@ -153,11 +157,11 @@ class ConsumerLoop:
         for delivery in deliveries:
             await delivery
 
-    async def _apply(self, events: list[SessionEvent]) -> None:
+    async def _apply(self, events: list[SessionEvent], trace_for=None) -> None:
         if not events:
             return
         async with self.engine.begin() as conn:
-            outcome = await apply_batch(conn, events, self.crm_name)
+            outcome = await apply_batch(conn, events, self.crm_name, trace_for)
         metrics.events_consumed.inc(outcome.applied)
         if outcome.duplicates:
             metrics.events_duplicate.inc(outcome.duplicates)

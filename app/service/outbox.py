@@ -45,6 +45,7 @@ from app.domain.rendering import (
     render_title,
 )
 from app.domain.session import SessionState
+from app.observability import tracing
 from app.observability.logs import log_context
 from app.settings import Settings
 
@@ -175,7 +176,8 @@ class OutboxRunner:
         calls = CallLog()
         token = current_call_log.set(calls)
         try:
-            with log_context(outbox_id=row.id, session_id=row.session_id, crm=self.crm.name, outbox_kind=row.kind):
+            with (log_context(outbox_id=row.id, session_id=row.session_id, crm=self.crm.name, outbox_kind=row.kind),
+                  tracing.outbox_span(row, self.crm.name)):
                 return await self._run(row, calls)
         finally:
             current_call_log.reset(token)
