@@ -26,6 +26,7 @@ from app.adapters.kafka.topics import ensure_topics
 from app.entrypoints.consumer import ConsumerLoop
 from app.entrypoints.http_api import CrmHealth, Runtime, create_app
 from app.entrypoints.worker import OutboxWorker
+from app.service.auth import TokenBook
 from app.service.outbox import OutboxRunner
 from app.settings import PROJECT_ROOT, Settings
 
@@ -94,6 +95,7 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
 
+    tokens = TokenBook.from_settings(settings)  # a bad token list stops the start, naming the entry
     tracing.setup_tracing(settings.otel_exporter_otlp_endpoint, settings.otel_service_name)
     await asyncio.to_thread(migrate, settings)
     await ensure_topics(settings)
@@ -104,7 +106,7 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
     await publisher.start()
     consumer = ConsumerLoop(settings, engine, publisher, crm.name)
     worker = OutboxWorker(settings, engine, OutboxRunner(engine, crm, publisher.publish_outcome, settings))
-    runtime = Runtime(settings, engine, crm, consumer_joined=lambda: consumer.joined)
+    runtime = Runtime(settings, engine, crm, consumer_joined=lambda: consumer.joined, tokens=tokens)
     app = create_app(runtime)
     tracing.instrument_app(app)
     server = _Server(
