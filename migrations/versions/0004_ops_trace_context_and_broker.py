@@ -1,14 +1,14 @@
 """ops: the trace context of the event that made an outbox row, and the identity of
 the Kafka cluster each consumer group last read from
 
-Revision ID: 0003_ops
-Revises: 0002
+Revision ID: 0004_ops
+Revises: 0003_http_actor_note
 """
 from alembic import op
 import sqlalchemy as sa
 
-revision = '0003_ops'
-down_revision = '0002'
+revision = '0004_ops'
+down_revision = '0003_http_actor_note'
 branch_labels = None
 depends_on = None
 
