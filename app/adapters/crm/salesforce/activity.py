@@ -65,12 +65,9 @@ def task_body(record_ref: str, contact_ref: str | None, session: SessionActivity
 def completed_task_body(record_id: str, session: SessionActivity, note: str) -> dict[str, Any]:
     """The Task once the session ended. No create-only field, so it can update the Task
     made with the record (or make it, for a record made before Tasks were logged)."""
-    body: dict[str, Any] = {
-        "WhatId": record_id,
-        "Subject": session.title[:SUBJECT_MAX],
-        "Status": COMPLETED,
-        "Description": truncate(note, DESCRIPTION_MAX),
-    }
+    body: dict[str, Any] = {"WhatId": record_id, "Status": COMPLETED, "Description": truncate(note, DESCRIPTION_MAX)}
+    if session.title:
+        body["Subject"] = session.title[:SUBJECT_MAX]
     if session.contact_id:
         body["WhoId"] = session.contact_id
     direction = call_type(session)

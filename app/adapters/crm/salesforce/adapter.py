@@ -92,7 +92,7 @@ def contact_fields(user: EndUserInfo) -> dict[str, str]:
 class SalesforceAdapter:
     name = CRM
     # The end user's Contact is found and made inside create_record (one query, one graph).
-    creates_end_user_with_record = True
+    resolves_end_user = True
 
     def __init__(
         self,
