@@ -85,7 +85,11 @@ class Settings(BaseSettings):
 
     crm_timeout_seconds: float = Field(default=10.0, gt=0)
 
+    # One admin token (named "admin"); ADMIN_API_TOKENS / ADMIN_API_TOKENS_FILE add named
+    # tokens with roles (`name:token:role`, see app/service/auth.py).
     admin_api_token: SecretStr | None = None
+    admin_api_tokens: SecretStr | None = None
+    admin_api_tokens_file: Path | None = None
     http_port: int = 8080
     http_host: str = "0.0.0.0"
 
@@ -102,6 +106,13 @@ class Settings(BaseSettings):
     outbox_poll_seconds: float = Field(default=1.0, gt=0)
 
     log_level: str = "INFO"
+    # json: one JSON object per line (the container's default); text: readable. Unset:
+    # text on a terminal, json otherwise.
+    log_format: Literal["json", "text"] | None = None
+    # Traces are exported with OTLP when this is set (the other OTEL_* variables tune the
+    # exporter); unset, tracing is off and costs nothing.
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_service_name: str = "crm-records"
 
     @field_validator("salesforce_record_object", "salesforce_session_log", mode="before")
     @classmethod

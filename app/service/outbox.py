@@ -47,6 +47,8 @@ from app.domain.rendering import (
     render_title,
 )
 from app.domain.session import SessionState
+from app.observability import tracing
+from app.observability.logs import log_context
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -188,19 +190,33 @@ class OutboxRunner:
         calls = CallLog()
         token = current_call_log.set(calls)
         try:
-            try:
-                completion = await self._perform(row)
-            except CrmError as exc:
-                return await self._failed(row, exc, calls)
-            except Exception as exc:  # a bug or an unexpected answer: retried, and visible
-                log.exception("outbox row %s (%s) failed unexpectedly", row.id, row.kind)
-                return await self._failed(row, CrmError(f"unexpected error: {exc!r}"), calls)
-            for event in completion.output:
-                await self.publish(row.session_id, event)
-            await self.completions.write(Finished(row, completion, calls))
-            return "done"
+            with (log_context(outbox_id=row.id, session_id=row.session_id, crm=self.crm.name, outbox_kind=row.kind),
+                  tracing.outbox_span(row, self.crm.name)):
+                return await self._run(row, calls)
         finally:
             current_call_log.reset(token)
+
+    async def _run(self, row: ClaimedRow, calls: CallLog) -> str:
+        try:
+            completion = await self._perform(row)
+        except CrmError as exc:
+            return await self._failed(row, exc, calls)
+        except Exception as exc:  # a bug or an unexpected answer: retried, and visible
+            log.exception("outbox row failed unexpectedly")
+            return await self._failed(row, CrmError(f"unexpected error: {exc!r}"), calls)
+        for event in completion.output:
+            await self.publish(row.session_id, event)
+        await self.completions.write(Finished(row, completion, calls))
+        self._log_done(row, completion)
+        return "done"
+
+    @staticmethod
+    def _log_done(row: ClaimedRow, completion: Completion) -> None:
+        if completion.session_record is not None:
+            record_id, _url, action = completion.session_record
+            log.info("record %s", action, extra={"record_id": record_id, "action": action})
+        elif row.kind == "ended_note":
+            log.info("summary note added")
 
     # --- the three kinds of work -------------------------------------------------------------
 
@@ -351,6 +367,7 @@ class OutboxRunner:
         async with self.engine.begin() as conn:
             await outbox_repo.record_attempts(conn, crm, [Attempt(row.id, row.session_id, row.attempts, calls.calls)])
             if isinstance(exc, CrmRateLimited):
+                log.info("CRM asked to slow down; retrying in %.1f s", exc.retry_after)
                 await outbox_repo.reschedule(
                     conn, row.id, delay_seconds=exc.retry_after, error=message, count_attempt=False
                 )
@@ -359,9 +376,9 @@ class OutboxRunner:
                 await outbox_repo.reschedule(conn, row.id, delay_seconds=1.0, error=message, count_attempt=False)
                 return "pending"
             if exc.retryable and row.attempts < self.settings.outbox_max_attempts:
-                await outbox_repo.reschedule(
-                    conn, row.id, delay_seconds=self._backoff(row.attempts), error=message, count_attempt=True
-                )
+                delay = self._backoff(row.attempts)
+                log.warning("attempt %d failed, retrying in %.1f s: %s", row.attempts, delay, message)
+                await outbox_repo.reschedule(conn, row.id, delay_seconds=delay, error=message, count_attempt=True)
                 return "pending"
             reason = message if not exc.retryable else f"gave up after {row.attempts} attempts: {message}"
             await outbox_repo.park(conn, row.id, reason)
@@ -370,5 +387,5 @@ class OutboxRunner:
                                   None, row.payload.get("settings_version"))
             )
         metrics.outbox_parked.labels(crm, row.kind).inc()
-        log.warning("outbox row %s (%s, session %s) parked: %s", row.id, row.kind, row.session_id, reason)
+        log.error("outbox row parked, will not be retried: %s", reason)
         return "parked"

@@ -24,6 +24,8 @@ class NewOutboxRow:
     session_id: str
     serial_key: str | None
     payload: dict[str, Any]
+    # The W3C traceparent of the work that made this row (None when tracing is off).
+    trace_context: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,15 +37,16 @@ class ClaimedRow:
     serial_key: str | None
     payload: dict[str, Any]
     attempts: int  # including this one
+    trace_context: str | None = None
 
 
 _ENQUEUE = text(
     """
-    INSERT INTO outbox (idempotency_key, kind, session_id, serial_key, payload)
-    SELECT r.key, r.kind, r.session_id, r.serial_key, CAST(r.payload AS jsonb)
+    INSERT INTO outbox (idempotency_key, kind, session_id, serial_key, payload, trace_context)
+    SELECT r.key, r.kind, r.session_id, r.serial_key, CAST(r.payload AS jsonb), r.trace_context
     FROM unnest(CAST(:keys AS text[]), CAST(:kinds AS text[]), CAST(:session_ids AS text[]),
-                CAST(:serial_keys AS text[]), CAST(:payloads AS text[]))
-         WITH ORDINALITY AS r(key, kind, session_id, serial_key, payload, n)
+                CAST(:serial_keys AS text[]), CAST(:payloads AS text[]), CAST(:trace_contexts AS text[]))
+         WITH ORDINALITY AS r(key, kind, session_id, serial_key, payload, trace_context, n)
     ORDER BY r.n
     ON CONFLICT (idempotency_key) DO NOTHING
     """
@@ -70,7 +73,7 @@ _CLAIM = text(
                       lease_until = now() + make_interval(secs => :lease), updated_at = now()
     FROM candidates WHERE outbox.id = candidates.id
     RETURNING outbox.id, outbox.idempotency_key, outbox.kind, outbox.session_id, outbox.serial_key,
-              outbox.payload, outbox.attempts
+              outbox.payload, outbox.attempts, outbox.trace_context
     """
 )
 
@@ -109,6 +112,7 @@ async def enqueue(conn: AsyncConnection, rows: Sequence[NewOutboxRow]) -> None:
             "session_ids": [r.session_id for r in rows],
             "serial_keys": [r.serial_key for r in rows],
             "payloads": [orjson.dumps(r.payload).decode() for r in rows],
+            "trace_contexts": [r.trace_context for r in rows],
         },
     )
 
@@ -200,6 +204,18 @@ async def backlog_counts(conn: AsyncConnection) -> dict[str, int]:
     counts = {"pending": 0, "in_progress": 0, "parked": 0}
     counts.update({status: count for status, count in result})
     return counts
+
+
+async def oldest_due_age_seconds(conn: AsyncConnection) -> float:
+    """How long the oldest due pending row has waited (0 when none is due): the
+    outbox's own lag, whatever the reason (CRM slow, down, rate-limited, workers gone)."""
+    result = await conn.execute(
+        text(
+            "SELECT coalesce(extract(epoch FROM now() - min(due_at)), 0) FROM outbox "
+            "WHERE status IN ('pending', 'in_progress') AND due_at <= now()"
+        )
+    )
+    return max(0.0, float(result.scalar_one()))
 
 
 async def list_for_session(conn: AsyncConnection, session_id: str) -> list[dict[str, Any]]:
