@@ -10,6 +10,7 @@ node's answer through `@{referenceId.field}`.
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -160,20 +161,14 @@ def parse_salesforce_datetime(value: str | None) -> datetime | None:
     return moment.astimezone(timezone.utc)
 
 
+_API_USAGE = re.compile(r"api-usage=(\d+)/(\d+)")
+
+
 def parse_limit_info(value: str | None) -> tuple[int, int] | None:
-    """`Sforce-Limit-Info: api-usage=18/5000` -> (18, 5000): the org's API requests used
-    in the last 24 hours and its allocation."""
-    if not value:
-        return None
-    for part in value.split(","):
-        name, _, numbers = part.strip().partition("=")
-        if name.strip() == "api-usage":
-            used, _, limit = numbers.partition("/")
-            try:
-                return int(used), int(limit)
-            except ValueError:
-                return None
-    return None
+    """`Sforce-Limit-Info: api-usage=18/5000; api-bursts=1/750` -> (18, 5000): the org's
+    API requests used in the last 24 hours and its allocation."""
+    match = _API_USAGE.search(value or "")
+    return (int(match.group(1)), int(match.group(2))) if match else None
 
 
 # --- composite graph ----------------------------------------------------------------------------
