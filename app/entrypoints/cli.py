@@ -137,12 +137,6 @@ def _cmd_session(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(_trace(settings, args.session_id))
 
 
-def _cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
-    from app.entrypoints.bench import main as bench_main
-
-    return bench_main(settings, args)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m app", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -164,11 +158,6 @@ def build_parser() -> argparse.ArgumentParser:
     session = commands.add_parser("session", help="show a session's state, decisions and CRM calls")
     session.add_argument("session_id")
     session.set_defaults(handler=_cmd_session)
-    bench = commands.add_parser("bench", help="measure throughput and latency (see README)")
-    bench.add_argument("--sessions", type=int, default=2500)
-    bench.add_argument("--latency-rate", type=float, default=500.0, help="events/s for the latency run")
-    bench.add_argument("--latency-seconds", type=float, default=20.0)
-    bench.set_defaults(handler=_cmd_bench)
     return parser
 
 
