@@ -164,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     session = commands.add_parser("session", help="show a session's state, decisions and CRM calls")
     session.add_argument("session_id")
     session.set_defaults(handler=_cmd_session)
+    from app.entrypoints.dlq_cli import add_dlq_parser
+
+    add_dlq_parser(commands)
     bench = commands.add_parser("bench", help="measure throughput and latency (see README)")
     bench.add_argument("--sessions", type=int, default=2500)
     bench.add_argument("--latency-rate", type=float, default=500.0, help="events/s for the latency run")
