@@ -249,7 +249,7 @@ class OutboxRunner:
                 ref = await self.crm.create_record(
                     NewRecord(
                         session_id=state.session_id,
-                        title=render_title(settings.record_title_template, state),
+                        title=render_title(settings.record_title_template, state, settings.record_title_locale),
                         description=render_description(state),
                         contact_id=contact,
                         tags=record_tags(crm, state, settings, creating=True),
