@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 from app.domain.record_settings import RecordSettings
 from app.domain.session import SessionState
@@ -40,8 +40,7 @@ class PolicyFacts(Protocol):
     header_at: datetime | None
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(NamedTuple):  # a tuple: the what-if replay asks for a few hundred thousand at a time
     outcome: VerdictOutcome
     reason: str
     at: datetime | None

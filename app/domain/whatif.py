@@ -13,13 +13,12 @@ Pure: no I/O, no clock. The service layer loads the history (app/service/whatif.
 from __future__ import annotations
 
 import re
-from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from app.domain.policy import Verdict, verdict
 from app.domain.record_settings import RecordSettings
@@ -32,8 +31,7 @@ OUTCOME_KINDS: tuple[OutcomeKind, ...] = ("record", "attach", "record_or_attach"
 SAMPLE_SIZE = 20
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
     kind: OutcomeKind
     reason: str
 
@@ -102,32 +100,33 @@ class WhatIfReport:
     sample: list[ChangedSession] = field(default_factory=list)
 
 
-def _at_or_before(moment: datetime | None, cutoff: datetime) -> datetime | None:
-    return moment if moment is not None and moment <= cutoff else None
+_MOMENT_NAMES = ("queued_at", "assigned_at", "connected_at", "abandoned_at", "ended_at")
 
 
 def replay_verdict(session: HistoricSession, settings: RecordSettings) -> Verdict:
-    """The policy's verdict at the first moment it stops waiting, or its last wait."""
-    messages = session.end_user_message_times
-    moments = {m for m in (session.queued_at, session.assigned_at, session.connected_at,
-                           session.abandoned_at, session.ended_at) if m is not None}
-    moments.update(messages)
-    moments.add(session.first_event_at)  # a session whose events so far change no fact still has a verdict
-    is_chat = session.medium == "chat"
+    """The policy's verdict at the first moment it stops waiting, or its last wait.
+
+    The session is folded again moment by moment, oldest first, into one snapshot (as the
+    consumer folds events into its state); moments that share an instant are taken together."""
+    steps: list[tuple[datetime, str]] = [(session.first_event_at, "")]
+    for name in _MOMENT_NAMES:
+        moment = getattr(session, name)
+        if moment is not None:
+            steps.append((moment, name))
+    steps += [(moment, "message") for moment in session.end_user_message_times]
+    steps.sort()
+    facts = SessionFacts(session.medium == "chat", None, None, None, None, None,
+                         session.agent_id, session.agent_name, 0, None)
     last = Verdict("wait", "no events", None)
-    for moment in sorted(moments):
-        facts = SessionFacts(
-            is_chat,
-            _at_or_before(session.queued_at, moment),
-            _at_or_before(session.assigned_at, moment),
-            _at_or_before(session.connected_at, moment),
-            _at_or_before(session.abandoned_at, moment),
-            _at_or_before(session.ended_at, moment),
-            session.agent_id,
-            session.agent_name,
-            bisect_right(messages, moment),
-            moment,
-        )
+    count = len(steps)
+    for index, (moment, name) in enumerate(steps):
+        if name == "message":
+            facts.end_user_messages += 1
+        elif name:
+            setattr(facts, name, moment)
+        if index + 1 < count and steps[index + 1][0] == moment:
+            continue  # the next step happened at the same instant
+        facts.header_at = moment
         last = verdict(facts, settings)
         if last.outcome != "wait":
             return last
@@ -179,6 +178,13 @@ def reason_group(reason: str) -> str:
     return _SINGULAR_MESSAGE.sub(r"\1s", text).replace("  ", " ")
 
 
+def _by_reason_group(counts: Counter[Outcome]) -> Counter[tuple[str, str]]:
+    grouped: Counter[tuple[str, str]] = Counter()
+    for (kind, reason), count in counts.items():
+        grouped[(kind, reason_group(reason))] += count
+    return grouped
+
+
 def _is_change(actual: Outcome, proposed: Outcome) -> bool:
     return proposed.kind != "record_or_attach" and proposed.kind != actual.kind
 
@@ -194,8 +200,8 @@ def replay(
     `owners_with_earlier_records`: (end user, leaf queue) pairs with a record made before the
     history starts."""
     owners = set(owners_with_earlier_records)
-    actual_counts: Counter[tuple[str, str]] = Counter()
-    proposed_counts: Counter[tuple[str, str]] = Counter()
+    actual_counts: Counter[Outcome] = Counter()
+    proposed_counts: Counter[Outcome] = Counter()
     report = WhatIfReport(sessions=len(history))
     changed: list[ChangedSession] = []
     for session in sorted(history, key=lambda s: s.first_event_at):
@@ -203,13 +209,14 @@ def replay(
         outcome = propose(session, proposed, current, owner in owners)
         if outcome.kind in ("record", "attach", "record_or_attach"):
             owners.add(owner)
-        actual_counts[(session.actual.kind, reason_group(session.actual.reason))] += 1
-        proposed_counts[(outcome.kind, reason_group(outcome.reason))] += 1
+        actual_counts[session.actual] += 1
+        proposed_counts[outcome] += 1
         if outcome.kind == "record_or_attach":
             report.depends_on_crm += 1
         elif _is_change(session.actual, outcome):
             report.changed += 1
             changed.append(ChangedSession(session.session_id, session.first_event_at, session.actual, outcome))
+    actual_counts, proposed_counts = _by_reason_group(actual_counts), _by_reason_group(proposed_counts)
     order = {kind: n for n, kind in enumerate(OUTCOME_KINDS)}
     keys = sorted(set(actual_counts) | set(proposed_counts), key=lambda k: (order[k[0]], k[1]))
     report.rows = [CountRow(k[0], k[1], actual_counts[k], proposed_counts[k]) for k in keys]  # type: ignore[arg-type]
