@@ -1,4 +1,9 @@
-"""Prometheus metrics, one registry per process (scraped at GET /metrics)."""
+"""Prometheus metrics, one registry per process (scraped at GET /metrics).
+
+Names follow Prometheus' conventions: the `crm_records_` namespace, base units in the
+name (`_seconds`), `_total` on counters only, and label values from small fixed sets
+(a CRM name, an operation, an outcome class, a partition number), never ids or free
+text. deploy/grafana and deploy/prometheus/alerts.yml use these names."""
 
 from __future__ import annotations
 
@@ -13,14 +18,25 @@ events_duplicate = Counter(
     "crm_records_events_duplicate_total", "Session events seen again and ignored", registry=REGISTRY
 )
 events_dead_lettered = Counter(
-    "crm_records_events_dead_lettered_total", "Messages sent to the dead-letter topic", ["reason"], registry=REGISTRY
+    "crm_records_events_dead_lettered_total",
+    "Messages sent to the dead-letter topic, by reason class",
+    ["reason"],
+    registry=REGISTRY,
 )
 decisions = Counter("crm_records_decisions_total", "Policy decisions", ["kind"], registry=REGISTRY)
 records = Counter(
-    "crm_records_records_total", "CRM record outcomes (created, attached, reopened)", ["crm", "action"], registry=REGISTRY
+    "crm_records_crm_records_total",
+    "CRM record outcomes (created, attached, reopened)",
+    ["crm", "action"],
+    registry=REGISTRY,
 )
-outbox_backlog = Gauge(
-    "crm_records_outbox_backlog", "Outbox rows not yet done, by status", ["status"], registry=REGISTRY
+outbox_rows = Gauge(
+    "crm_records_outbox_rows", "Outbox rows not yet done, by status", ["status"], registry=REGISTRY
+)
+outbox_oldest_due_age = Gauge(
+    "crm_records_outbox_oldest_due_age_seconds",
+    "How long the oldest pending outbox row has been due (0 when none is)",
+    registry=REGISTRY,
 )
 outbox_parked = Counter(
     "crm_records_outbox_parked_total", "Outbox rows parked (will not be retried)", ["crm", "kind"], registry=REGISTRY
@@ -29,18 +45,59 @@ crm_validation_errors = Counter(
     "crm_records_crm_validation_errors_total", "CRM answers refusing a request as invalid", ["crm"], registry=REGISTRY
 )
 crm_rate_limited = Counter(
-    "crm_records_crm_rate_limited_total", "CRM answers asking to slow down", ["crm"], registry=REGISTRY
+    "crm_records_crm_rate_limited_total", "CRM answers asking to slow down (429 and the like)", ["crm"],
+    registry=REGISTRY,
 )
-crm_call_latency = Histogram(
-    "crm_records_crm_call_seconds",
-    "CRM HTTP call latency",
+crm_request_duration = Histogram(
+    "crm_records_crm_request_duration_seconds",
+    "CRM HTTP request duration, by outcome class (ok, rate_limited, auth_refused, client_error, "
+    "server_error, timeout, connection_error)",
     ["crm", "operation", "outcome"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
     registry=REGISTRY,
 )
-batch_seconds = Histogram(
-    "crm_records_consumer_batch_seconds",
+crm_credentials_accepted = Gauge(
+    "crm_records_crm_credentials_accepted",
+    "1 when the CRM accepted the credentials at the last check, 0 when it refused them or could not be reached",
+    ["crm"],
+    registry=REGISTRY,
+)
+batch_duration = Histogram(
+    "crm_records_consumer_batch_duration_seconds",
     "Time to apply one partition batch in the database",
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
     registry=REGISTRY,
 )
+consumer_lag = Gauge(
+    "crm_records_consumer_lag_messages",
+    "Messages in the partition after the consumer's position (high watermark - position), per assigned partition",
+    ["partition"],
+    registry=REGISTRY,
+)
+consumer_partition_stalled = Gauge(
+    "crm_records_consumer_partition_stalled_seconds",
+    "How long an assigned partition with messages waiting has not advanced (0 when it moves or is caught up)",
+    ["partition"],
+    registry=REGISTRY,
+)
+
+DEAD_LETTER_REASONS = ("invalid JSON", "schema", "unknown schema_version", "could not be stored", "undecodable batch", "too large")
+
+
+def dead_letter_reason_class(reason: str) -> str:
+    """The bounded label for a dead letter's free-text reason."""
+    head = reason.split(":", 1)[0].strip()
+    return head if head in DEAD_LETTER_REASONS else "other"
+
+
+def crm_outcome_class(status: int | None, error: str | None) -> str:
+    """The bounded outcome label for a CRM request: a class, not the status code."""
+    if error is None:
+        return "ok"
+    if status is None:
+        return "timeout" if error.startswith("timeout") else "connection_error"
+    if status == 429:
+        return "rate_limited"
+    if status in (401, 403):
+        return "auth_refused"
+    return "server_error" if status >= 500 else "client_error"

@@ -72,7 +72,11 @@ class Settings(BaseSettings):
 
     crm_timeout_seconds: float = Field(default=10.0, gt=0)
 
+    # One admin token (named "admin"); ADMIN_API_TOKENS / ADMIN_API_TOKENS_FILE add named
+    # tokens with roles (`name:token:role`, see app/service/auth.py).
     admin_api_token: SecretStr | None = None
+    admin_api_tokens: SecretStr | None = None
+    admin_api_tokens_file: Path | None = None
     http_port: int = 8080
     http_host: str = "0.0.0.0"
 

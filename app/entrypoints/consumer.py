@@ -145,7 +145,7 @@ class ConsumerLoop:
                         raise
                     reason = f"could not be stored: {type(single.orig).__name__ if single.orig else ''} {single.orig}"
                     deliveries.append(await self._dead_letter(origin[id(event)], reason.strip()))
-        metrics.batch_seconds.observe(time.perf_counter() - started)
+        metrics.batch_duration.observe(time.perf_counter() - started)
         for delivery in deliveries:
             await delivery
 
@@ -161,7 +161,6 @@ class ConsumerLoop:
             metrics.decisions.labels(decision.kind).inc()
 
     async def _dead_letter(self, message: ConsumerRecord, reason: str):
-        category = reason.split(":", 1)[0]
-        metrics.events_dead_lettered.labels(category).inc()
+        metrics.events_dead_lettered.labels(metrics.dead_letter_reason_class(reason)).inc()
         log.warning("dead-lettering %s/%d@%d: %s", message.topic, message.partition, message.offset, reason)
         return await self.publisher.dead_letter(message.key, message.value, reason, list(message.headers or ()))

@@ -16,6 +16,7 @@ import uvicorn
 from alembic import command
 from alembic.config import Config
 
+from app import metrics
 from app.adapters.crm.base import CrmAdapter, CrmAuthError
 from app.adapters.crm.factory import build_crm_adapter
 from app.adapters.db.engine import build_engine
@@ -24,6 +25,7 @@ from app.adapters.kafka.topics import ensure_topics
 from app.entrypoints.consumer import ConsumerLoop
 from app.entrypoints.http_api import CrmHealth, Runtime, create_app
 from app.entrypoints.worker import OutboxWorker
+from app.service.auth import TokenBook
 from app.service.outbox import OutboxRunner
 from app.settings import PROJECT_ROOT, Settings
 
@@ -83,6 +85,7 @@ async def watch_crm_credentials(crm: CrmAdapter, health: CrmHealth, stop: asynci
         except Exception as exc:
             health.ok, health.detail = False, f"{crm.name} could not be reached: {exc}"
         health.checked_at = datetime.now(timezone.utc)
+        metrics.crm_credentials_accepted.labels(crm.name).set(1 if health.ok else 0)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=30 if health.ok else 5)
 
@@ -94,6 +97,7 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
 
+    tokens = TokenBook.from_settings(settings)  # a bad token list stops the start, naming the entry
     await asyncio.to_thread(migrate, settings)
     await ensure_topics(settings)
     engine = build_engine(settings)
@@ -102,7 +106,7 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
     await publisher.start()
     consumer = ConsumerLoop(settings, engine, publisher, crm.name)
     worker = OutboxWorker(settings, engine, OutboxRunner(engine, crm, publisher.publish_outcome, settings))
-    runtime = Runtime(settings, engine, crm, consumer_joined=lambda: consumer.joined)
+    runtime = Runtime(settings, engine, crm, consumer_joined=lambda: consumer.joined, tokens=tokens)
     server = _Server(
         uvicorn.Config(
             create_app(runtime), host=settings.http_host, port=settings.http_port,

@@ -56,8 +56,8 @@ async def test_settings_document_round_trip_and_history(service):
         history = (await client.get("/api/settings/history")).json()
     assert [h["version"] for h in history] == [2, 1]
     assert history[0]["changes"] == {"add_platform_tag": {"from": False, "to": True}}
-    assert history[0]["actor"] is None
-    assert history[1]["actor"] == "ana@example.com"
+    assert history[0]["actor"] == "admin" and history[0]["note"] is None  # ADMIN_API_TOKEN's name
+    assert history[1]["actor"] == "admin" and history[1]["note"] == "ana@example.com"
     assert history[1]["changes"]["append_to_closed_record_within_days"] == {"from": None, "to": 7}
     assert history[1]["saved_at"]
 
@@ -103,7 +103,8 @@ async def test_metrics_are_prometheus_text(service):
     assert response.status_code == 200
     body = response.text
     for name in ("crm_records_events_consumed_total", "crm_records_events_dead_lettered_total",
-                 "crm_records_records_total", "crm_records_outbox_backlog", "crm_records_crm_call_seconds"):
+                 "crm_records_crm_records_total", "crm_records_outbox_rows",
+                 "crm_records_outbox_oldest_due_age_seconds", "crm_records_crm_request_duration_seconds"):
         assert f"# TYPE {name.removesuffix('_total')}" in body, name
 
 

@@ -160,8 +160,8 @@ class CrmHttp:
 
     def _record(self, operation: str, method: str, path: str, status: int | None, started: float, error: str | None):
         elapsed = time.perf_counter() - started
-        outcome = "ok" if error is None else ("no_answer" if status is None else str(status))
-        metrics.crm_call_latency.labels(self.crm, operation, outcome).observe(elapsed)
+        outcome = metrics.crm_outcome_class(status, error)
+        metrics.crm_request_duration.labels(self.crm, operation, outcome).observe(elapsed)
         log_call(CrmCall(operation, method, path, status, round(elapsed * 1000, 2), error))
 
     async def aclose(self) -> None:

@@ -202,6 +202,18 @@ async def backlog_counts(conn: AsyncConnection) -> dict[str, int]:
     return counts
 
 
+async def oldest_due_age_seconds(conn: AsyncConnection) -> float:
+    """How long the oldest due pending row has waited (0 when none is due): the
+    outbox's own lag, whatever the reason (CRM slow, down, rate-limited, workers gone)."""
+    result = await conn.execute(
+        text(
+            "SELECT coalesce(extract(epoch FROM now() - min(due_at)), 0) FROM outbox "
+            "WHERE status IN ('pending', 'in_progress') AND due_at <= now()"
+        )
+    )
+    return max(0.0, float(result.scalar_one()))
+
+
 async def list_for_session(conn: AsyncConnection, session_id: str) -> list[dict[str, Any]]:
     result = await conn.execute(
         select(

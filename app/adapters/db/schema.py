@@ -169,6 +169,7 @@ settings_versions = Table(
     Column("document", JSONB, nullable=False),
     Column("changes", JSONB, nullable=False),
     Column("actor", Text),
+    Column("actor_note", Text),
     Column("saved_at", Timestamp, nullable=False, server_default=func.now()),
 )
 
