@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench install lint clean
+.PHONY: run test bench bench-whatif catalogs install lint clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) is required"; exit 1; }
@@ -27,6 +27,18 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m app bench $(BENCH_ARGS)
+
+# The what-if preview over 100,000 synthetic sessions (its own database; see docs/bench.md).
+bench-whatif: $(STAMP)
+	$(BIN)/python tools/bench_whatif.py --sessions $${SESSIONS:-100000}
+
+# The console's translations: extract the strings, merge them into each catalog, compile.
+# The compiled .mo files are committed, so `make run`, the tests and the image need no step.
+catalogs: $(STAMP)
+	$(BIN)/pybabel extract -F babel.cfg -k N_ -k _ -k ngettext:1,2 --no-location --sort-output \
+		--project "crm-records console" -o app/console/locale/messages.pot .
+	$(BIN)/pybabel update -i app/console/locale/messages.pot -d app/console/locale -D messages --width 100
+	$(BIN)/pybabel compile -d app/console/locale -D messages --statistics
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

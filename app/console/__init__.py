@@ -6,14 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
 from app.console.routes_ops import ops_router
 from app.console.routes_settings import settings_router
 from app.console.security import SessionSigner
-from app.console.web import SECURITY_HEADERS, Console, NotSignedIn, redirect
+from app.console.web import SECURITY_HEADERS, Console, NotSignedIn, Refused, redirect
 
 STATIC = Path(__file__).parent / "static"
 
@@ -31,19 +31,11 @@ def mount_console(app: FastAPI, runtime: Any) -> Console:
             return Response(status_code=401, headers={"HX-Redirect": target, **SECURITY_HEADERS})
         return redirect(target)
 
-    previous = app.exception_handlers.get(HTTPException)
-
-    @app.exception_handler(HTTPException)
-    async def console_errors(request: Request, exc: HTTPException) -> Response:
-        if request.url.path.startswith("/admin") and exc.status_code in (403, 404, 409, 422):
-            return console.render(request, "error.html", status=exc.status_code, message=str(exc.detail))
-        if previous is not None:
-            return await previous(request, exc)
-        from fastapi.exception_handlers import http_exception_handler
-
-        return await http_exception_handler(request, exc)
+    @app.exception_handler(Refused)
+    async def refused(request: Request, exc: Refused) -> Response:
+        return console.render(request, "error.html", status=exc.status, message=exc.message, params=exc.params)
 
     return console
 
 
-__all__ = ["mount_console", "HTMLResponse"]
+__all__ = ["mount_console"]

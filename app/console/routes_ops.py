@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from app.console.web import SECURITY_HEADERS, Console, redirect
+from app.console.web import N_, Console, Refused, redirect
 from app.service import operations
 from app.service.admin import session_trace
 
@@ -48,7 +48,7 @@ def ops_router(console: Console, runtime: Any) -> APIRouter:
         async with engine.begin() as conn:
             requeued = await operations.retry_parked_row(conn, outbox_id)
         if not requeued:
-            return Response(f"outbox row {outbox_id} is not parked", status_code=409, headers=SECURITY_HEADERS)
+            raise Refused(409, N_("Outbox row %(id)s is not parked (any more)."), id=outbox_id)
         return redirect(f"/admin/operations?retried={outbox_id}")
 
     return router

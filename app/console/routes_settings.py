@@ -14,7 +14,7 @@ from app.adapters.db import explorer_repo, settings_repo
 from app.console import i18n
 from app.console.panel import diff_rows, parse, previews
 from app.console.security import COOKIE_NAME, csrf_ok
-from app.console.web import SECURITY_HEADERS, Console, redirect, safe_next
+from app.console.web import N_, Console, Refused, redirect, safe_next
 from app.domain.record_settings import RecordSettings, settings_changes
 from app.domain.whatif import OUTCOME_KINDS
 from app.service.admin import save_settings, settings_history
@@ -57,7 +57,7 @@ def settings_router(console: Console, runtime: Any) -> APIRouter:
         session = console.require_session(request)  # any role may sign out, with this session's CSRF token
         form = await request.form()
         if not csrf_ok(session, str(form.get("csrf_token") or "")):
-            return Response("stale form: reload the page", status_code=403, headers=SECURITY_HEADERS)
+            raise Refused(403, N_("The form is stale or did not come from this console: reload the page and try again."))
         response = redirect("/admin/sign-in")
         response.delete_cookie(COOKIE_NAME, path="/admin", httponly=True, samesite="strict")
         return response
@@ -140,8 +140,7 @@ def settings_router(console: Console, runtime: Any) -> APIRouter:
         try:
             proposed = RecordSettings.model_validate_json(form.get("document") or "")
         except ValidationError:
-            return Response("the reviewed settings were altered: start again from the panel", status_code=422,
-                            headers=SECURITY_HEADERS)
+            raise Refused(422, N_("The reviewed settings were altered on the way: start again from the panel.")) from None
         version, _ = await _current()
         if str(version or 0) != form.get("base_version"):
             # someone saved in between: show the diff against what is in force now
@@ -168,7 +167,7 @@ def settings_router(console: Console, runtime: Any) -> APIRouter:
         async with engine.connect() as conn:
             found = await settings_history(conn, limit=1, before_version=number + 1)
         if not found or found[0].version != number:
-            return Response(f"no settings version {number}", status_code=404, headers=SECURITY_HEADERS)
+            raise Refused(404, N_("There is no settings version %(version)s."), version=number)
         return await _review(request, RecordSettings.model_validate(found[0].document), session, restoring=number)
 
     return router

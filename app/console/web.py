@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from fastapi import HTTPException, Request
+from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
@@ -44,6 +44,21 @@ def environment(language: str) -> Environment:
     return env
 
 
+def N_(message: str) -> str:
+    """Marks a message for the catalogs; the page translates it when it shows it."""
+    return message
+
+
+class Refused(Exception):
+    """A request the console turns down, with a message from the catalogs."""
+
+    def __init__(self, status: int, message: str, **params: Any) -> None:
+        super().__init__(message % params if params else message)
+        self.status = status
+        self.message = message
+        self.params = params
+
+
 class NotSignedIn(Exception):
     def __init__(self, next_path: str) -> None:
         self.next_path = next_path
@@ -75,10 +90,10 @@ class Console:
         session = self.require_session(request)
         form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
         if not csrf_ok(session, form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER)):
-            raise HTTPException(403, "the form is stale or did not come from this console: reload the page")
+            raise Refused(403, N_("The form is stale or did not come from this console: reload the page and try again."))
         if not session.principal.can_change:
-            raise HTTPException(403, f"the token {session.principal.name!r} has the viewer role: it may read, "
-                                     "not change")
+            raise Refused(403, N_("The token %(name)s has the viewer role: it may look at everything, not change it."),
+                          name=session.principal.name)
         return session, form
 
     def render(self, request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
