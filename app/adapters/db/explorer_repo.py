@@ -44,7 +44,7 @@ _SEARCH = text(
     LIMIT :limit OFFSET :offset
     """
 )
-_NEWEST = text("SELECT state FROM sessions ORDER BY created_at DESC LIMIT 1")
+_NEWEST = text("SELECT state FROM sessions ORDER BY created_at DESC, session_id DESC LIMIT 1")
 _PARKED = text(
     """
     SELECT id, session_id, kind, payload->>'crm', attempts, last_error, updated_at FROM outbox
