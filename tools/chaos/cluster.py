@@ -56,6 +56,7 @@ class PrivatePostgres:
         self.max_connections = max_connections
         self.user = pwd.getpwnam("postgres") if os.geteuid() == 0 else None
         self.restarts = 0
+        self.ballasts = 0
         if self.user is not None:
             os.chown(self.root, self.user.pw_uid, self.user.pw_gid)
 
@@ -75,9 +76,27 @@ class PrivatePostgres:
         # fsync off: the faults here are process crashes, never an operating-system crash,
         # so committed data survives them (WAL written to the OS) without paying for flushes.
         options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
-                   f"-c max_connections={self.max_connections} -c fsync=off -c full_page_writes=off")
+                   f"-c max_connections={self.max_connections} -c fsync=off -c full_page_writes=off "
+                   # No checkpoint between restarts: recovery replays everything written since.
+                   "-c checkpoint_timeout=1h -c max_wal_size=8GB")
         self._run("pg_ctl", "-D", str(self.data_dir), "-o", options, "-l", str(self.log_file), "-w", "-t", "120",
                   "start", timeout=150)
+
+    async def write_ballast(self, rows: int) -> None:
+        """Write about 150 bytes of WAL per row, so that the next crash recovery takes a
+        while (a second per million rows or so), as on a busy server: meanwhile the server
+        answers every connection with 57P03 "the database system is starting up"."""
+        import asyncpg
+
+        self.ballasts += 1
+        connection = await asyncpg.connect(self.dsn(), timeout=10)
+        try:
+            await connection.execute(
+                f"CREATE TABLE ballast_{self.ballasts} AS "
+                f"SELECT g AS n, repeat('x', 100) AS filler FROM generate_series(1, {int(rows)}) AS g"
+            )
+        finally:
+            await connection.close()
 
     def crash(self) -> None:
         """`pg_ctl stop -m immediate`: every backend dies at once, the next start recovers."""

@@ -119,11 +119,13 @@ async def kill_replicas(replicas: Replicas, faults: FaultLog, rng: random.Random
 
 async def restart_postgres(cluster: PrivatePostgres, faults: FaultLog, rng: random.Random, *, restarts: int,
                            span: float) -> None:
-    """`restarts` hard restarts (`pg_ctl stop -m immediate`), evenly spread, each down 1-4 s."""
+    """`restarts` hard restarts (`pg_ctl stop -m immediate`), evenly spread, each down 1-4 s
+    and then about a second in crash recovery (refusing connections with 57P03)."""
     started = time.monotonic()
     for number in range(restarts):
         at = span * (number + 1) / (restarts + 1) + rng.uniform(-2, 2)
-        await asyncio.sleep(max(0.0, started + at - time.monotonic()))
+        await asyncio.sleep(max(0.0, started + at - 4 - time.monotonic()))
+        await cluster.write_ballast(rng.randint(1_000_000, 1_500_000))
         await asyncio.to_thread(cluster.crash)
         log.info("PostgreSQL crashed (stop -m immediate), restart %d of %d", number + 1, restarts)
         await asyncio.sleep(rng.uniform(1.0, 4.0))

@@ -56,7 +56,13 @@ def _abandoned_chat(session_id: str, messages: int, **header_args: Any) -> list[
     return events + [event_doc(session, "abandoned", 30), event_doc(session, "ended", 31)]
 
 
-def _session(rng: random.Random, number: int, end_users: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+def shared_end_users(sessions: int) -> list[dict[str, Any]]:
+    """The pool that about one session in five draws its end user from."""
+    return [{"end_user_id": f"eu-shared-{n}", "end_user_phone": f"+1666{n:07d}",
+             "end_user_email": f"shared{n}@example.com"} for n in range(max(2, sessions // 25))]
+
+
+def session_events(rng: random.Random, number: int, end_users: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
     """One session of a random shape; ~1 in 5 shares an end user with others."""
     if rng.random() < 0.2:
         who = rng.choice(end_users)
@@ -110,12 +116,11 @@ def _invalid_values(rng: random.Random, number: int, session: dict[str, Any] | N
 def build_traffic(seed: int, *, sessions: int, window: float, duplicate_share: float = 0.05,
                   invalid_share: float = 0.02) -> Traffic:
     rng = random.Random(seed)
-    end_users = [{"end_user_id": f"eu-shared-{n}", "end_user_phone": f"+1666{n:07d}",
-                  "end_user_email": f"shared{n}@example.com"} for n in range(max(2, sessions // 25))]
+    end_users = shared_end_users(sessions)
     traffic = Traffic([])
     valid: list[PlannedMessage] = []
     for number in range(sessions):
-        sid, events = _session(rng, number, end_users)
+        sid, events = session_events(rng, number, end_users)
         traffic.sessions[sid] = events
         moment = rng.uniform(0, window * 0.85)
         for document in events:
