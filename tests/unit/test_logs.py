@@ -74,3 +74,12 @@ def test_format_defaults_to_text_on_a_terminal_and_json_elsewhere():
     assert resolve_format(None, Tty()) == "text"
     assert resolve_format(None, io.StringIO()) == "json"
     assert resolve_format("text", io.StringIO()) == "text"
+
+
+def test_make_run_banner_says_the_broker_forgets_and_how_to_publish():
+    from app.entrypoints.dev_banner import dev_banner
+    from app.settings import Settings
+
+    text = dev_banner(Settings(_env_file=None), embedded_broker=True, embedded_database=True, data_dir=".data")
+    assert "IN MEMORY ONLY" in text and "no second record" in text
+    assert "python -m app publish" in text and "kcat" in text and "KAFKA_BOOTSTRAP_SERVERS" in text
