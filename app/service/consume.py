@@ -34,14 +34,15 @@ def serial_key(crm: str, state: SessionState) -> str:
     return "\x1f".join((crm, state.end_user_id, state.queue_id))
 
 
-def record_row(crm: str, state: SessionState, settings_version: int | None, settings_doc: dict) -> NewOutboxRow:
+def record_row(crm: str, state: SessionState, settings_version: int | None) -> NewOutboxRow:
     return NewOutboxRow(
         idempotency_key=f"record:{crm}:{state.session_id}",
         kind="record",
         session_id=state.session_id,
         serial_key=serial_key(crm, state),
-        # The settings in force when the record became due decide its title, tags and target.
-        payload={"crm": crm, "settings_version": settings_version, "settings": settings_doc},
+        # The settings in force when the record became due decide its title, tags and target;
+        # versions are never changed once saved, so the number is enough (None: the defaults).
+        payload={"crm": crm, "settings_version": settings_version},
     )
 
 
@@ -86,7 +87,6 @@ async def apply_batch(
     if not events:
         return outcome
     version, settings = await settings_repo.current(conn)
-    settings_doc = settings.model_dump()
 
     new_ids = await events_repo.insert_new_events(
         conn, [e.event_id for e in events], [e.session.id for e in events]
@@ -118,7 +118,7 @@ async def apply_batch(
                 DecisionRow(session_id, decision.kind, decision.reason, decision.at, version)
             )
             if decision.kind == "record_due":
-                rows.append(record_row(crm, state, version, settings_doc))
+                rows.append(record_row(crm, state, version))
             elif decision.kind == "skipped":
                 rows.append(skipped_row(crm, state, decision.reason))
             elif decision.kind == "ended_note_due":

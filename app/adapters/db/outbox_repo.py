@@ -70,7 +70,8 @@ _CLAIM = text(
         FOR UPDATE SKIP LOCKED
     )
     UPDATE outbox SET status = 'in_progress', attempts = outbox.attempts + 1,
-                      lease_until = now() + make_interval(secs => :lease), updated_at = now()
+                      lease_until = now() + make_interval(secs => :lease), updated_at = now(),
+                      claimed_at = clock_timestamp()
     FROM candidates WHERE outbox.id = candidates.id
     RETURNING outbox.id, outbox.idempotency_key, outbox.kind, outbox.session_id, outbox.serial_key,
               outbox.payload, outbox.attempts, outbox.trace_context

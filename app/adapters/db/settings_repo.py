@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import insert, select, text
@@ -12,7 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.adapters.db.schema import settings_versions
 from app.domain.record_settings import DEFAULT_RECORD_SETTINGS, RecordSettings
 
-_CURRENT = text("SELECT version, document FROM settings_versions ORDER BY version DESC LIMIT 1")
+# The document as text: a version's text is its cache key below, so a document is
+# validated once per process, not once per consumer batch or outbox row.
+_CURRENT = text("SELECT version, CAST(document AS text) FROM settings_versions ORDER BY version DESC LIMIT 1")
+_OF_VERSION = text("SELECT CAST(document AS text) FROM settings_versions WHERE version = :version")
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,12 +29,29 @@ class SettingsVersion:
     document: dict[str, Any]
 
 
+@lru_cache(maxsize=64)
+def _validated(document: str) -> RecordSettings:
+    # Keyed by the content, not the version number: a database whose versions were
+    # truncated and numbered again (tests) can never get another version's settings.
+    return RecordSettings.model_validate_json(document)
+
+
 async def current(conn: AsyncConnection) -> tuple[int | None, RecordSettings]:
     """The settings in force (version None: nothing saved yet, the defaults apply)."""
     row = (await conn.execute(_CURRENT)).first()
     if row is None:
         return None, DEFAULT_RECORD_SETTINGS
-    return row.version, RecordSettings.model_validate(row.document)
+    return row[0], _validated(row[1])
+
+
+async def of_version(conn: AsyncConnection, version: int | None) -> RecordSettings:
+    """The settings of one saved version (None: the defaults, in force before any save)."""
+    if version is None:
+        return DEFAULT_RECORD_SETTINGS
+    document = (await conn.execute(_OF_VERSION, {"version": version})).scalar_one_or_none()
+    if document is None:
+        raise LookupError(f"settings version {version} does not exist")
+    return _validated(document)
 
 
 async def lock_for_save(conn: AsyncConnection) -> None:
