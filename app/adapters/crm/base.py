@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Protocol
+from datetime import datetime
+from typing import Protocol, runtime_checkable
 
 from app.domain.policy import ExistingRecord
 
@@ -20,6 +21,21 @@ class EndUserInfo:
     name: str | None
     phone: str | None
     email: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionActivity:
+    """One session as a CRM that logs each session as an activity on the record
+    (Salesforce Tasks) needs it."""
+
+    session_id: str
+    title: str  # the rendered record title
+    medium: str  # "call" or "chat"
+    session_type: str  # e.g. "voice_outbound": gives a call's direction
+    started_at: datetime | None
+    contact_id: str | None  # the end user's CRM contact, when known
+    duration_seconds: float | None = None
+    disposition: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +52,10 @@ class NewRecord:
     queue_id: str
     # Stable for the session's record: a retried create must not make a second record.
     idempotency_key: str
+    # For adapters that find or create the end user in the same request as the record
+    # (`resolves_end_user`), and log the session as an activity.
     end_user: EndUserInfo | None = None
+    session: SessionActivity | None = None
     # True only when an earlier attempt may have made the record without us hearing back
     # (timeout, dropped connection, 5xx after sending, a claimer that died): only then is
     # the record looked up by session id first. A first attempt never looks.
@@ -166,6 +185,23 @@ def crm_account(adapter: object) -> str:
     key of the end-user mapping and of the shared rate budget. An adapter without an
     `account` attribute counts as one account per CRM."""
     return getattr(adapter, "account", None) or getattr(adapter, "name")
+
+
+@runtime_checkable
+class LogsSessionActivities(Protocol):
+    """A CRM where every session is an activity on its record (Salesforce Tasks): attaching
+    and the end-of-session note need the session itself, not only a note's text."""
+
+    async def attach_session_activity(
+        self, record_id: str, session: SessionActivity, note: str, *, reopen: bool
+    ) -> None:
+        """Log the session on the record (reopening it first when `reopen`)."""
+
+    async def complete_session_activity(
+        self, record_id: str, session: SessionActivity, note: str, *, key: str, outcome_unknown: bool
+    ) -> None:
+        """The session ended: write its end-of-session note exactly once. `key` is stable
+        for the note; `outcome_unknown` says an earlier attempt may have written it."""
 
 
 class CrmAdapter(Protocol):

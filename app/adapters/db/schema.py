@@ -106,6 +106,8 @@ outbox = Table(
     Column("claim_id", UUID(as_uuid=False)),
     # An earlier attempt may have done the work without hearing back: look before writing.
     Column("outcome_unknown", Boolean, nullable=False, server_default=text("false")),
+    # W3C traceparent of the work that made the row: the CRM call joins that trace.
+    Column("trace_context", Text),
     Index(
         "ix_outbox_due",
         "priority",
@@ -186,6 +188,7 @@ settings_versions = Table(
     Column("document", JSONB, nullable=False),
     Column("changes", JSONB, nullable=False),
     Column("actor", Text),
+    Column("actor_note", Text),
     Column("saved_at", Timestamp, nullable=False, server_default=func.now()),
 )
 
@@ -232,4 +235,19 @@ sandbox_notes = Table(
     Column("idempotency_key", Text),
     Index("ix_sandbox_notes_record", "record_id", "id"),
     UniqueConstraint("idempotency_key", name="uq_sandbox_notes_idempotency_key"),
+)
+
+# The Kafka cluster each consumer group last read from: a new cluster (an embedded
+# broker restarted empty, a migrated Kafka) has no committed offsets and new offsets for
+# the same topics; the service notices and says so instead of trusting either.
+kafka_clusters = Table(
+    "kafka_clusters",
+    metadata,
+    Column("group_id", Text, primary_key=True),
+    Column("cluster_id", Text, nullable=False),
+    Column("bootstrap_servers", Text, nullable=False),
+    Column("first_seen_at", Timestamp, nullable=False, server_default=func.now()),
+    Column("last_seen_at", Timestamp, nullable=False, server_default=func.now()),
+    Column("previous_cluster_id", Text),
+    Column("changed_at", Timestamp),
 )

@@ -1,15 +1,15 @@
 """CRM economy: the end-user mapping per CRM account, the shared rate budget, and the
 outbox columns that fence a claim and say whether an earlier attempt's outcome is unknown
 
-Revision ID: 0003_crm_economy
-Revises: 0002
+Revision ID: 0005_crm_economy
+Revises: 0004_ops
 """
 from alembic import op
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-revision = '0003_crm_economy'
-down_revision = '0002'
+revision = '0005_crm_economy'
+down_revision = '0004_ops'
 branch_labels = None
 depends_on = None
 
