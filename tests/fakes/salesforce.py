@@ -32,7 +32,8 @@ Faithful details:
 
 Faults (tests.fakes.base.Faults): `rate_limit_next` answers 403 REQUEST_LIMIT_EXCEEDED (or
 429 with Retry-After when `rate_limit_status = 429`), `server_error_next` answers 503,
-`drop_after_create_next` drops the connection after an upsert or graph that created.
+`drop_after_create_next` drops the connection after an upsert or graph that created;
+`slow_graphs` / `slow_graph_seconds` answer the next graphs late, after applying them.
 
 Helpers: records(), notes_for(id), tasks_for(id), set_status(id, status, closed_at),
 set_stage(id, stage, at), set_account_status(id, value, at), close_record(id, closed_at),
@@ -98,6 +99,10 @@ class SalesforceFake(FakeServer):
         self.api_limit = api_limit
         self.api_usage = 0
         self.rate_limit_status = 403
+        # Answer the next N composite graphs this many seconds late, after applying them
+        # (a client that gave up meanwhile does not know the graph was applied).
+        self.slow_graphs = 0
+        self.slow_graph_seconds = 0.0
         self._tokens: set[str] = set()
         self._token_count = 0
         self._tables: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in self.specs}
@@ -355,6 +360,9 @@ class SalesforceFake(FakeServer):
             return error(400, "JSON_PARSER_ERROR", "graphs is required")
         answers = [self._run_graph(g, request) for g in graphs]
         created = any(a.pop("_created") for a in answers)
+        if self.slow_graphs > 0:
+            self.slow_graphs -= 1
+            time.sleep(self.slow_graph_seconds)
         if created and self.take_drop_after_create():
             raise DropConnection()
         return Response(200, {"graphs": answers})
