@@ -419,3 +419,17 @@ async def test_validation_error_is_permanent_with_salesforce_words(case_fake: Sa
         assert case_fake.records() == []
     finally:
         await crm.aclose()
+
+
+async def test_plain_protocol_notes_are_completed_tasks(case_fake: SalesforceFake) -> None:
+    """Callers that pass only a note's text (no session details) still log it as activity."""
+    crm = SalesforceAdapter.from_settings(make_settings(case_fake))
+    try:
+        ref = await crm.create_record(new_record("sess-p"))
+        await crm.attach_session(ref.record_id, "Attached session sess-q.\nmore", ["ignored"])
+        await crm.add_note(ref.record_id, "Session sess-p ended.")
+        plain = [t for t in case_fake.tasks_for(ref.record_id) if t.get("CCAI_Session_Id__c") is None]
+        assert [(t["Subject"], t["Status"]) for t in plain] == [
+            ("Attached session sess-q.", "Completed"), ("Session sess-p ended.", "Completed")]
+    finally:
+        await crm.aclose()
