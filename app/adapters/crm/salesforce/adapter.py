@@ -208,8 +208,11 @@ class SalesforceAdapter:
         nodes = self._create_nodes(record, contact, new_contact)
         result = await self.client.graph("create_record", nodes)
         if not result.ok and CREATE_ONLY_REFUSED in {e.get("errorCode") for e in result.errors}:
-            # The record (or Task) exists from an attempt whose answer was lost: the same
-            # upserts without the fields Salesforce takes on create only.
+            # The record (or its Task) exists: an earlier attempt made it and its answer was
+            # lost. Take that record rather than resend (a resend would make a second Contact).
+            found = await self.find_record_by_session(record.session_id)
+            if found is not None:
+                return found
             result = await self.client.graph("create_record", self._without_create_only(nodes))
         if not result.ok and record.contact_id and self._contact_gone(result.errors):
             # The remembered Contact was deleted or merged: find or make it again.
