@@ -27,6 +27,7 @@ from app.entrypoints.consumer import ConsumerLoop
 from app.entrypoints.http_api import CrmHealth, Runtime, create_app
 from app.entrypoints.worker import OutboxWorker
 from app.service.auth import TokenBook
+from app.service.broker_identity import check_cluster
 from app.service.outbox import OutboxRunner
 from app.settings import PROJECT_ROOT, Settings
 
@@ -98,9 +99,10 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
     tokens = TokenBook.from_settings(settings)  # a bad token list stops the start, naming the entry
     tracing.setup_tracing(settings.otel_exporter_otlp_endpoint, settings.otel_service_name)
     await asyncio.to_thread(migrate, settings)
-    await ensure_topics(settings)
+    cluster_id = await ensure_topics(settings)
     engine = build_engine(settings)
     tracing.instrument_engine(engine)
+    await check_cluster(engine, settings, cluster_id)
     crm = tracing.traced_crm(build_crm_adapter(settings, engine=engine))
     publisher = KafkaPublisher(settings)
     await publisher.start()
