@@ -218,7 +218,7 @@ class OutboxRunner:
         known_user: str | None, completion: Completion,
     ) -> tuple[str, str, str]:
         crm = self.crm.name
-        title = render_title(settings.record_title_template, state)
+        title = render_title(settings.record_title_template, state, settings.record_title_locale)
         if target.action == "create":
             new = NewRecord(
                 session_id=state.session_id,
