@@ -1,0 +1,87 @@
+"""Use case: take one partition's polled messages into the database.
+
+Parse and validate each message; apply the valid ones in one transaction (the
+`consume.apply_batch` use case). When PostgreSQL refuses the batch's *data* (SQLSTATE
+classes 22 and 23, see adapters/db/errors), the batch is split in halves until the
+refused events are alone, and only those become dead letters; everything else in the
+batch is applied. Any other failure (the database unreachable, restarting, out of
+connections, a timeout) is raised unchanged: the caller retries the same batch and
+commits nothing, so no valid event is ever dead-lettered for the database's sake.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from aiokafka import ConsumerRecord
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app import metrics
+from app.adapters.db.errors import rejects_the_data, short_description
+from app.adapters.kafka.dead_letters import DeadLetter
+from app.domain.events import InvalidEvent, SessionEvent, parse_event
+from app.service.consume import apply_batch
+
+
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    event: SessionEvent
+    message: ConsumerRecord
+
+
+def dead_letter(message: ConsumerRecord, reason: str) -> DeadLetter:
+    return DeadLetter(
+        topic=message.topic, partition=message.partition, offset=message.offset, key=message.key,
+        value=message.value, headers=tuple(message.headers or ()), reason=reason,
+    )
+
+
+class PartitionIngest:
+    def __init__(self, engine: AsyncEngine, crm_name: str):
+        self.engine = engine
+        self.crm_name = crm_name
+
+    async def apply(self, messages: Sequence[ConsumerRecord]) -> list[DeadLetter]:
+        """Apply what is valid; return the dead letters (not yet sent) in offset order."""
+        letters: list[DeadLetter] = []
+        parsed: list[_Parsed] = []
+        for message in messages:
+            try:
+                parsed.append(_Parsed(parse_event(message.value), message))
+            except InvalidEvent as exc:
+                letters.append(dead_letter(message, exc.reason))
+        started = time.perf_counter()
+        await self._apply_isolating(parsed, letters)
+        metrics.batch_duration.observe(time.perf_counter() - started)
+        return sorted(letters, key=lambda letter: letter.offset)
+
+    async def _apply_isolating(self, parsed: list[_Parsed], letters: list[DeadLetter]) -> None:
+        try:
+            await self._apply([p.event for p in parsed])
+        except Exception as exc:
+            if not rejects_the_data(exc):
+                raise  # infrastructure: the whole batch is retried
+            if len(parsed) == 1:
+                letters.append(dead_letter(parsed[0].message, _stored_reason(exc)))
+                return
+            # Halves keep the partition's order; k refused events cost about 2k·log n tries.
+            middle = len(parsed) // 2
+            await self._apply_isolating(parsed[:middle], letters)
+            await self._apply_isolating(parsed[middle:], letters)
+
+    async def _apply(self, events: list[SessionEvent]) -> None:
+        if not events:
+            return
+        async with self.engine.begin() as conn:
+            outcome = await apply_batch(conn, events, self.crm_name)
+        metrics.events_consumed.inc(outcome.applied)
+        if outcome.duplicates:
+            metrics.events_duplicate.inc(outcome.duplicates)
+        for decision in outcome.decisions:
+            metrics.decisions.labels(decision.kind).inc()
+
+
+def _stored_reason(exc: BaseException) -> str:
+    return f"could not be stored: {short_description(exc)}"
