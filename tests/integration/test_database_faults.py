@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import collections
 
+import httpx
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
@@ -94,3 +95,52 @@ async def test_a_connection_dropped_mid_batch_then_a_restart_dead_letters_nothin
 
 async def _at_least(value, minimum: int):
     return value() >= minimum
+
+
+async def _readyz(base_url: str) -> tuple[int, dict]:
+    async with httpx.AsyncClient(base_url=base_url, timeout=5) as client:
+        answer = await client.get("/readyz")
+    return answer.status_code, answer.json()
+
+
+async def _stalled_seconds(base_url: str) -> dict[str, float]:
+    async with httpx.AsyncClient(base_url=base_url, timeout=5) as client:
+        text = (await client.get("/metrics")).text
+    return {line.split('partition="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines() if line.startswith("crm_records_consumer_partition_stalled_seconds{")}
+
+
+async def test_a_partition_that_cannot_advance_shows_on_readyz_and_metrics(
+    clean_db, kafka_bootstrap, topics, pg_proxy, database_url
+):
+    documents = call_events("stuck-1")
+    settings = service_settings(_through(pg_proxy, database_url), kafka_bootstrap, topics,
+                                consumer_stuck_partition_seconds=2)
+    async with run_in_process(settings) as service:
+        # Every consumer transaction loses its connection at COMMIT; the rest of the database
+        # answers, so the replica is up but one partition cannot advance.
+        pg_proxy.cut_at_next_commits(10_000, touching=b"processed_events")
+        await publish(kafka_bootstrap, topics.events, documents)
+
+        async def degraded():
+            status, body = await _readyz(service.base_url)
+            return (status, body) if body["status"] == "degraded" else None
+
+        status, body = await eventually(degraded, timeout=30, interval=0.3)
+        assert status == 503 and body["not_ready"] == ["consumer"]
+        stuck = body["checks"]["consumer"]["stuck_partitions"]
+        assert len(stuck) == 1 and stuck[0]["topic"] == topics.events and stuck[0]["offset"] == 0
+        assert stuck[0]["seconds"] >= 2 and stuck[0]["error"]
+        assert f"partition {stuck[0]['partition']} of {topics.events}" in body["checks"]["consumer"]["detail"]
+        stalled = await _stalled_seconds(service.base_url)
+        assert stalled[str(stuck[0]["partition"])] >= 2
+
+        await pg_proxy.recover()
+        await eventually(lambda: _all_applied_and_done(clean_db, len(documents)), timeout=60)
+        await eventually(lambda: _ready(service.base_url), timeout=30, interval=0.3)
+        assert (await _stalled_seconds(service.base_url))[str(stuck[0]["partition"])] == 0
+    assert await read_all(kafka_bootstrap, topics.dlq, expect=1, timeout=3) == []
+
+
+async def _ready(base_url: str) -> bool:
+    return (await _readyz(base_url))[0] == 200
