@@ -186,7 +186,8 @@ class ConsumerLoop:
     async def _step_over(self, consumer: AIOKafkaConsumer, tp: TopicPartition, first: int,
                          error: BaseException) -> None:
         last = await undecodable_end(consumer, tp, first)
-        reason = f"undecodable batch: {type(error).__name__}: {error}"
+        what = str(error) if str(error).startswith(type(error).__name__) else f"{type(error).__name__}: {error}"
+        reason = f"undecodable batch: {what}"
         try:
             await self.dead_letters.deliver_undecodable(UndecodableBatch(tp.topic, tp.partition, first, last, reason))
         except Exception as exc:
