@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import Coroutine
 from datetime import datetime, timezone
 from typing import Any
@@ -106,6 +107,22 @@ async def watch_broker(publisher: KafkaPublisher, health: ConsumerHealth, stop: 
             await asyncio.wait_for(stop.wait(), timeout=2 if problem else 5)
 
 
+class ShutdownDeadline:
+    """SHUTDOWN_TIMEOUT_SECONDS, counted from the moment the service starts stopping."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.at: float | None = None
+
+    def start(self) -> None:
+        if self.at is None:
+            self.at = time.monotonic() + self.seconds
+
+    def left(self, reserve: float = 0.0) -> float:
+        self.start()
+        return max(0.1, self.at - time.monotonic() - reserve)
+
+
 async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> None:
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -127,20 +144,23 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
     # HTTP first: /healthz answers and /readyz says what is missing while we wait.
     http = asyncio.create_task(server.serve(), name="http")
     publisher: KafkaPublisher | None = None
+    deadline = ShutdownDeadline(settings.shutdown_timeout_seconds)
     try:
         publisher = await _start_dependencies(settings, startup, stop)
         if publisher is not None:
-            await _run_components(settings, engine, crm, publisher, runtime, stop, http)
+            await _run_components(settings, engine, crm, publisher, runtime, stop, http, deadline)
     finally:
+        deadline.start()
         startup.stopping = True
         server.should_exit = True
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(http, timeout=5)
-        if publisher is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(publisher.stop(), timeout=5)
-        await crm.aclose()
-        await engine.dispose()
+            await asyncio.wait_for(http, timeout=min(2.0, deadline.left()))
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(deadline.left()):
+                if publisher is not None:
+                    await publisher.stop()  # sends what is still queued
+                await crm.aclose()
+                await engine.dispose()
         log.info("crm-records stopped")
 
 
@@ -172,7 +192,8 @@ def _started(publisher: KafkaPublisher):
 
 
 async def _run_components(settings: Settings, engine, crm: CrmAdapter, publisher: KafkaPublisher,
-                          runtime: Runtime, stop: asyncio.Event, http: asyncio.Task) -> None:
+                          runtime: Runtime, stop: asyncio.Event, http: asyncio.Task,
+                          deadline: ShutdownDeadline) -> None:
     consumer = ConsumerLoop(settings, engine, publisher, crm.name, health=runtime.consumer)
     worker = OutboxWorker(settings, engine, OutboxRunner(engine, crm, publisher.publish_outcome, settings))
     log.info(
@@ -193,10 +214,12 @@ async def _run_components(settings: Settings, engine, crm: CrmAdapter, publisher
                 log.error("%s stopped: %r", task.get_name(), task.exception())
     finally:
         stop.set()
+        deadline.start()
         runtime.startup.stopping = True
+        log.info("stopping: no more fetching; finishing work in flight (at most %.0f s)", deadline.seconds)
         # Everything stops together within the deadline: the consumer finishes its batch
         # and commits, the worker finishes or releases its rows (see OutboxWorker).
-        _, late = await asyncio.wait(tasks, timeout=max(1.0, settings.shutdown_timeout_seconds - 3))
+        _, late = await asyncio.wait(tasks, timeout=deadline.left(reserve=1.5))
         for task in late:
             log.error("%s did not stop within the shutdown deadline; cancelled", task.get_name())
             task.cancel()
