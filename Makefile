@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench install lint clean
+.PHONY: run test bench chaos backlog install lint clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) is required"; exit 1; }
@@ -27,6 +27,15 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m app bench $(BENCH_ARGS)
+
+# The fault-injection proof (docs/bench.md, README "Reliability"): the sandbox, then the
+# Zendesk fake. CHAOS_SEED=<seed> replays a run; CHAOS_ARGS="--crm zendesk" picks one CRM.
+chaos: $(STAMP)
+	$(BIN)/python -m tools.chaos run $(if $(CHAOS_SEED),--seed $(CHAOS_SEED)) $(CHAOS_ARGS)
+
+# 1,000,000 events published while the service is stopped, then worked off.
+backlog: $(STAMP)
+	$(BIN)/python -m tools.chaos backlog $(BACKLOG_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

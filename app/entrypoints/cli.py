@@ -22,6 +22,7 @@ def _cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
 def _cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     """The service on embedded defaults: whatever is not configured is started here."""
+    from app.entrypoints.dev_banner import dev_banner
     from app.entrypoints.embedded import EmbeddedBroker, EmbeddedPostgres
     from app.entrypoints.service import configure_logging, run_service, run_until_complete
     from app.settings import EMBEDDED_BROKER_PORT
@@ -36,6 +37,9 @@ def _cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
             broker = EmbeddedBroker(EMBEDDED_BROKER_PORT, settings.embedded_database_dir().parent / "broker.log")
             started.append(broker.start())
             settings = settings.model_copy(update={"kafka_bootstrap_servers": broker.bootstrap_servers})
+        print(dev_banner(settings, embedded_broker=any(isinstance(p, EmbeddedBroker) for p in started),
+                         embedded_database=any(isinstance(p, EmbeddedPostgres) for p in started),
+                         data_dir=".data"), file=sys.stderr, flush=True)
         run_until_complete(run_service(settings))
     except KeyboardInterrupt:
         pass

@@ -30,6 +30,7 @@ from app.adapters.kafka.undecodable import (
     rewind_to_committed,
     undecodable_end,
 )
+from app.observability.logs import log_context
 from app.service.consumer_health import ConsumerHealth
 from app.service.ingest import PartitionIngest
 from app.settings import Settings
@@ -131,8 +132,10 @@ class ConsumerLoop:
     ) -> TopicPartition | None:
         self.health.started(tp)
         try:
-            letters = await self.ingest.apply(messages)
-            await self.dead_letters.deliver(letters)
+            with log_context(topic=tp.topic, partition=tp.partition, offset=messages[0].offset,
+                             last_offset=messages[-1].offset):
+                letters = await self.ingest.apply(messages)
+                await self.dead_letters.deliver(letters)
         except Exception as exc:  # the database or the broker: retry the same batch, lose nothing
             self._retry_later(consumer, tp, messages[0].offset, messages[-1].offset, exc)
             return None

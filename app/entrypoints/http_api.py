@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 import orjson
-from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
@@ -21,7 +20,8 @@ from app.adapters.crm.base import CrmAdapter
 from app.adapters.crm.sandbox import close_sandbox_record
 from app.adapters.db import outbox_repo, records_repo, sandbox_repo, settings_repo
 from app.domain.record_settings import RecordSettings
-from app.service.admin import save_settings, session_trace
+from app.service.admin import save_settings, session_trace, settings_history
+from app.service.auth import ActorNoteTooLong, Principal, TokenBook, actor_note, bearer_token
 from app.service.consumer_health import ConsumerHealth
 from app.service.startup import StartupProgress
 from app.settings import Settings
@@ -44,6 +44,11 @@ class Runtime:
     consumer: ConsumerHealth = field(default_factory=lambda: ConsumerHealth(stuck_after_seconds=60))
     startup: StartupProgress = field(default_factory=StartupProgress)
     crm_health: CrmHealth = field(default_factory=CrmHealth)
+    tokens: TokenBook | None = None  # built from the settings when not given
+
+    def __post_init__(self) -> None:
+        if self.tokens is None:
+            self.tokens = TokenBook.from_settings(self.settings)
 
 
 class JSONBody(JSONResponse):
@@ -71,16 +76,24 @@ def create_app(runtime: Runtime) -> FastAPI:
     app = FastAPI(title="crm-records", version="0.1.0", default_response_class=JSONBody)
     settings = runtime.settings
 
-    def require_admin(authorization: str | None = Header(default=None)) -> None:
-        expected = settings.admin_api_token.get_secret_value() if settings.admin_api_token else None
-        if not expected:
-            raise HTTPException(401, "the admin API is disabled: ADMIN_API_TOKEN is not set",
+    tokens = runtime.tokens
+
+    def require_reader(authorization: str | None = Header(default=None)) -> Principal:
+        if not tokens.configured:
+            raise HTTPException(401, "the admin API is disabled: neither ADMIN_API_TOKEN nor ADMIN_API_TOKENS is set",
                                 headers={"WWW-Authenticate": "Bearer"})
-        scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(), expected.encode()):
+        principal = tokens.authenticate(bearer_token(authorization))
+        if principal is None:
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+        return principal
+
+    def require_admin(principal: Principal = Depends(require_reader)) -> Principal:
+        if not principal.can_change:
+            raise HTTPException(403, f"the token {principal.name!r} has the viewer role: it may read, not change")
+        return principal
 
     admin = [Depends(require_admin)]
+    reader = [Depends(require_reader)]
 
     @app.get("/healthz")
     async def healthz() -> dict:
@@ -122,14 +135,20 @@ def create_app(runtime: Runtime) -> FastAPI:
             pass  # the scrape still shows every other metric
         return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/api/settings", dependencies=admin)
+    @app.get("/api/settings", dependencies=reader)
     async def get_settings() -> JSONBody:
         async with runtime.engine.connect() as conn:
             version, current = await settings_repo.current(conn)
         return JSONBody(current.model_dump(), headers={"X-Settings-Version": str(version or 0)})
 
-    @app.put("/api/settings", dependencies=admin)
-    async def put_settings(request: Request, x_actor: str | None = Header(default=None)) -> JSONBody:
+    @app.put("/api/settings")
+    async def put_settings(
+        request: Request, principal: Principal = Depends(require_admin), x_actor: str | None = Header(default=None)
+    ) -> JSONBody:
+        try:
+            note = actor_note(x_actor)
+        except ActorNoteTooLong as exc:
+            return JSONBody({"detail": [{"field": "X-Actor", "reason": str(exc)}]}, status_code=422)
         raw = await request.body()
         try:
             document = orjson.loads(raw)
@@ -143,25 +162,31 @@ def create_app(runtime: Runtime) -> FastAPI:
         except ValidationError as exc:
             return JSONBody({"detail": _field_errors(exc)}, status_code=422)
         async with runtime.engine.begin() as conn:
-            saved = await save_settings(conn, parsed, x_actor)
-        return JSONBody(parsed.model_dump(), headers={"X-Settings-Version": str(saved["version"])})
+            result = await save_settings(conn, parsed, principal, note)
+        return JSONBody(parsed.model_dump(), headers={"X-Settings-Version": str(result.version or 0)})
 
-    @app.get("/api/settings/history", dependencies=admin)
-    async def settings_history() -> list[dict]:
+    @app.get("/api/settings/history", dependencies=reader)
+    async def get_settings_history(
+        limit: int = Query(default=100, ge=1, le=1000), before_version: int | None = Query(default=None, ge=1)
+    ) -> JSONBody:
         async with runtime.engine.connect() as conn:
-            rows = await settings_repo.history(conn)
-        return [
+            rows = await settings_history(conn, limit=limit, before_version=before_version)
+        headers = {}
+        if len(rows) == limit and rows[-1].version > 1:
+            headers["Link"] = f'</api/settings/history?limit={limit}&before_version={rows[-1].version}>; rel="next"'
+        return JSONBody([
             {
-                "version": r["version"],
-                "saved_at": r["saved_at"],
-                "actor": r["actor"],
-                "changes": r["changes"],
-                "settings": r["document"],
+                "version": r.version,
+                "saved_at": r.saved_at,
+                "actor": r.actor,
+                "note": r.actor_note,
+                "changes": r.changes,
+                "settings": r.document,
             }
             for r in rows
-        ]
+        ], headers=headers)
 
-    @app.get("/api/sessions/{session_id}", dependencies=admin)
+    @app.get("/api/sessions/{session_id}", dependencies=reader)
     async def get_session(session_id: str) -> dict:
         async with runtime.engine.connect() as conn:
             trace = await session_trace(conn, session_id)
@@ -169,7 +194,7 @@ def create_app(runtime: Runtime) -> FastAPI:
             raise HTTPException(404, f"no events seen for session {session_id!r}")
         return trace
 
-    @app.get("/api/records", dependencies=admin)
+    @app.get("/api/records", dependencies=reader)
     async def list_records(limit: int = 100) -> list[dict]:
         async with runtime.engine.connect() as conn:
             return await records_repo.list_records(conn, min(limit, 1000))
@@ -183,12 +208,12 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     # --- the sandbox CRM's own "UI" -------------------------------------------------------------
 
-    @app.get("/api/sandbox/records", dependencies=admin)
+    @app.get("/api/sandbox/records", dependencies=reader)
     async def sandbox_records(limit: int = 100, session_id: str | None = None) -> list[dict]:
         async with runtime.engine.connect() as conn:
             return await sandbox_repo.list_records(conn, min(limit, 1000), session_id)
 
-    @app.get("/api/sandbox/records/{record_id}", dependencies=admin)
+    @app.get("/api/sandbox/records/{record_id}", dependencies=reader)
     async def sandbox_record(record_id: int) -> dict:
         async with runtime.engine.connect() as conn:
             row = await sandbox_repo.get_record(conn, record_id)

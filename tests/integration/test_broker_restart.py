@@ -1,66 +1,66 @@
-"""The broker goes away and comes back on the same port (issue 10): the service says so
-on /readyz while it is away and reconnects on its own. The embedded broker keeps its
-data in memory, so the restarted broker starts empty and the test creates the topics
-again, as a durable broker would still have them."""
+"""`make run` restarted: the embedded broker comes back empty (new cluster, no topics, no
+committed offsets) while PostgreSQL keeps everything. The service notices the new
+cluster, says so, and re-published events make no second record."""
 
 from __future__ import annotations
 
-import httpx
+import logging
 
+from sqlalchemy import func, select
+
+from app.adapters.db.schema import kafka_clusters, processed_events, sandbox_records
 from app.entrypoints.embedded import EmbeddedBroker, free_port
-from tests.conftest import Topics, create_topics, eventually, run_in_process, service_settings
+from tests.conftest import Topics, eventually, run_in_process, service_settings
 from tests.factories import call_events
 from tests.integration.kafka_helpers import publish
-from tests.integration.test_compression import _records
+from tests.integration.test_end_to_end import example_documents
 
 
-async def _readyz(base_url: str) -> tuple[int, dict]:
-    async with httpx.AsyncClient(base_url=base_url, timeout=5) as client:
-        answer = await client.get("/readyz")
-    return answer.status_code, answer.json()
+async def _count(engine, table) -> int:
+    async with engine.connect() as conn:
+        return (await conn.execute(select(func.count()).select_from(table))).scalar_one()
 
 
-async def test_the_service_reconnects_to_a_restarted_broker_and_says_so_meanwhile(
-    clean_db, database_url, tmp_path
-):
+async def test_a_new_empty_broker_is_noticed_and_nothing_is_done_twice(clean_db, database_url, caplog):
+    caplog.set_level(logging.INFO, logger="app")
     port = free_port()
-    broker = EmbeddedBroker(port, tmp_path / "broker.log").start()
-    topics = Topics("events-restart", "events-restart.dlq", "records-restart")
-    names = [topics.events, topics.dlq, topics.output]
-    await create_topics(broker.bootstrap_servers, names)
-    settings = service_settings(database_url, broker.bootstrap_servers, topics)
+    topics = Topics("restart-events", "restart-events.dlq", "restart-records")
+    documents = example_documents()
+
+    first = EmbeddedBroker(port).start()
     try:
-        async with run_in_process(settings) as service:
-            await publish(broker.bootstrap_servers, topics.events, call_events("before-restart"))
-            await eventually(lambda: _has(clean_db, "before-restart"), timeout=30)
-
-            broker.stop()
-
-            async def says_broker_away():
-                status, body = await _readyz(service.base_url)
-                detail = body["checks"]["consumer"].get("detail", "")
-                return (status, detail) if "broker cannot be reached" in detail else None
-
-            status, detail = await eventually(says_broker_away, timeout=30, interval=0.3)
-            assert status == 503 and body_names_consumer(await _readyz(service.base_url))
-
-            broker = EmbeddedBroker(port, tmp_path / "broker.log").start()
-            await create_topics(broker.bootstrap_servers, names)
-            await eventually(lambda: _ready(service.base_url), timeout=60, interval=0.3)
-            await publish(broker.bootstrap_servers, topics.events, call_events("after-restart"))
-            await eventually(lambda: _has(clean_db, "after-restart"), timeout=60)
-            assert not service.task.done()
+        settings = service_settings(database_url, first.bootstrap_servers, topics)
+        async with run_in_process(settings):
+            await publish(first.bootstrap_servers, topics.events, documents)
+            await eventually(lambda: _records_with(clean_db, 2), timeout=30)
     finally:
-        broker.stop()
+        first.stop()
+    applied_before = await _count(clean_db, processed_events)
+
+    second = EmbeddedBroker(port).start()  # same address, nothing in it
+    try:
+        assert second.cluster_id != first.cluster_id
+        caplog.clear()
+        async with run_in_process(settings):
+            # The same sessions published again, and one new session.
+            await publish(second.bootstrap_servers, topics.events, documents + call_events("after-restart-1"))
+            await eventually(lambda: _records_with(clean_db, 3), timeout=30)
+            await eventually(lambda: _all_applied(clean_db, applied_before + 4), timeout=30)
+    finally:
+        second.stop()
+
+    async with clean_db.connect() as conn:
+        sessions = sorted((await conn.execute(select(sandbox_records.c.external_id))).scalars())
+        row = (await conn.execute(select(kafka_clusters))).mappings().one()
+    assert sessions == ["after-restart-1", "call-1001", "chat-2001"]
+    assert row["cluster_id"] == second.cluster_id and row["previous_cluster_id"] == first.cluster_id
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("Kafka cluster changed" in m and first.cluster_id in m for m in warnings), warnings
 
 
-def body_names_consumer(answer: tuple[int, dict]) -> bool:
-    return "consumer" in answer[1]["not_ready"]
+async def _records_with(engine, count: int) -> bool:
+    return await _count(engine, sandbox_records) == count
 
 
-async def _ready(base_url: str) -> bool:
-    return (await _readyz(base_url))[0] == 200
-
-
-async def _has(engine, session_id: str) -> bool:
-    return session_id in await _records(engine)
+async def _all_applied(engine, count: int) -> bool:
+    return await _count(engine, processed_events) == count

@@ -56,8 +56,8 @@ async def test_settings_document_round_trip_and_history(service):
         history = (await client.get("/api/settings/history")).json()
     assert [h["version"] for h in history] == [2, 1]
     assert history[0]["changes"] == {"add_platform_tag": {"from": False, "to": True}}
-    assert history[0]["actor"] is None
-    assert history[1]["actor"] == "ana@example.com"
+    assert history[0]["actor"] == "admin" and history[0]["note"] is None  # ADMIN_API_TOKEN's name
+    assert history[1]["actor"] == "admin" and history[1]["note"] == "ana@example.com"
     assert history[1]["changes"]["append_to_closed_record_within_days"] == {"from": None, "to": 7}
     assert history[1]["saved_at"]
 

@@ -1,9 +1,11 @@
-"""Creates the service's topics when missing (inbound, dead-letter, outcomes), and asks
-the broker how large a message the dead-letter topic accepts."""
+"""Creates the service's topics when missing (inbound, dead-letter, outcomes), and
+reports which Kafka cluster it found them on and how large a message the dead-letter
+topic accepts."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
@@ -14,10 +16,15 @@ from app.settings import Settings
 log = logging.getLogger(__name__)
 
 
-async def ensure_topics(settings: Settings) -> int | None:
-    """Create what is missing (one attempt: the caller retries while the broker is
-    unreachable); return the dead-letter topic's message size limit when the broker
-    names one."""
+@dataclass(frozen=True, slots=True)
+class BrokerFacts:
+    cluster_id: str | None  # None: the broker has none to give
+    dlq_max_message_bytes: int | None  # None: the broker names no limit
+
+
+async def ensure_topics(settings: Settings) -> BrokerFacts:
+    """Create the missing topics. One attempt: the caller retries while the broker is
+    unreachable."""
     names = [settings.kafka_topic, settings.kafka_dlq_topic, settings.kafka_output_topic]
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.resolved_bootstrap_servers())
     try:
@@ -30,9 +37,17 @@ async def ensure_topics(settings: Settings) -> int | None:
                 log.info("created topics %s with %d partitions", missing, settings.kafka_topic_partitions)
             except TopicAlreadyExistsError:
                 pass  # another replica got there first
-        return await _message_limit(admin, settings.kafka_dlq_topic)
+        return BrokerFacts(await _cluster_id(admin), await _message_limit(admin, settings.kafka_dlq_topic))
     finally:
         await admin.close()
+
+
+async def _cluster_id(admin: AIOKafkaAdminClient) -> str | None:
+    try:
+        return (await admin.describe_cluster()).get("cluster_id")
+    except Exception as exc:  # an old broker without DescribeCluster: no identity to compare
+        log.info("the broker did not say its cluster id (%r)", exc)
+        return None
 
 
 async def _message_limit(admin: AIOKafkaAdminClient, topic: str) -> int | None:
