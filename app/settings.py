@@ -37,6 +37,13 @@ class Settings(BaseSettings):
     kafka_fetch_max_wait_ms: int = Field(default=50, ge=1)
     kafka_session_timeout_ms: int = Field(default=10000, ge=1000)
     kafka_heartbeat_interval_ms: int = Field(default=2000, ge=100)
+    # The largest dead letter sent as a copy; None: what the broker reports for the
+    # dead-letter topic (max.message.bytes), or 16 MiB when it reports nothing.
+    kafka_max_message_bytes: int | None = Field(default=None, ge=1024)
+    # A partition whose batch has failed (or run) this long shows as stuck on /readyz.
+    consumer_stuck_partition_seconds: float = Field(default=60.0, gt=0)
+    # SIGTERM: stop fetching, finish or release in-flight work, commit, exit within this.
+    shutdown_timeout_seconds: float = Field(default=25.0, gt=0)
 
     # PostgreSQL. None means "start an embedded PostgreSQL" (only `make run` does that).
     database_url: str | None = None

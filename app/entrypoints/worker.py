@@ -32,6 +32,7 @@ class OutboxWorker:
         self._wake = asyncio.Event()
         self._in_flight: set[asyncio.Task] = set()
         self._claims: dict[int, str | None] = {}  # in-flight row id -> its claim id
+        self._row_ids: dict[asyncio.Task, int] = {}  # for releasing rows at shutdown
 
     async def run(self, stop: asyncio.Event) -> None:
         listener = await self._listen()
@@ -53,6 +54,7 @@ class OutboxWorker:
                 for row in claimed:
                     task = asyncio.create_task(self._run_one(row))
                     self._in_flight.add(task)
+                    self._row_ids[task] = row.id
                     task.add_done_callback(self._finished)
                 if claimed and len(claimed) == free:
                     # There may be more; wait only for a slot.
@@ -68,17 +70,40 @@ class OutboxWorker:
         finally:
             stopping.cancel()
             heartbeat.cancel()
-            if self._in_flight:
-                # Let running CRM calls finish and be recorded; an interrupted one is repeated
-                # idempotently by whoever claims it after its lease.
-                await asyncio.wait(self._in_flight, timeout=10)
+            await self._finish_or_release()
             if listener is not None:
                 with contextlib.suppress(Exception):
                     await listener.close()
 
     def _finished(self, task: asyncio.Task) -> None:
         self._in_flight.discard(task)
+        self._row_ids.pop(task, None)
         self._wake.set()
+
+    async def _finish_or_release(self) -> None:
+        """Shutdown: let running rows finish and be recorded, within the shutdown deadline
+        (less a margin for the rest of the shutdown); rows still running then are cancelled
+        and handed back at once (pending, attempt not counted), so another replica carries
+        them out idempotently without waiting for their lease to run out."""
+        if not self._in_flight:
+            return
+        # What is left for the rest: cancelling (1 s), releasing (2 s), the process (3.5 s).
+        grace = max(0.2, self.settings.shutdown_timeout_seconds - 6.5)
+        _, late = await asyncio.wait(set(self._in_flight), timeout=grace)
+        if not late:
+            return
+        row_ids = [self._row_ids[task] for task in late if task in self._row_ids]
+        for task in late:
+            task.cancel()
+        await asyncio.wait(late, timeout=1)
+        try:
+            async with asyncio.timeout(2):
+                async with self.engine.begin() as conn:
+                    released = await outbox_repo.release(conn, row_ids)
+            log.info("shutdown: released %d unfinished outbox rows for other replicas", released)
+        except Exception as exc:  # their leases still bring them back
+            log.warning("shutdown: could not release %d outbox rows (%r); they return after their lease",
+                        len(row_ids), exc)
 
     async def _claim(self, limit: int):
         async with self.engine.begin() as conn:

@@ -14,7 +14,7 @@ from tests.factories import call_events
 from tests.integration.crm_backends import SalesforceBackend
 from tests.integration.kafka_helpers import publish
 
-TIMEOUT = 1.0
+TIMEOUT = 2.0
 
 
 @pytest.fixture(scope="module", params=["Case", "Opportunity", "Account"])
@@ -71,7 +71,7 @@ async def test_new_then_returning_end_user(salesforce):
 
 async def test_retry_after_a_timed_out_create_looks_once_and_makes_nothing_twice(salesforce):
     fake = salesforce.fake
-    fake.slow_graph_seconds, fake.slow_graphs = TIMEOUT + 0.5, 1
+    fake.slow_graph_seconds, fake.slow_graphs = TIMEOUT + 1.0, 1
     session_id = f"call-{uuid.uuid4().hex[:8]}"
     body = await run_session(salesforce, session_id, f"eu-{uuid.uuid4().hex[:8]}")
     record_attempts = calls_by_kind(body)["record"]

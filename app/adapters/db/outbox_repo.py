@@ -144,6 +144,24 @@ _MARK_DONE = text(
 )
 
 
+_RELEASE = text(
+    """
+    UPDATE outbox SET status = 'pending', attempts = GREATEST(attempts - 1, 0), lease_until = NULL,
+                      due_at = now(), updated_at = now(),
+                      -- cancelled mid-flight: the CRM may have done the work
+                      outcome_unknown = true
+    WHERE id = ANY(CAST(:ids AS bigint[])) AND status = 'in_progress'
+    """
+)
+
+
+async def release(conn: AsyncConnection, outbox_ids: Sequence[int]) -> int:
+    """Hand claimed rows back unfinished (a replica shutting down): claimable at once."""
+    if not outbox_ids:
+        return 0
+    return (await conn.execute(_RELEASE, {"ids": sorted(outbox_ids)})).rowcount
+
+
 async def mark_done(conn: AsyncConnection, outbox_ids: Sequence[int]) -> None:
     if outbox_ids:
         await conn.execute(_MARK_DONE, {"ids": sorted(outbox_ids)})
