@@ -198,7 +198,7 @@ class OutboxRunner:
             if "settings" in row.payload:  # a row written before payloads named only the version
                 settings = RecordSettings.model_validate(row.payload["settings"])
             else:
-                settings = await settings_repo.of_version(conn, version)
+                settings = await settings_repo.of_version(conn, version, row.payload.get("settings_digest"))
             context = await records_repo.record_context(
                 conn, crm, row.session_id, with_newest=settings.append_to_open_record_in_leaf_queue,
                 account=self.account,

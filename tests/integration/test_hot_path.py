@@ -46,7 +46,8 @@ async def test_a_record_row_names_its_settings_version_and_is_made_with_that_ver
         await apply_batch(conn, [to_event(e) for e in call_events("call-v1", end_user_id="eu-v1")[:2]], "sandbox")
         payload = (await conn.execute(text("SELECT payload FROM outbox WHERE kind = 'record'"))).scalar_one()
     # A reference, not a copy of the settings document.
-    assert payload == {"crm": "sandbox", "settings_version": first}
+    assert set(payload) == {"crm", "settings_version", "settings_digest"}
+    assert payload["settings_version"] == first and len(payload["settings_digest"]) == 16
     async with clean_db.begin() as conn:
         await _save(conn, record_title_template="Second {CALL_ID}")  # saved after the record became due
     runner, published = _runner(clean_db)
@@ -80,3 +81,30 @@ async def test_a_row_written_with_a_copy_of_the_settings_still_runs(clean_db):
     [row] = await _claim_all(clean_db)
     assert await runner.run(row) == "done"
     assert await _title(clean_db, "call-old") == "Copied call-old"
+
+
+async def test_a_known_version_is_not_read_again_and_a_renumbered_one_is_refused(clean_db):
+    from sqlalchemy import event
+
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    async with clean_db.begin() as conn:
+        version = await _save(conn, add_platform_tag=True)
+        in_force = await settings_repo.in_force(conn)
+    assert in_force.version == version and in_force.settings.add_platform_tag
+    event.listen(clean_db.sync_engine, "before_cursor_execute", count)
+    try:
+        async with clean_db.connect() as conn:
+            known = await settings_repo.of_version(conn, version, in_force.digest)
+            assert statements == [] and known is in_force.settings
+            try:
+                await settings_repo.of_version(conn, version, "0" * 16)
+            except LookupError as exc:
+                assert "not the document" in str(exc)
+            else:
+                raise AssertionError("a digest that does not match was accepted")
+    finally:
+        event.remove(clean_db.sync_engine, "before_cursor_execute", count)
