@@ -3,6 +3,7 @@ what-if, review and save, history and restore."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -28,6 +29,7 @@ def settings_router(console: Console, runtime: Any) -> APIRouter:
     engine = runtime.engine
     crm_name = runtime.crm.name
     what_if = WhatIf(engine, crm_name)
+    warming: set[asyncio.Task] = set()
 
     @router.get("/admin")
     async def home() -> Response:
@@ -91,6 +93,10 @@ def settings_router(console: Console, runtime: Any) -> APIRouter:
     @router.get("/admin/settings")
     async def panel(request: Request) -> Response:
         console.require_session(request)
+        # The what-if's history is read while the administrator looks at the panel.
+        task = asyncio.create_task(what_if.warm())
+        warming.add(task)
+        task.add_done_callback(warming.discard)
         _, current = await _current()
         return await _panel(request, current.model_dump(), {})
 
