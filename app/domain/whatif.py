@@ -115,24 +115,18 @@ def snapshots(session: HistoricSession) -> tuple[Snapshot, ...]:
     """The session as it stood after each instant at which one of its events occurred, oldest
     first (events sharing an instant taken together). They do not depend on the settings, so
     a history loaded once is replayed under any settings without working them out again."""
-    steps: list[tuple[datetime, int]] = [(session.first_event_at, -1)]
-    for index, name in enumerate(_MOMENT_NAMES):
-        moment = getattr(session, name)
-        if moment is not None:
-            steps.append((moment, index))
-    steps += [(moment, 5) for moment in session.end_user_message_times]
-    steps.sort()
-    reached: list[datetime | None] = [None] * 5
-    messages = 0
+    moments = (session.queued_at, session.assigned_at, session.connected_at, session.abandoned_at,
+               session.ended_at)
+    messages = session.end_user_message_times
+    instants = sorted({session.first_event_at, *(m for m in moments if m is not None), *messages})
     result: list[Snapshot] = []
-    for position, (moment, index) in enumerate(steps):
-        if index == 5:
-            messages += 1
-        elif index >= 0:
-            reached[index] = moment
-        if position + 1 < len(steps) and steps[position + 1][0] == moment:
-            continue
-        result.append((moment, *reached, messages))  # type: ignore[arg-type]
+    sent = 0
+    for instant in instants:
+        while sent < len(messages) and messages[sent] <= instant:
+            sent += 1
+        queued, assigned, connected, abandoned, ended = (
+            m if m is not None and m <= instant else None for m in moments)
+        result.append((instant, queued, assigned, connected, abandoned, ended, sent))
     return tuple(result)
 
 
