@@ -43,6 +43,7 @@ class _History:
     sessions: dict[str, history_repo.WindowSession] = field(default_factory=dict)
     owners_before: list[tuple[str, str]] = field(default_factory=list)
     last_used: float = 0.0
+    generation: int = 0  # grows whenever a read brings changed sessions
 
 
 class WhatIf:
@@ -53,6 +54,9 @@ class WhatIf:
         self.crm = crm
         self._history: _History | None = None
         self._lock = asyncio.Lock()
+        # The last answer: a change of the title or the tags decides nothing, so the same
+        # history under the same deciding settings gives the same report.
+        self._last: tuple[tuple, WhatIfReport] | None = None
 
     async def _read(self, days: int) -> float:
         started = time.monotonic()
@@ -64,9 +68,11 @@ class WhatIf:
                 for row in await history_repo.sessions_since(conn, days):
                     history.sessions[row.session.session_id] = row
             else:
-                for row in await history_repo.sessions_updated_since(conn, history.read_at - REREAD_MARGIN):
+                changed = await history_repo.sessions_updated_since(conn, history.read_at - REREAD_MARGIN)
+                for row in changed:
                     history.sessions[row.session.session_id] = row
                 history.read_at = now
+                history.generation += bool(changed)
             history.owners_before = await history_repo.owners_with_records_before(conn, self.crm, history.days)
         window_start = now - timedelta(days=history.days)
         history.sessions = {k: v for k, v in history.sessions.items() if v.created_at >= window_start}
@@ -109,5 +115,18 @@ class WhatIf:
                 row.session for row in history.sessions.values() if row.created_at >= window_start
             ]
             started = time.monotonic()
-            report = replay(sessions, proposed, current, history.owners_before)
+            key = (id(history), history.generation, days, version, _deciding(proposed))
+            if self._last is not None and self._last[0] == key:
+                report = self._last[1]
+            else:
+                report = replay(sessions, proposed, current, history.owners_before)
+                self._last = (key, report)
             return WhatIfResult(days, report, version, load_seconds, time.monotonic() - started)
+
+
+# Settings that only shape what a record says: they change no outcome.
+_WORDING = ("record_title_template", "record_title_locale", "add_session_type_tags", "add_platform_tag")
+
+
+def _deciding(settings: RecordSettings) -> tuple:
+    return tuple(v for k, v in settings.model_dump().items() if k not in _WORDING)

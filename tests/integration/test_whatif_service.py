@@ -66,3 +66,14 @@ async def test_the_cli_prints_the_report(clean_db, database_url, tmp_path, monke
     code = await asyncio.to_thread(cli_main, ["what-if", "--settings", str(settings_file)])
     assert code == 2
     assert "record_title_locale" in capsys.readouterr().err
+
+
+async def test_a_wording_change_reuses_the_replay_a_deciding_change_does_not(clean_db):
+    await consume(clean_db, unanswered_call("call-5"))
+    what_if = WhatIf(clean_db, "sandbox")
+    first = await what_if.run(RecordSettings(delay_call_record_until_connected=True))
+    reworded = await what_if.run(RecordSettings(delay_call_record_until_connected=True,
+                                                record_title_template="{CALL_ID}", add_platform_tag=True))
+    assert reworded.report is first.report
+    undone = await what_if.run(RecordSettings())
+    assert undone.report is not first.report and undone.report.changed == 0 and first.report.changed == 1
