@@ -68,11 +68,12 @@ class WhatIf:
                 for row in await history_repo.sessions_since(conn, days):
                     history.sessions[row.session.session_id] = row
             else:
-                changed = await history_repo.sessions_updated_since(conn, history.read_at - REREAD_MARGIN)
-                for row in changed:
+                changed = False
+                for row in await history_repo.sessions_updated_since(conn, history.read_at - REREAD_MARGIN):
+                    changed = changed or history.sessions.get(row.session.session_id) != row
                     history.sessions[row.session.session_id] = row
                 history.read_at = now
-                history.generation += bool(changed)
+                history.generation += changed
             history.owners_before = await history_repo.owners_with_records_before(conn, self.crm, history.days)
         window_start = now - timedelta(days=history.days)
         history.sessions = {k: v for k, v in history.sessions.items() if v.created_at >= window_start}
