@@ -308,7 +308,7 @@ async def test_account_without_a_status_field_is_always_open(case_fake: Salesfor
         ref = await crm.create_record(new_record("sess-acc"))
         existing = await crm.get_record(ref.record_id)
         assert existing is not None and not existing.is_closed
-        assert "every Account counts as open" in crm.setup().open_closed_rule
+        assert "every Account counts as open" in crm.object.rule()
     finally:
         await crm.aclose()
 

@@ -18,7 +18,7 @@ answer was lost is found by the session id on the retry (`find_record_by_session
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import date, datetime, timezone
 from typing import Any
 
@@ -48,16 +48,6 @@ CREATE_ONLY_REFUSED = "INVALID_FIELD_FOR_INSERT_UPDATE"
 # A remembered Contact that was deleted or merged away.
 CONTACT_GONE = {"INVALID_CROSS_REFERENCE_KEY", "ENTITY_IS_DELETED"}
 CONTACT_FIELDS = {"ContactId", "WhoId"}
-
-
-@dataclass(frozen=True, slots=True)
-class SalesforceSetup:
-    """What the admin API shows about the Salesforce side."""
-
-    record_object: str
-    open_closed_rule: str
-    session_log: str
-    tags: str = "Salesforce has no tags: the tag options change nothing there"
 
 
 def contact_ref(contact_id: str, account_id: str | None, account_known: bool) -> str:
@@ -120,9 +110,6 @@ class SalesforceAdapter:
             **client_options,
         )
         return cls(client, build_record_object(settings), session_log=settings.salesforce_session_log)
-
-    def setup(self) -> SalesforceSetup:
-        return SalesforceSetup(self.object.name, self.object.rule(), self.session_log)
 
     @property
     def _tasks(self) -> bool:
@@ -328,4 +315,4 @@ class SalesforceAdapter:
         await self.client.aclose()
 
 
-__all__ = ["SalesforceAdapter", "SalesforceSetup", "contact_ref", "parse_contact_ref", "quoted"]
+__all__ = ["SalesforceAdapter", "contact_ref", "parse_contact_ref", "quoted"]
