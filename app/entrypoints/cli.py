@@ -168,12 +168,6 @@ def _cmd_what_if(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(_what_if(settings, args.settings, args.days, args.json))
 
 
-def _cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
-    from app.entrypoints.bench import main as bench_main
-
-    return bench_main(settings, args)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m app", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -195,17 +189,15 @@ def build_parser() -> argparse.ArgumentParser:
     session = commands.add_parser("session", help="show a session's state, decisions and CRM calls")
     session.add_argument("session_id")
     session.set_defaults(handler=_cmd_session)
+    from app.entrypoints.dlq_cli import add_dlq_parser
+
+    add_dlq_parser(commands)
     what_if = commands.add_parser(
         "what-if", help="what a settings document would have done to the sessions of the last N days")
     what_if.add_argument("--settings", type=Path, required=True, help="a settings document (JSON), as PUT /api/settings")
     what_if.add_argument("--days", type=int, default=7)
     what_if.add_argument("--json", action="store_true", help="the full report as JSON")
     what_if.set_defaults(handler=_cmd_what_if)
-    bench = commands.add_parser("bench", help="measure throughput and latency (see README)")
-    bench.add_argument("--sessions", type=int, default=2500)
-    bench.add_argument("--latency-rate", type=float, default=500.0, help="events/s for the latency run")
-    bench.add_argument("--latency-seconds", type=float, default=20.0)
-    bench.set_defaults(handler=_cmd_bench)
     return parser
 
 
