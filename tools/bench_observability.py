@@ -1,4 +1,4 @@
-"""`python -m app.entrypoints.bench_observability`: what the logging and tracing hooks
+"""`python -m tools.bench_observability`: what the logging and tracing hooks
 cost per event and per outbox row, measured in-process on one core (no broker, no
 database), with tracing off (no OTLP endpoint) and on (spans made, exporter dropped).
 
