@@ -36,6 +36,13 @@ async def record_row(service, session_id: str, status: str):
     return body if rows else None
 
 
+async def settled(service, session_id: str):
+    """True once none of the session's outbox rows is still to run (a fault switched on
+    after that cannot hit the earlier test's end-of-session note)."""
+    body = await trace(service, session_id)
+    return bool(body) and all(o["status"] in ("done", "parked") for o in body.get("outbox", []))
+
+
 async def send(crm, documents):
     settings = crm.service.settings
     await publish(settings.kafka_bootstrap_servers, settings.kafka_topic, documents)
@@ -63,6 +70,7 @@ async def _all_done(service, session_id: str) -> bool:
 async def test_validation_error_is_parked_with_the_crms_message(zendesk_service, engine):
     crm = zendesk_service
     # Zendesk refuses the ticket as invalid (a validation error retrying cannot fix).
+    await eventually(lambda: settled(crm.service, "retry-5xx"))
     crm.fake.set_faults(invalid_next=1)
     await send(crm, call_events("parked-1", end_user_id="eu-parked"))
     body = await eventually(lambda: record_row(crm.service, "parked-1", "parked"))
@@ -77,6 +85,7 @@ async def test_validation_error_is_parked_with_the_crms_message(zendesk_service,
 
 async def test_rate_limit_storm_slows_down_without_using_up_attempts(zendesk_service):
     crm = zendesk_service
+    await eventually(lambda: settled(crm.service, "parked-1"))
     crm.fake.set_faults(rate_limit_next=6, retry_after_seconds=0.2)
     await send(crm, call_events("storm-1"))
     body = await eventually(lambda: record_row(crm.service, "storm-1", "done"))
