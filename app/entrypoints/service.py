@@ -12,7 +12,6 @@ from collections.abc import Coroutine
 from datetime import datetime, timezone
 from typing import Any
 
-import uvicorn
 from alembic import command
 from alembic.config import Config
 
@@ -23,10 +22,13 @@ from app.adapters.db.engine import build_engine
 from app.adapters.kafka.producer import KafkaPublisher
 from app.adapters.kafka.topics import ensure_topics
 from app.entrypoints.consumer import ConsumerLoop
-from app.entrypoints.http_api import CrmHealth, Runtime, create_app
+from app.entrypoints.http import Runtime, create_app
+from app.entrypoints.http.server import build_http_server
 from app.entrypoints.worker import OutboxWorker
 from app.service.auth import TokenBook
+from app.service.gauges import refresh_gauges_periodically
 from app.service.outbox import OutboxRunner
+from app.service.readiness import CrmHealth
 from app.settings import PROJECT_ROOT, Settings
 
 log = logging.getLogger("app")
@@ -64,17 +66,6 @@ def run_until_complete(main: Coroutine[Any, Any, Any]) -> Any:
         return runner.run(main)
 
 
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling: this process stops everything together."""
-
-    @contextlib.contextmanager
-    def capture_signals(self):
-        yield
-
-    def install_signal_handlers(self) -> None:
-        pass
-
-
 async def watch_crm_credentials(crm: CrmAdapter, health: CrmHealth, stop: asyncio.Event) -> None:
     while not stop.is_set():
         try:
@@ -107,12 +98,7 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
     consumer = ConsumerLoop(settings, engine, publisher, crm.name)
     worker = OutboxWorker(settings, engine, OutboxRunner(engine, crm, publisher.publish_outcome, settings))
     runtime = Runtime(settings, engine, crm, consumer_joined=lambda: consumer.joined, tokens=tokens)
-    server = _Server(
-        uvicorn.Config(
-            create_app(runtime), host=settings.http_host, port=settings.http_port,
-            log_level="warning", access_log=False, lifespan="off",
-        )
-    )
+    server = build_http_server(create_app(runtime), settings)
     log.info(
         "crm-records starting: CRM %s, topic %s, group %s, HTTP port %d",
         crm.name, settings.kafka_topic, settings.kafka_group_id, settings.http_port,
@@ -122,6 +108,9 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
         asyncio.create_task(worker.run(stop), name="outbox-worker"),
         asyncio.create_task(watch_crm_credentials(crm, runtime.crm_health, stop), name="crm-check"),
         asyncio.create_task(server.serve(), name="http"),
+        asyncio.create_task(
+            refresh_gauges_periodically(engine, settings.metrics_refresh_seconds, stop), name="db-gauges"
+        ),
     }
     try:
         done, _ = await asyncio.wait({*tasks, asyncio.create_task(stop.wait())}, return_when=asyncio.FIRST_COMPLETED)
