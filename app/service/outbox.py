@@ -34,6 +34,7 @@ from app.adapters.crm.base import (
 from app.adapters.db import decisions_repo, events_repo, outbox_repo, records_repo, sessions_repo
 from app.adapters.db.decisions_repo import DecisionRow
 from app.adapters.db.outbox_repo import Attempt, ClaimedRow
+from app.domain.field_limits import limits_for
 from app.domain.policy import ExistingRecord, Target, choose_target
 from app.domain.record_settings import RecordSettings
 from app.domain.rendering import (
@@ -249,7 +250,7 @@ class OutboxRunner:
                 ref = await self.crm.create_record(
                     NewRecord(
                         session_id=state.session_id,
-                        title=render_title(settings.record_title_template, state),
+                        title=render_title(settings.record_title_template, state, limits_for(crm).title),
                         description=render_description(state),
                         contact_id=contact,
                         tags=record_tags(crm, state, settings, creating=True),
