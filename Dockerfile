@@ -35,7 +35,8 @@ FROM ${PYTHON_IMAGE} AS runtime
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    HTTP_PORT=8080
+    HTTP_PORT=8080 \
+    LOG_FORMAT=json
 
 RUN groupadd --system --gid 10001 crm \
     && useradd --system --uid 10001 --gid crm --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin crm

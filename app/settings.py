@@ -6,10 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 CrmProvider = Literal["sandbox", "salesforce", "zendesk", "kustomer", "freshdesk"]
+SalesforceRecordObject = Literal["Case", "Opportunity", "Account"]
+SalesforceSessionLog = Literal["task", "case_comment"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Where `make run` keeps the embedded PostgreSQL's data between runs.
@@ -66,6 +68,17 @@ class Settings(BaseSettings):
     # The org's default open Case status (a value of its Status picklist).
     salesforce_reopen_status: str = "New"
     salesforce_requests_per_minute: int = Field(default=1000, ge=1)
+    # What a record is (Case, Opportunity or Account) and how sessions are logged on it;
+    # the open/closed rules per object are in app/adapters/crm/salesforce/objects.py.
+    salesforce_record_object: SalesforceRecordObject = "Case"
+    salesforce_session_log: SalesforceSessionLog = "task"
+    salesforce_reopen_stage: str = "Prospecting"
+    # A new Opportunity's StageName and CloseDate (today + N days): both are required.
+    salesforce_opportunity_stage: str = "Prospecting"
+    salesforce_opportunity_close_days: int = Field(default=30, ge=0, le=3650)
+    salesforce_account_status_field: str | None = None
+    salesforce_account_closed_values: str | None = None  # comma list
+    salesforce_account_open_value: str | None = None
 
     # The sandbox CRM's simulated answer time, for trying crash and load behaviour.
     sandbox_latency_ms: int = Field(default=0, ge=0)
@@ -102,6 +115,38 @@ class Settings(BaseSettings):
     metrics_refresh_seconds: float = Field(default=5.0, gt=0)
 
     log_level: str = "INFO"
+    # json: one JSON object per line (the container's default); text: readable. Unset:
+    # text on a terminal, json otherwise.
+    log_format: Literal["json", "text"] | None = None
+    # Traces are exported with OTLP when this is set (the other OTEL_* variables tune the
+    # exporter); unset, tracing is off and costs nothing.
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_service_name: str = "crm-records"
+
+    @field_validator("salesforce_record_object", "salesforce_session_log", mode="before")
+    @classmethod
+    def _salesforce_choice_any_case(cls, value: object) -> object:
+        """`opportunity` and `Opportunity`, `TASK` and `task` are the same choice."""
+        if isinstance(value, str):
+            for choice in ("Case", "Opportunity", "Account", "task", "case_comment"):
+                if value.strip().lower() == choice.lower():
+                    return choice
+        return value
+
+    @model_validator(mode="after")
+    def _salesforce_combination(self) -> Settings:
+        if self.crm_provider != "salesforce":
+            return self
+        if self.salesforce_session_log == "case_comment" and self.salesforce_record_object != "Case":
+            raise ValueError(
+                "SALESFORCE_SESSION_LOG=case_comment needs SALESFORCE_RECORD_OBJECT=Case: "
+                f"CaseComments exist only on Cases, not on {self.salesforce_record_object}"
+            )
+        if self.salesforce_record_object == "Account" and self.salesforce_account_status_field:
+            for name in ("salesforce_account_closed_values", "salesforce_account_open_value"):
+                if not (getattr(self, name) or "").strip():
+                    raise ValueError(f"{name.upper()} is required with SALESFORCE_ACCOUNT_STATUS_FIELD")
+        return self
 
     def embedded_database_dir(self) -> Path:
         return EMBEDDED_DATA_DIR / "pg"

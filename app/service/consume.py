@@ -8,8 +8,8 @@ The batch costs a fixed handful of statements, whatever its size.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -74,7 +74,14 @@ def skipped_row(crm: str, state: SessionState, reason: str) -> NewOutboxRow:
     )
 
 
-async def apply_batch(conn: AsyncConnection, events: Sequence[SessionEvent], crm: str) -> BatchOutcome:
+async def apply_batch(
+    conn: AsyncConnection,
+    events: Sequence[SessionEvent],
+    crm: str,
+    trace_for: Callable[[str], str | None] | None = None,
+) -> BatchOutcome:
+    """`trace_for(event_id)`, when tracing is on, gives the trace context the outbox rows
+    an event makes carry to the CRM call."""
     outcome = BatchOutcome()
     if not events:
         return outcome
@@ -105,16 +112,21 @@ async def apply_batch(conn: AsyncConnection, events: Sequence[SessionEvent], crm
         states[session_id] = touched[session_id] = state
         if event.event_type == "message" and event.message is not None:
             messages.append((session_id, event.event_id, event.occurred_at, event.message.sender, event.message.text))
+        rows: list[NewOutboxRow] = []
         for decision in decided:
             outcome.decisions.append(
                 DecisionRow(session_id, decision.kind, decision.reason, decision.at, version)
             )
             if decision.kind == "record_due":
-                outcome.outbox_rows.append(record_row(crm, state, version, settings_doc))
+                rows.append(record_row(crm, state, version, settings_doc))
             elif decision.kind == "skipped":
-                outcome.outbox_rows.append(skipped_row(crm, state, decision.reason))
+                rows.append(skipped_row(crm, state, decision.reason))
             elif decision.kind == "ended_note_due":
-                outcome.outbox_rows.append(ended_note_row(crm, state))
+                rows.append(ended_note_row(crm, state))
+        if rows and trace_for is not None:
+            traceparent = trace_for(event.event_id)
+            rows = [replace(row, trace_context=traceparent) for row in rows]
+        outcome.outbox_rows.extend(rows)
 
     await sessions_repo.save_states(conn, list(touched.values()))
     await events_repo.insert_messages(conn, messages)

@@ -27,8 +27,10 @@ from app.adapters.crm.base import (
     CrmError,
     CrmRateLimited,
     EndUserInfo,
+    LogsSessionActivities,
     NewRecord,
     RecordRef,
+    SessionActivity,
     current_call_log,
 )
 from app.adapters.db import decisions_repo, events_repo, outbox_repo, records_repo, sessions_repo
@@ -46,6 +48,8 @@ from app.domain.rendering import (
     render_title,
 )
 from app.domain.session import SessionState
+from app.observability import tracing
+from app.observability.logs import log_context
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -158,6 +162,18 @@ class CompletionWriter:
             await outbox_repo.mark_done(conn, [f.row.id for f in batch])
 
 
+def _end_user(state: SessionState) -> EndUserInfo:
+    return EndUserInfo(state.end_user_id, state.end_user_name, state.end_user_phone, state.end_user_email)
+
+
+def _activity(state: SessionState, title: str, contact: str | None) -> SessionActivity:
+    return SessionActivity(
+        session_id=state.session_id, title=title, medium=state.medium, session_type=state.session_type,
+        started_at=state.timestamp, contact_id=contact or None, duration_seconds=state.duration_seconds,
+        disposition=state.disposition,
+    )
+
+
 @dataclass(slots=True)
 class OutboxRunner:
     engine: AsyncEngine
@@ -175,19 +191,33 @@ class OutboxRunner:
         calls = CallLog()
         token = current_call_log.set(calls)
         try:
-            try:
-                completion = await self._perform(row)
-            except CrmError as exc:
-                return await self._failed(row, exc, calls)
-            except Exception as exc:  # a bug or an unexpected answer: retried, and visible
-                log.exception("outbox row %s (%s) failed unexpectedly", row.id, row.kind)
-                return await self._failed(row, CrmError(f"unexpected error: {exc!r}"), calls)
-            for event in completion.output:
-                await self.publish(row.session_id, event)
-            await self.completions.write(Finished(row, completion, calls))
-            return "done"
+            with (log_context(outbox_id=row.id, session_id=row.session_id, crm=self.crm.name, outbox_kind=row.kind),
+                  tracing.outbox_span(row, self.crm.name)):
+                return await self._run(row, calls)
         finally:
             current_call_log.reset(token)
+
+    async def _run(self, row: ClaimedRow, calls: CallLog) -> str:
+        try:
+            completion = await self._perform(row)
+        except CrmError as exc:
+            return await self._failed(row, exc, calls)
+        except Exception as exc:  # a bug or an unexpected answer: retried, and visible
+            log.exception("outbox row failed unexpectedly")
+            return await self._failed(row, CrmError(f"unexpected error: {exc!r}"), calls)
+        for event in completion.output:
+            await self.publish(row.session_id, event)
+        await self.completions.write(Finished(row, completion, calls))
+        self._log_done(row, completion)
+        return "done"
+
+    @staticmethod
+    def _log_done(row: ClaimedRow, completion: Completion) -> None:
+        if completion.session_record is not None:
+            record_id, _url, action = completion.session_record
+            log.info("record %s", action, extra={"record_id": record_id, "action": action})
+        elif row.kind == "ended_note":
+            log.info("summary note added")
 
     # --- the three kinds of work -------------------------------------------------------------
 
@@ -216,16 +246,14 @@ class OutboxRunner:
         contact, newest = context.contact_id, context.newest
 
         completion = Completion(state=state)
-        if contact is None:
-            contact = await self.crm.find_or_create_end_user(
-                EndUserInfo(state.end_user_id, state.end_user_name, state.end_user_phone, state.end_user_email)
-            )
+        if contact is None and not getattr(self.crm, "resolves_end_user", False):
+            contact = await self.crm.find_or_create_end_user(_end_user(state))
             completion.contact = contact
         existing: ExistingRecord | None = None
         if newest is not None:
             existing = await self.crm.get_record(newest.record_id)
         target = choose_target(existing, settings, self.clock(), state.record_decided_at)
-        record_id, url, action = await self._apply_target(row, state, settings, target, contact)
+        record_id, url, action = await self._apply_target(row, state, settings, target, contact, completion)
         metrics.records.labels(crm, action).inc()
         if action == "created":
             completion.new_record = RecordRef(record_id, url)
@@ -238,9 +266,13 @@ class OutboxRunner:
         return completion
 
     async def _apply_target(
-        self, row: ClaimedRow, state: SessionState, settings: RecordSettings, target: Target, contact: str
+        self, row: ClaimedRow, state: SessionState, settings: RecordSettings, target: Target, contact: str | None,
+        completion: Completion,
     ) -> tuple[str, str, str]:
         crm = self.crm.name
+        title = render_title(
+            settings.record_title_template, state, settings.record_title_locale, max_chars=limits_for(crm).title
+        )
         if target.action == "create":
             ref = None
             if row.attempts > 1:
@@ -250,19 +282,30 @@ class OutboxRunner:
                 ref = await self.crm.create_record(
                     NewRecord(
                         session_id=state.session_id,
-                        title=render_title(settings.record_title_template, state, limits_for(crm).title),
+                        title=title,
                         description=render_description(state),
-                        contact_id=contact,
+                        contact_id=contact or "",
                         tags=record_tags(crm, state, settings, creating=True),
                         medium=state.medium,
                         queue_id=state.queue_id,
                         idempotency_key=row.idempotency_key,
+                        end_user=_end_user(state),
+                        session=_activity(state, title, contact),
                     )
                 )
+            if ref.contact_id and ref.contact_id != contact:
+                completion.contact = ref.contact_id
             return ref.record_id, ref.url, "created"
         assert target.record is not None
         existing = target.record
         reopened = target.action == "reopen"
+        if isinstance(self.crm, LogsSessionActivities):
+            # The session is an activity of its own on the record; the reopen rides along.
+            await self.crm.attach_session_activity(
+                existing.record_id, _activity(state, title, contact), render_attach_note(state, reopened),
+                reopen=reopened,
+            )
+            return existing.record_id, existing.url or "", "reopened" if reopened else "attached"
         if reopened:
             await self.crm.reopen_record(existing.record_id)
         await self.crm.attach_session(
@@ -288,7 +331,15 @@ class OutboxRunner:
             lines = []
             if state.is_chat:
                 lines = [TranscriptLine(*line) for line in await events_repo.transcript(conn, row.session_id)]
-        await self.crm.add_note(record_id, render_ended_note(state, lines))
+        note = render_ended_note(state, lines)
+        if isinstance(self.crm, LogsSessionActivities):
+            # The session's Task already names the Contact and the title: only the outcome is new.
+            await self.crm.complete_session_activity(
+                record_id, _activity(state, "", None), note, key=row.idempotency_key,
+                outcome_unknown=row.attempts > 1,
+            )
+        else:
+            await self.crm.add_note(record_id, note)
         reason = "session ended: summary note added"
         return Completion(
             decisions=[DecisionRow(state.session_id, "ended_note_added", f"{reason} to record {record_id}",
@@ -319,6 +370,7 @@ class OutboxRunner:
         async with self.engine.begin() as conn:
             await outbox_repo.record_attempts(conn, crm, [Attempt(row.id, row.session_id, row.attempts, calls.calls)])
             if isinstance(exc, CrmRateLimited):
+                log.info("CRM asked to slow down; retrying in %.1f s", exc.retry_after)
                 await outbox_repo.reschedule(
                     conn, row.id, delay_seconds=exc.retry_after, error=message, count_attempt=False
                 )
@@ -327,9 +379,9 @@ class OutboxRunner:
                 await outbox_repo.reschedule(conn, row.id, delay_seconds=1.0, error=message, count_attempt=False)
                 return "pending"
             if exc.retryable and row.attempts < self.settings.outbox_max_attempts:
-                await outbox_repo.reschedule(
-                    conn, row.id, delay_seconds=self._backoff(row.attempts), error=message, count_attempt=True
-                )
+                delay = self._backoff(row.attempts)
+                log.warning("attempt %d failed, retrying in %.1f s: %s", row.attempts, delay, message)
+                await outbox_repo.reschedule(conn, row.id, delay_seconds=delay, error=message, count_attempt=True)
                 return "pending"
             reason = message if not exc.retryable else f"gave up after {row.attempts} attempts: {message}"
             await outbox_repo.park(conn, row.id, reason)
@@ -338,5 +390,5 @@ class OutboxRunner:
                                   None, row.payload.get("settings_version"))
             )
         metrics.outbox_parked.labels(crm, row.kind).inc()
-        log.warning("outbox row %s (%s, session %s) parked: %s", row.id, row.kind, row.session_id, reason)
+        log.error("outbox row parked, will not be retried: %s", reason)
         return "parked"

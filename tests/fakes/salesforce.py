@@ -1,52 +1,50 @@
-"""A fake Salesforce org (Service Cloud) for the Salesforce adapter, following the REST API
-documentation: the OAuth 2.0 client credentials token endpoint, SOQL queries on Contact
-and Case, Contact create, Case upsert/retrieve by external id, Case retrieve/update by id,
-CaseComment create and Case describe.
+"""A fake Salesforce org for the Salesforce adapter, following the REST API and object
+reference: the OAuth 2.0 client credentials token endpoint, sObject create / retrieve /
+update / upsert by external id / describe, SOQL queries, and composite graphs, over
+Contact, Case, Opportunity, Account, Task, CaseComment, OpportunityContactRole,
+OpportunityHistory and OpportunityStage (schemas in tests/fakes/salesforce_schema.py).
 
 Faithful details:
-* POST /services/oauth2/token (form: grant_type=client_credentials, client_id,
-  client_secret) -> {"access_token", "signature", "scope", "instance_url", "id",
-  "token_type": "Bearer", "issued_at"}; a wrong client id -> 400 invalid_client_id,
-  a wrong secret -> 400 invalid_client, another grant type -> 400 unsupported_grant_type.
-  The instance URL is this server's own base URL.
-* /services/data/vNN.N/... needs `Authorization: Bearer <token>`; a missing, unknown or
-  expired token -> 401 [{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}].
+* POST /services/oauth2/token (grant_type=client_credentials, client_id, client_secret)
+  -> {"access_token", "instance_url", ...}; a wrong client id -> 400 invalid_client_id, a
+  wrong secret -> 400 invalid_client, another grant type -> 400 unsupported_grant_type.
+* /services/data/vNN.N/... needs `Authorization: Bearer <token>`, else 401 INVALID_SESSION_ID.
 * Errors are arrays of {"message", "errorCode", "fields"}: REQUIRED_FIELD_MISSING,
-  INVALID_FIELD, STRING_TOO_LONG, MALFORMED_ID, INVALID_EMAIL_ADDRESS, MALFORMED_QUERY,
+  INVALID_FIELD, INVALID_FIELD_FOR_INSERT_UPDATE (a read-only field, or a create-only one
+  on an update, including an upsert that updates), STRING_TOO_LONG, MALFORMED_ID,
+  INVALID_CROSS_REFERENCE_KEY, INVALID_EMAIL_ADDRESS, MALFORMED_QUERY,
   INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST, NOT_FOUND (404).
-* Upsert: PATCH /sobjects/Case/{external_id_field}/{value} -> 201 {"id", "success": true,
-  "errors": [], "created": true} when created, 200 with "created": false when the Case
-  existed (API 46.0 and later). Record updates by id -> 204.
-* Every REST answer carries `Sforce-Limit-Info: api-usage=N/LIMIT`; when the daily
-  allocation is spent (`api_usage >= api_limit`) -> 403 REQUEST_LIMIT_EXCEEDED.
-* Case statuses: New, Working, Escalated (open) and Closed (closed); a new Case is New.
-  Closing sets IsClosed and ClosedDate (`2024-01-15T10:00:00.000+0000`); reopening clears them.
+* Upsert: PATCH /sobjects/{Object}/{externalIdField}/{value} -> 201 {"id", "success",
+  "errors", "created": true}, or 200 with "created": false when a record had the value.
+  Update by id -> 204.
+* Composite graph: POST /composite/graph, one request against the allocation, nodes
+  may reference earlier answers with @{referenceId.field}; all or nothing: a failing
+  node rolls the graph back; it answers 200 with isSuccessful false, the failing node's
+  errors and PROCESSING_HALTED for the others.
+* Every REST answer carries `Sforce-Limit-Info: api-usage=N/LIMIT`; when the allocation
+  is spent -> 403 REQUEST_LIMIT_EXCEEDED.
+* Case: Status New/Working/Escalated (open), Closed (closed) -> IsClosed, ClosedDate.
+  Opportunity: Name, StageName, CloseDate required; IsClosed from the stage; every stage
+  change adds an OpportunityHistory row; ContactId (create only) makes the primary
+  OpportunityContactRole. Account: Name required; `account_status_field` (default
+  Status__c) is a restricted picklist Active/Inactive/Closed; LastModifiedDate on writes.
+  Task: Status defaults to Not Started, TaskSubtype is create only.
 
-Faults (see tests.fakes.base.Faults): `rate_limit_next` answers like Salesforce does, with
-403 REQUEST_LIMIT_EXCEEDED and no Retry-After; set `fake.rate_limit_status = 429` to answer
-429 with `Retry-After: <retry_after_seconds>` instead. `server_error_next` answers 503.
-`drop_after_create_next` drops the connection after a Case upsert that created the Case.
+Faults (tests.fakes.base.Faults): `rate_limit_next` answers 403 REQUEST_LIMIT_EXCEEDED (or
+429 with Retry-After when `rate_limit_status = 429`), `server_error_next` answers 503,
+`drop_after_create_next` drops the connection after an upsert or graph that created.
 
-Helpers for tests:
-* `records()` -> list of Case dicts (Id, CaseNumber, Subject, Description, ContactId,
-  Origin, Status, IsClosed, ClosedDate, CreatedDate, the external-id field, plus
-  "comments": [CaseComment dicts] and "tags": [] since Salesforce has none).
-* `notes_for(record_id)` -> the Case's CaseComments: dicts with Id, ParentId, CommentBody,
-  IsPublished, CreatedDate.
-* `set_status(record_id, status, closed_at=None)` -> set a Case's Status (one of the
-  statuses above); a closed status stamps ClosedDate with `closed_at` (default now).
-* `close_record(record_id, closed_at)` -> `set_status(record_id, "Closed", closed_at)`.
-* `users()` -> list of Contact dicts (Id, FirstName, LastName, Phone, Email, CreatedDate).
-* `add_contact(**fields)` -> seed a Contact, returns its Id.
-* `expire_tokens()` -> every issued access token stops working (session timeout).
-* `token_requests()` -> how many token requests were answered with a token.
-* `api_requests()` -> how many REST API (/services/data) requests were logged.
+Helpers: records(), notes_for(id), tasks_for(id), set_status(id, status, closed_at),
+set_stage(id, stage, at), set_account_status(id, value, at), close_record(id, closed_at),
+users(), add_contact(**fields), add_account(**fields), rows(object), expire_tokens(),
+token_requests(), api_requests().
 """
 
 from __future__ import annotations
 
 import copy
 import itertools
+import json
 import re
 import secrets
 import time
@@ -55,66 +53,27 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
+from tests.fakes import salesforce_soql as soql
 from tests.fakes.base import DropConnection, FakeServer, Request, Response
+from tests.fakes.salesforce_schema import (
+    CHILD_RELATIONSHIPS,
+    OPPORTUNITY_STAGES,
+    ObjectSpec,
+    build_specs,
+    error,
+    not_found,
+    sf_datetime,
+)
 
 API = r"/services/data/(?P<version>v\d+\.\d+)"
 ORG_ID = "00D5g000004FAKE"
 USER_ID = "0055g00000FAKEA"
-
-DEFAULT_STATUSES = {"New": False, "Working": False, "Escalated": False, "Closed": True}
-
-CASE_WRITABLE = {
-    "Subject",
-    "Description",
-    "ContactId",
-    "AccountId",
-    "Origin",
-    "Status",
-    "Priority",
-    "Type",
-    "Reason",
-    "OwnerId",
-    "SuppliedName",
-    "SuppliedEmail",
-    "SuppliedPhone",
-}
-CASE_READ_ONLY = {"Id", "CaseNumber", "IsClosed", "ClosedDate", "CreatedDate"}
-CONTACT_WRITABLE = {"FirstName", "LastName", "Phone", "MobilePhone", "Email", "AccountId", "Description", "Title"}
-FIELD_LIMITS = {"Subject": 255, "Description": 32000, "LastName": 80, "FirstName": 40, "Phone": 40, "Email": 80}
-COMMENT_MAX_BYTES = 4000
-
-SOQL = re.compile(
-    r"^\s*SELECT\s+(?P<fields>[\w\s,.]+?)\s+FROM\s+(?P<object>\w+)"
-    r"(?:\s+WHERE\s+(?P<where>.+?))?"
-    r"(?:\s+ORDER\s+BY\s+(?P<order>\w+)(?:\s+(?P<direction>ASC|DESC))?)?"
-    r"(?:\s+LIMIT\s+(?P<limit>\d+))?\s*$",
-    re.IGNORECASE | re.DOTALL,
-)
-CONDITION = re.compile(r"^\s*(?P<field>\w+)\s*=\s*'(?P<value>(?:[^'\\]|\\.)*)'\s*$", re.DOTALL)
-SOQL_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "b": "\b", "f": "\f"}
-ID_SHAPE = re.compile(r"^[a-zA-Z0-9]{15}(?:[a-zA-Z0-9]{3})?$")
+REFERENCE = re.compile(r"@\{(?P<ref>\w+)\.(?P<field>\w+)\}")
 
 
-def sf_datetime(moment: datetime) -> str:
-    """Salesforce's dateTime form: milliseconds and a +0000 offset."""
-    utc = moment.astimezone(timezone.utc)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}+0000"
-
-
-def now_text() -> str:
-    return sf_datetime(datetime.now(timezone.utc))
-
-
-def error(status: int, code: str, message: str, fields: list[str] | None = None) -> Response:
-    return Response(status, [{"message": message, "errorCode": code, "fields": fields or []}])
-
-
-def not_found() -> Response:
-    return Response(404, [{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}])
-
-
-def unescape_soql(literal: str) -> str:
-    return re.sub(r"\\(.)", lambda m: SOQL_ESCAPES.get(m.group(1), m.group(1)), literal, flags=re.DOTALL)
+class Refusal(Exception):
+    def __init__(self, response: Response):
+        self.response = response
 
 
 class SalesforceFake(FakeServer):
@@ -126,35 +85,46 @@ class SalesforceFake(FakeServer):
         client_id: str = "fake-client-id",
         client_secret: str = "fake-client-secret",
         external_id_field: str = "CCAI_Session_Id__c",
+        record_object: str = "Case",
+        account_status_field: str = "Status__c",
         api_limit: int = 100_000,
     ) -> None:
         self.client_id = client_id
         self.client_secret = client_secret
         self.external_id_field = external_id_field
-        self.statuses = dict(DEFAULT_STATUSES)
+        self.record_object = record_object
+        self.account_status_field = account_status_field
+        self.specs: dict[str, ObjectSpec] = build_specs(external_id_field, account_status_field)
         self.api_limit = api_limit
         self.api_usage = 0
         self.rate_limit_status = 403
         self._tokens: set[str] = set()
         self._token_count = 0
-        self._cases: dict[str, dict[str, Any]] = {}
-        self._contacts: dict[str, dict[str, Any]] = {}
-        self._comments: list[dict[str, Any]] = []
+        self._tables: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in self.specs}
         self._ids = itertools.count(1)
         self._case_numbers = itertools.count(1001)
+        for stage, closed, won in OPPORTUNITY_STAGES:
+            self._insert("OpportunityStage", {"ApiName": stage, "MasterLabel": stage, "IsClosed": closed,
+                                              "IsWon": won, "IsActive": True})
         super().__init__()
 
     # --- routes -------------------------------------------------------------------------------
     def setup_routes(self) -> None:
         self.route("POST", r"/services/oauth2/token", self.token, authenticated=False)
-        self.route("GET", API + r"/query/?", self._rest(self.query))
-        self.route("GET", API + r"/sobjects/Case/describe/?", self._rest(self.describe_case))
-        self.route("POST", API + r"/sobjects/Contact/?", self._rest(self.create_contact))
-        self.route("POST", API + r"/sobjects/CaseComment/?", self._rest(self.create_comment))
-        self.route("PATCH", API + r"/sobjects/Case/(?P<field>[^/]+)/(?P<value>[^/]+)", self._rest(self.upsert_case))
-        self.route("GET", API + r"/sobjects/Case/(?P<field>[^/]+)/(?P<value>[^/]+)", self._rest(self.get_case_by_field))
-        self.route("GET", API + r"/sobjects/Case/(?P<id>[^/]+)", self._rest(self.get_case))
-        self.route("PATCH", API + r"/sobjects/Case/(?P<id>[^/]+)", self._rest(self.update_case))
+        self.route("POST", API + r"/composite/graph/?", self._rest(self.graph))
+        for method, pattern, handler in self._sobject_routes():
+            self.route(method, API + pattern, self._rest(self._refusing(handler)))
+
+    def _sobject_routes(self) -> list[tuple[str, str, Callable[[Request], Response]]]:
+        return [
+            ("GET", r"/query/?", self.query),
+            ("GET", r"/sobjects/(?P<obj>\w+)/describe/?", self.describe),
+            ("POST", r"/sobjects/(?P<obj>\w+)/?", self.create),
+            ("GET", r"/sobjects/(?P<obj>\w+)/(?P<id>[^/]+)/?", self.get),
+            ("PATCH", r"/sobjects/(?P<obj>\w+)/(?P<id>[^/]+)/?", self.update),
+            ("GET", r"/sobjects/(?P<obj>\w+)/(?P<field>[^/]+)/(?P<value>[^/]+)/?", self.get_by_field),
+            ("PATCH", r"/sobjects/(?P<obj>\w+)/(?P<field>[^/]+)/(?P<value>[^/]+)/?", self.upsert),
+        ]
 
     def authenticate(self, request: Request) -> Response | None:
         header = request.headers.get("authorization", "")
@@ -185,6 +155,15 @@ class SalesforceFake(FakeServer):
 
         return wrapped
 
+    def _refusing(self, handler: Callable[[Request], Response]) -> Callable[[Request], Response]:
+        def wrapped(request: Request) -> Response:
+            try:
+                return handler(request)
+            except Refusal as refusal:
+                return refusal.response
+
+        return wrapped
+
     # --- OAuth --------------------------------------------------------------------------------
     def token(self, request: Request) -> Response:
         form = {k: v[0] for k, v in parse_qs(request.body.decode()).items()}
@@ -197,250 +176,310 @@ class SalesforceFake(FakeServer):
         token = f"{ORG_ID}!{secrets.token_urlsafe(32)}"
         self._tokens.add(token)
         self._token_count += 1
-        return Response(
-            200,
-            {
-                "access_token": token,
-                "signature": secrets.token_urlsafe(32),
-                "scope": "api",
-                "instance_url": self.base_url,
-                "id": f"{self.base_url}/id/{ORG_ID}/{USER_ID}",
-                "token_type": "Bearer",
-                "issued_at": str(int(time.time() * 1000)),
-            },
-        )
+        return Response(200, {
+            "access_token": token, "signature": secrets.token_urlsafe(32), "scope": "api",
+            "instance_url": self.base_url, "id": f"{self.base_url}/id/{ORG_ID}/{USER_ID}",
+            "token_type": "Bearer", "issued_at": str(int(time.time() * 1000)),
+        })
 
-    # --- SOQL ---------------------------------------------------------------------------------
-    def query(self, request: Request) -> Response:
-        soql = request.arg("q") or ""
-        match = SOQL.match(soql)
-        if not match:
-            return error(400, "MALFORMED_QUERY", f"unexpected token in query: {soql[:80]}")
-        table = {"contact": self._contacts, "case": self._cases}.get(match["object"].lower())
-        if table is None:
-            return error(400, "INVALID_TYPE", f"sObject type '{match['object']}' is not supported.")
-        conditions = []
-        for part in re.split(r"\s+AND\s+", match["where"] or "", flags=re.IGNORECASE) if match["where"] else []:
-            condition = CONDITION.match(part)
-            if not condition:
-                return error(400, "MALFORMED_QUERY", f"unexpected token: {part.strip()[:80]}")
-            conditions.append((condition["field"], unescape_soql(condition["value"])))
-        rows = [r for r in table.values() if all(r.get(f) == v for f, v in conditions)]
-        if match["order"]:
-            rows.sort(key=lambda r: (r.get(match["order"]) or "", r["Id"]), reverse=(match["direction"] or "").upper() == "DESC")
-        if match["limit"]:
-            rows = rows[: int(match["limit"])]
-        object_name = "Contact" if table is self._contacts else "Case"
-        fields = [f.strip() for f in match["fields"].split(",") if f.strip()]
-        records = [self._view(object_name, row, fields, request.params["version"]) for row in rows]
-        return Response(200, {"totalSize": len(records), "done": True, "records": records})
-
-    def _view(self, object_name: str, row: dict[str, Any], fields: list[str] | None, version: str) -> dict[str, Any]:
-        shown = {k: v for k, v in row.items() if k not in ("comments", "tags")}
-        if fields:
-            shown = {f: row.get(f) for f in fields}
-        return {"attributes": {"type": object_name, "url": f"/services/data/{version}/sobjects/{object_name}/{row['Id']}"}, **shown}
-
-    # --- Contact ------------------------------------------------------------------------------
-    def create_contact(self, request: Request) -> Response:
-        body = request.json() or {}
-        refused = self._check_fields("Contact", body, CONTACT_WRITABLE, set())
-        if refused:
-            return refused
-        if not str(body.get("LastName") or "").strip():
-            return error(400, "REQUIRED_FIELD_MISSING", "Required fields are missing: [LastName]", ["LastName"])
-        email = body.get("Email")
-        if email and not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", email):
-            return error(400, "INVALID_EMAIL_ADDRESS", f"Email: invalid email address: {email}", ["Email"])
-        contact_id = self.add_contact(**body)
-        return Response(201, {"id": contact_id, "success": True, "errors": []})
-
-    # --- Case ---------------------------------------------------------------------------------
-    def describe_case(self, request: Request) -> Response:
-        names = sorted(CASE_WRITABLE | CASE_READ_ONLY | {self.external_id_field})
-        fields = [
-            {"name": n, "externalId": n == self.external_id_field, "unique": n == self.external_id_field}
-            for n in names
-        ]
-        return Response(200, {"name": "Case", "label": "Case", "createable": True, "updateable": True, "fields": fields})
-
-    def upsert_case(self, request: Request) -> Response:
-        field, value = unquote(request.params["field"]), unquote(request.params["value"])
-        if field != self.external_id_field:
-            return error(404, "NOT_FOUND", f"Provided external ID field does not exist or is not accessible: {field}")
-        body = {k: v for k, v in (request.json() or {}).items() if k != self.external_id_field}
-        refused = self._check_case(body)
-        if refused:
-            return refused
-        existing = self._case_by(field, value)
-        if existing is not None:
-            self._apply_case(existing, body)
-            return Response(200, {"id": existing["Id"], "success": True, "errors": [], "created": False})
-        case = self._new_case({**body, field: value})
-        if self.take_drop_after_create():
-            raise DropConnection()
-        return Response(201, {"id": case["Id"], "success": True, "errors": [], "created": True})
-
-    def get_case_by_field(self, request: Request) -> Response:
-        field, value = unquote(request.params["field"]), unquote(request.params["value"])
-        if field != self.external_id_field:
-            return error(404, "NOT_FOUND", f"Provided external ID field does not exist or is not accessible: {field}")
-        case = self._case_by(field, value)
-        return self._case_answer(request, case)
-
-    def get_case(self, request: Request) -> Response:
-        return self._case_answer(request, self._cases.get(unquote(request.params["id"])))
-
-    def _case_answer(self, request: Request, case: dict[str, Any] | None) -> Response:
-        if case is None:
-            return not_found()
-        fields = [f.strip() for f in (request.arg("fields") or "").split(",") if f.strip()]
-        known = CASE_WRITABLE | CASE_READ_ONLY | {self.external_id_field}
-        unknown = [f for f in fields if f not in known]
-        if unknown:
-            return error(400, "INVALID_FIELD", f"No such column '{unknown[0]}' on entity 'Case'.")
-        shown = fields + ["Id"] if fields and "Id" not in fields else fields
-        return Response(200, self._view("Case", case, shown or None, request.params["version"]))
-
-    def update_case(self, request: Request) -> Response:
-        case = self._cases.get(unquote(request.params["id"]))
-        if case is None:
-            return not_found()
-        body = request.json() or {}
-        refused = self._check_case(body)
-        if refused:
-            return refused
-        self._apply_case(case, body)
-        return Response(204)
-
-    def _check_case(self, body: dict[str, Any]) -> Response | None:
-        refused = self._check_fields("Case", body, CASE_WRITABLE | {self.external_id_field}, CASE_READ_ONLY)
-        if refused:
-            return refused
-        if "Status" in body and body["Status"] not in self.statuses:
-            return error(
-                400,
-                "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
-                f"Status: bad value for restricted picklist field: {body['Status']}",
-                ["Status"],
-            )
-        contact_id = body.get("ContactId")
-        if contact_id:
-            if not ID_SHAPE.match(str(contact_id)) or not str(contact_id).startswith("003"):
-                return error(400, "MALFORMED_ID", f"Contact ID: id value of incorrect type: {contact_id}", ["ContactId"])
-            if contact_id not in self._contacts:
-                return error(400, "INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", ["ContactId"])
-        return None
-
-    def _check_fields(self, object_name: str, body: dict[str, Any], writable: set[str], read_only: set[str]) -> Response | None:
-        for name, value in body.items():
-            if name in read_only:
-                return error(
-                    400,
-                    "INVALID_FIELD_FOR_INSERT_UPDATE",
-                    f"Unable to create/update fields: {name}. Please check the security settings of this field "
-                    "and verify that it is read/write for your profile or permission set.",
-                    [name],
-                )
-            if name not in writable:
-                return error(400, "INVALID_FIELD", f"No such column '{name}' on sobject of type {object_name}")
-            limit = FIELD_LIMITS.get(name)
-            if limit is not None and isinstance(value, str) and len(value) > limit:
-                return error(
-                    400, "STRING_TOO_LONG", f"{name}: data value too large: {value[:40]} (max length={limit})", [name]
-                )
-        return None
+    # --- sObject rows -------------------------------------------------------------------------
+    def _spec(self, name: str) -> ObjectSpec:
+        spec = self.specs.get(name)
+        if spec is None:
+            raise Refusal(not_found())
+        return spec
 
     def _new_id(self, prefix: str) -> str:
         return f"{prefix}5g0000{next(self._ids):09d}"
 
-    def _new_case(self, fields: dict[str, Any]) -> dict[str, Any]:
-        case: dict[str, Any] = {
-            "Id": self._new_id("500"),
-            "CaseNumber": f"{next(self._case_numbers):08d}",
-            "Subject": None,
-            "Description": None,
-            "ContactId": None,
-            "Origin": None,
-            "Status": "New",
-            "IsClosed": False,
-            "ClosedDate": None,
-            "CreatedDate": now_text(),
-            self.external_id_field: None,
-            "comments": [],
-            "tags": [],
-        }
-        self._apply_case(case, fields)
-        self._cases[case["Id"]] = case
-        return case
+    def _insert(self, name: str, fields: dict[str, Any]) -> dict[str, Any]:
+        spec = self.specs[name]
+        now = sf_datetime(datetime.now(timezone.utc))
+        row = {"Id": self._new_id(spec.prefix), **spec.defaults, "CreatedDate": now, "LastModifiedDate": now}
+        if name == "Case":
+            row["CaseNumber"] = f"{next(self._case_numbers):08d}"
+        row.update(fields)
+        self._tables[name][row["Id"]] = row
+        self._derive(name, row, previous=None)
+        return row
 
-    def _apply_case(self, case: dict[str, Any], fields: dict[str, Any], closed_at: datetime | None = None) -> None:
-        previous = case["Status"]
-        case.update(fields)
-        if ("Status" in fields and fields["Status"] != previous) or closed_at is not None:
-            closed = self.statuses[case["Status"]]
-            case["IsClosed"] = closed
-            case["ClosedDate"] = sf_datetime(closed_at or datetime.now(timezone.utc)) if closed else None
+    def _derive(self, name: str, row: dict[str, Any], previous: dict[str, Any] | None, at: datetime | None = None) -> None:
+        """What Salesforce computes: IsClosed and ClosedDate, stage history, contact roles."""
+        moment = sf_datetime(at or datetime.now(timezone.utc))
+        if previous is not None:
+            row["LastModifiedDate"] = moment
+        if name == "Case" and (previous is None or previous.get("Status") != row.get("Status")):
+            closed = row.get("Status") == "Closed"
+            row["IsClosed"], row["ClosedDate"] = closed, (moment if closed else None)
+        if name == "Opportunity" and (previous is None or previous.get("StageName") != row.get("StageName")):
+            stage = next((s for s in OPPORTUNITY_STAGES if s[0] == row["StageName"]), None)
+            row["IsClosed"], row["IsWon"] = bool(stage and stage[1]), bool(stage and stage[2])
+            self._insert("OpportunityHistory", {"OpportunityId": row["Id"], "StageName": row["StageName"],
+                                                "CloseDate": row.get("CloseDate"), "CreatedDate": moment})
+        if name == "Opportunity" and previous is None and row.get("ContactId"):
+            self._insert("OpportunityContactRole", {"OpportunityId": row["Id"], "ContactId": row["ContactId"],
+                                                    "IsPrimary": True})
+        if name == "Task":
+            row["IsClosed"] = row.get("Status") == "Completed"
 
-    def _case_by(self, field: str, value: str) -> dict[str, Any] | None:
-        return next((c for c in self._cases.values() if c.get(field) == value), None)
+    def _check(self, spec: ObjectSpec, body: dict[str, Any], *, creating: bool) -> None:
+        for name, value in body.items():
+            if name in spec.read_only or (name in spec.create_only and not creating):
+                raise Refusal(error(
+                    400, "INVALID_FIELD_FOR_INSERT_UPDATE",
+                    f"Unable to create/update fields: {name}. Please check the security settings of this field "
+                    "and verify that it is read/write for your profile or permission set.", [name]))
+            if name not in spec.writable and name not in spec.create_only:
+                raise Refusal(error(400, "INVALID_FIELD", f"No such column '{name}' on sobject of type {spec.name}"))
+            spec.check_value(name, value, self._tables)
+        if creating:
+            missing = [f for f in sorted(spec.required) if body.get(f) in (None, "")]
+            if missing:
+                raise Refusal(error(400, "REQUIRED_FIELD_MISSING",
+                                    f"Required fields are missing: [{', '.join(missing)}]", missing))
 
-    # --- CaseComment --------------------------------------------------------------------------
-    def create_comment(self, request: Request) -> Response:
+    def _write(self, spec: ObjectSpec, row: dict[str, Any], body: dict[str, Any], at: datetime | None = None) -> None:
+        previous = dict(row)
+        row.update(body)
+        self._derive(spec.name, row, previous, at)
+
+    def _find(self, name: str, field: str, value: str) -> dict[str, Any] | None:
+        return next((r for r in self._tables[name].values() if r.get(field) == value), None)
+
+    def _view(self, spec: ObjectSpec, row: dict[str, Any], fields: list[str] | None, version: str) -> dict[str, Any]:
+        shown = {f: row.get(f) for f in fields} if fields else dict(row)
+        url = f"/services/data/{version}/sobjects/{spec.name}/{row['Id']}"
+        return {"attributes": {"type": spec.name, "url": url}, **shown}
+
+    def _fields_arg(self, spec: ObjectSpec, request: Request) -> list[str] | None:
+        fields = [f.strip() for f in (request.arg("fields") or "").split(",") if f.strip()]
+        unknown = [f for f in fields if f not in spec.all_fields]
+        if unknown:
+            raise Refusal(error(400, "INVALID_FIELD", f"No such column '{unknown[0]}' on entity '{spec.name}'."))
+        return (fields + ["Id"] if "Id" not in fields else fields) if fields else None
+
+    # --- handlers -----------------------------------------------------------------------------
+    def describe(self, request: Request) -> Response:
+        spec = self._spec(request.params["obj"])
+        fields = [{"name": n, "externalId": n == self.external_id_field, "unique": n == self.external_id_field,
+                   "createable": n in spec.writable or n in spec.create_only, "updateable": n in spec.writable}
+                  for n in sorted(spec.all_fields)]
+        return Response(200, {"name": spec.name, "label": spec.name, "createable": True, "updateable": True,
+                              "fields": fields})
+
+    def create(self, request: Request) -> Response:
+        spec = self._spec(request.params["obj"])
         body = request.json() or {}
-        refused = self._check_fields("CaseComment", body, {"ParentId", "CommentBody", "IsPublished"}, set())
-        if refused:
-            return refused
-        parent = body.get("ParentId")
-        if not parent:
-            return error(400, "REQUIRED_FIELD_MISSING", "Required fields are missing: [ParentId]", ["ParentId"])
-        if parent not in self._cases:
-            return error(400, "FIELD_INTEGRITY_EXCEPTION", f"Parent ID: id value of incorrect type: {parent}", ["ParentId"])
-        text = body.get("CommentBody") or ""
-        if len(text.encode()) > COMMENT_MAX_BYTES:
-            return error(
-                400, "STRING_TOO_LONG", f"Body: data value too large: {text[:40]} (max length={COMMENT_MAX_BYTES})", ["CommentBody"]
-            )
-        comment = {
-            "Id": self._new_id("00a"),
-            "ParentId": parent,
-            "CommentBody": text,
-            "IsPublished": bool(body.get("IsPublished", False)),
-            "CreatedDate": now_text(),
-        }
-        self._comments.append(comment)
-        self._cases[parent]["comments"].append(comment)
-        return Response(201, {"id": comment["Id"], "success": True, "errors": []})
+        self._check(spec, body, creating=True)
+        row = self._insert(spec.name, body)
+        return Response(201, {"id": row["Id"], "success": True, "errors": []})
+
+    def get(self, request: Request) -> Response:
+        spec = self._spec(request.params["obj"])
+        row = self._tables[spec.name].get(unquote(request.params["id"]))
+        if row is None:
+            return not_found()
+        return Response(200, self._view(spec, row, self._fields_arg(spec, request), request.params["version"]))
+
+    def update(self, request: Request) -> Response:
+        spec = self._spec(request.params["obj"])
+        row = self._tables[spec.name].get(unquote(request.params["id"]))
+        if row is None:
+            return not_found()
+        body = request.json() or {}
+        self._check(spec, body, creating=False)
+        self._write(spec, row, body)
+        return Response(204)
+
+    def _external(self, request: Request) -> tuple[ObjectSpec, str, str]:
+        spec = self._spec(request.params["obj"])
+        field, value = unquote(request.params["field"]), unquote(request.params["value"])
+        if field != self.external_id_field or field not in spec.writable:
+            raise Refusal(error(404, "NOT_FOUND",
+                                f"Provided external ID field does not exist or is not accessible: {field}"))
+        return spec, field, value
+
+    def get_by_field(self, request: Request) -> Response:
+        spec, field, value = self._external(request)
+        row = self._find(spec.name, field, value)
+        if row is None:
+            return not_found()
+        return Response(200, self._view(spec, row, self._fields_arg(spec, request), request.params["version"]))
+
+    def upsert(self, request: Request) -> Response:
+        spec, field, value = self._external(request)
+        body = {k: v for k, v in (request.json() or {}).items() if k != field}
+        row = self._find(spec.name, field, value)
+        if row is not None:
+            self._check(spec, body, creating=False)
+            self._write(spec, row, body)
+            return Response(200, {"id": row["Id"], "success": True, "errors": [], "created": False})
+        self._check(spec, body, creating=True)
+        row = self._insert(spec.name, {**body, field: value})
+        if request.headers.get("x-fake-graph") is None and self.take_drop_after_create():
+            raise DropConnection()
+        return Response(201, {"id": row["Id"], "success": True, "errors": [], "created": True})
+
+    def query(self, request: Request) -> Response:
+        try:
+            query = soql.parse(request.arg("q") or "")
+        except soql.SoqlError as exc:
+            return error(400, exc.code, exc.message)
+        spec = self.specs.get(query.object)
+        if spec is None:
+            return error(400, "INVALID_TYPE", f"sObject type '{query.object}' is not supported.")
+        for conjunction in query.where:
+            for field, _, _ in conjunction:
+                if field not in spec.all_fields:
+                    return error(400, "INVALID_FIELD", f"No such column '{field}' on entity '{spec.name}'.")
+                if field in spec.not_filterable:
+                    return error(400, "INVALID_FIELD", f"field '{field}' can not be filtered in a query call")
+        version = request.params["version"]
+        records = []
+        for row in soql.select(list(self._tables[spec.name].values()), query):
+            view = self._view(spec, row, query.fields, version)
+            for child in query.children:
+                child_object, parent_field = CHILD_RELATIONSHIPS[(spec.name, child.object)]
+                child_rows = [r for r in self._tables[child_object].values() if r.get(parent_field) == row["Id"]]
+                chosen = soql.select(child_rows, child)
+                view[child.object] = None if not chosen else {
+                    "totalSize": len(chosen), "done": True,
+                    "records": [self._view(self.specs[child_object], r, child.fields, version) for r in chosen]}
+            records.append(view)
+        return Response(200, {"totalSize": len(records), "done": True, "records": records})
+
+    # --- composite graph ----------------------------------------------------------------------
+    def graph(self, request: Request) -> Response:
+        graphs = (request.json() or {}).get("graphs") or []
+        if not graphs:
+            return error(400, "JSON_PARSER_ERROR", "graphs is required")
+        answers = [self._run_graph(g, request) for g in graphs]
+        created = any(a.pop("_created") for a in answers)
+        if created and self.take_drop_after_create():
+            raise DropConnection()
+        return Response(200, {"graphs": answers})
+
+    def _run_graph(self, graph: dict[str, Any], request: Request) -> dict[str, Any]:
+        snapshot = copy.deepcopy(self._tables)
+        results: list[dict[str, Any]] = []
+        answers: dict[str, Any] = {}
+        failed = False
+        for node in graph.get("compositeRequest") or []:
+            reference = str(node.get("referenceId"))
+            if failed:
+                results.append(self._halted(reference))
+                continue
+            response = self._run_node(node, answers, request)
+            answers[reference] = response.body
+            results.append({"body": response.body, "httpHeaders": {}, "httpStatusCode": response.status,
+                            "referenceId": reference})
+            failed = response.status >= 400
+        if failed:
+            self._tables = snapshot
+            results = [r if r["httpStatusCode"] >= 400 else self._halted(r["referenceId"]) for r in results]
+        created = not failed and any(r["httpStatusCode"] == 201 for r in results)
+        return {"graphId": graph.get("graphId"), "graphResponse": {"compositeResponse": results},
+                "isSuccessful": not failed, "_created": created}
+
+    @staticmethod
+    def _halted(reference: str) -> dict[str, Any]:
+        return {"body": [{"errorCode": "PROCESSING_HALTED",
+                          "message": "The transaction was rolled back since another operation in the same "
+                                     "transaction failed."}],
+                "httpHeaders": {}, "httpStatusCode": 400, "referenceId": reference}
+
+    def _run_node(self, node: dict[str, Any], answers: dict[str, Any], request: Request) -> Response:
+        def resolve(value: Any) -> Any:
+            if isinstance(value, str):
+                def one(match: re.Match[str]) -> str:
+                    answer = answers.get(match["ref"])
+                    if not isinstance(answer, dict) or answer.get(match["field"]) is None:
+                        raise Refusal(error(400, "INVALID_REFERENCE",
+                                            f"Invalid reference specified. No value for {match[0][2:-1]} found."))
+                    return str(answer[match["field"]])
+                return REFERENCE.sub(one, value)
+            if isinstance(value, dict):
+                return {k: resolve(v) for k, v in value.items()}
+            return value
+
+        try:
+            url, body = resolve(str(node.get("url") or "")), resolve(node.get("body"))
+        except Refusal as refusal:
+            return refusal.response
+        path, _, query = url.partition("?")
+        sub = Request(method=str(node.get("method")), path=path, query=parse_qs(query),
+                      headers={**request.headers, "x-fake-graph": "1"},
+                      body=b"" if body is None else json.dumps(body).encode())
+        for method, pattern, handler in self._sobject_routes():
+            match = re.match("^" + API + pattern + "$", path)
+            if match and method == sub.method:
+                sub.params = match.groupdict()
+                return self._refusing(handler)(sub)
+        return error(400, "INVALID_URL", f"{sub.method} {path} is not supported in a composite graph")
 
     # --- helpers for tests --------------------------------------------------------------------
-    def records(self) -> list[dict[str, Any]]:
+    def rows(self, name: str) -> list[dict[str, Any]]:
         with self.lock:
-            return copy.deepcopy(list(self._cases.values()))
+            return copy.deepcopy(list(self._tables[name].values()))
+
+    def records(self) -> list[dict[str, Any]]:
+        """The records of the object in use, with their CaseComments, Tasks and no tags."""
+        with self.lock:
+            out = []
+            for row in self._tables[self.record_object].values():
+                view = copy.deepcopy(row)
+                view["comments"] = self.notes_for(row["Id"])
+                view["tasks"] = self.tasks_for(row["Id"])
+                view["tags"] = []
+                out.append(view)
+            return out
 
     def notes_for(self, record_id: str) -> list[dict[str, Any]]:
         with self.lock:
-            return copy.deepcopy([c for c in self._comments if c["ParentId"] == record_id])
+            return copy.deepcopy([c for c in self._tables["CaseComment"].values() if c["ParentId"] == record_id])
+
+    def tasks_for(self, record_id: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return copy.deepcopy([t for t in self._tables["Task"].values() if t.get("WhatId") == record_id])
 
     def set_status(self, record_id: str, status: str, closed_at: datetime | None = None) -> None:
-        if status not in self.statuses:
-            raise ValueError(f"unknown Case status {status!r}; known: {sorted(self.statuses)}")
+        spec = self.specs["Case"]
+        spec.check_value("Status", status, self._tables, raising=ValueError)
         with self.lock:
-            self._apply_case(self._cases[record_id], {"Status": status}, closed_at if self.statuses[status] else None)
+            self._write(spec, self._tables["Case"][record_id], {"Status": status}, closed_at)
+
+    def set_stage(self, record_id: str, stage: str, at: datetime | None = None) -> None:
+        spec = self.specs["Opportunity"]
+        spec.check_value("StageName", stage, self._tables, raising=ValueError)
+        with self.lock:
+            self._write(spec, self._tables["Opportunity"][record_id], {"StageName": stage}, at)
+
+    def set_account_status(self, record_id: str, value: str, at: datetime | None = None) -> None:
+        spec = self.specs["Account"]
+        spec.check_value(self.account_status_field, value, self._tables, raising=ValueError)
+        with self.lock:
+            self._write(spec, self._tables["Account"][record_id], {self.account_status_field: value}, at)
 
     def close_record(self, record_id: str, closed_at: datetime) -> None:
-        self.set_status(record_id, "Closed", closed_at)
+        """Close a record of the object in use as an agent would, at `closed_at`."""
+        if self.record_object == "Opportunity":
+            self.set_stage(record_id, "Closed Won", closed_at)
+        elif self.record_object == "Account":
+            self.set_account_status(record_id, "Closed", closed_at)
+        else:
+            self.set_status(record_id, "Closed", closed_at)
 
     def users(self) -> list[dict[str, Any]]:
-        with self.lock:
-            return copy.deepcopy(list(self._contacts.values()))
+        return self.rows("Contact")
 
     def add_contact(self, **fields: Any) -> str:
         with self.lock:
-            contact = {"Id": self._new_id("003"), "FirstName": None, "LastName": None, "Phone": None, "Email": None}
-            contact.update(fields)
-            contact["CreatedDate"] = now_text()
-            self._contacts[contact["Id"]] = contact
-            return contact["Id"]
+            return self._insert("Contact", {"FirstName": None, "LastName": None, "Phone": None, "Email": None,
+                                            "AccountId": None, **fields})["Id"]
+
+    def add_account(self, **fields: Any) -> str:
+        with self.lock:
+            return self._insert("Account", fields)["Id"]
 
     def expire_tokens(self) -> None:
         with self.lock:

@@ -165,11 +165,15 @@ class KustomerBackend(Backend):
 
 
 class SalesforceBackend(Backend):
-    name = "salesforce"
+    """Records are the object SALESFORCE_RECORD_OBJECT names; each session is a Task on
+    its record, so a record's notes are its CaseComments and its Tasks' subject and text."""
+
     has_tags = False
 
-    def __init__(self):
-        self.fake = SalesforceFake()
+    def __init__(self, record_object: str = "Case"):
+        self.record_object = record_object
+        self.name = "salesforce" if record_object == "Case" else f"salesforce-{record_object.lower()}"
+        self.fake = SalesforceFake(record_object=record_object)
 
     def start(self) -> None:
         self.fake.start()
@@ -179,21 +183,28 @@ class SalesforceBackend(Backend):
 
     def settings(self) -> dict[str, Any]:
         return {"crm_provider": "salesforce", "salesforce_login_url": self.fake.base_url,
-                "salesforce_client_id": "fake-client-id", "salesforce_client_secret": "fake-client-secret"}
+                "salesforce_client_id": "fake-client-id", "salesforce_client_secret": "fake-client-secret",
+                "salesforce_record_object": self.record_object,
+                "salesforce_account_status_field": self.fake.account_status_field,
+                "salesforce_account_closed_values": "Closed,Inactive", "salesforce_account_open_value": "Active"}
 
     async def records(self) -> list[RecordView]:
         views = []
-        for case in self.fake.records():
-            notes = [c["CommentBody"] for c in self.fake.notes_for(case["Id"])]
-            views.append(RecordView(case["Id"], case.get("CCAI_Session_Id__c"), case.get("Subject") or "",
-                                    case.get("Status") or "", not case.get("IsClosed"), [], notes))
+        for record in self.fake.records():
+            notes = [c["CommentBody"] for c in record["comments"]]
+            notes += [f"{t.get('Subject') or ''}\n{t.get('Description') or ''}" for t in record["tasks"]]
+            views.append(RecordView(record["Id"], record.get("CCAI_Session_Id__c"),
+                                    record.get("Subject") or record.get("Name") or "",
+                                    str(record.get("Status") or record.get("StageName") or record.get("Status__c")),
+                                    not record.get("IsClosed") and record.get("Status__c") != "Closed", [], notes))
         return views
 
     async def close(self, record_id: str, closed_at: datetime, *, final: bool = False) -> None:
-        self.fake.set_status(record_id, "Closed", closed_at)
+        self.fake.close_record(record_id, closed_at)
 
 
-BACKENDS = ("sandbox", "zendesk", "freshdesk", "kustomer", "salesforce")
+BACKENDS = ("sandbox", "zendesk", "freshdesk", "kustomer", "salesforce", "salesforce-opportunity",
+            "salesforce-account")
 
 
 def build_backend(name: str, engine: AsyncEngine) -> Backend:
@@ -203,4 +214,6 @@ def build_backend(name: str, engine: AsyncEngine) -> Backend:
         "freshdesk": FreshdeskBackend,
         "kustomer": KustomerBackend,
         "salesforce": SalesforceBackend,
+        "salesforce-opportunity": lambda: SalesforceBackend("Opportunity"),
+        "salesforce-account": lambda: SalesforceBackend("Account"),
     }[name]()

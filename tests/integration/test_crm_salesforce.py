@@ -1,4 +1,6 @@
-"""The Salesforce adapter against the fake Salesforce org, over real HTTP."""
+"""The Salesforce adapter against the fake Salesforce org, over real HTTP, for each record
+object (Case, Opportunity, Account): requests per step, linking, open/closed rules,
+Tasks, retries after a lost answer, and Salesforce's errors."""
 
 from __future__ import annotations
 
@@ -17,20 +19,15 @@ from app.adapters.crm.base import (
     CrmTransientError,
     EndUserInfo,
     NewRecord,
+    SessionActivity,
 )
 from app.adapters.crm.salesforce import SalesforceAdapter, soql_literal, split_comment
 from app.settings import Settings
 from tests.fakes.salesforce import SalesforceFake
 
 TIMEOUT = 0.5
-
-
-@pytest.fixture
-def fake() -> Iterator[SalesforceFake]:
-    server = SalesforceFake()
-    server.start()
-    yield server
-    server.stop()
+OBJECTS = ("Case", "Opportunity", "Account")
+STARTED = datetime(2026, 11, 23, 13, 0, tzinfo=timezone.utc)
 
 
 def make_settings(fake: SalesforceFake, **overrides: object) -> Settings:
@@ -39,10 +36,30 @@ def make_settings(fake: SalesforceFake, **overrides: object) -> Settings:
         "salesforce_login_url": fake.base_url,
         "salesforce_client_id": fake.client_id,
         "salesforce_client_secret": fake.client_secret,
+        "salesforce_record_object": fake.record_object,
+        "salesforce_account_status_field": "Status__c",
+        "salesforce_account_closed_values": "Closed,Inactive",
+        "salesforce_account_open_value": "Active",
         "crm_timeout_seconds": TIMEOUT,
         **overrides,
     }
-    return Settings(**values)
+    return Settings(_env_file=None, **values)
+
+
+@pytest.fixture(params=OBJECTS)
+def fake(request) -> Iterator[SalesforceFake]:
+    server = SalesforceFake(record_object=request.param)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def case_fake() -> Iterator[SalesforceFake]:
+    server = SalesforceFake()
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture
@@ -52,305 +69,305 @@ async def adapter(fake: SalesforceFake) -> AsyncIterator[SalesforceAdapter]:
     await crm.aclose()
 
 
-def new_record(session_id: str, contact_id: str, *, medium: str = "call") -> NewRecord:
+def activity(session_id: str, *, medium: str = "call", session_type: str = "voice_inbound_ivr",
+             contact: str | None = None) -> SessionActivity:
+    return SessionActivity(session_id, f"IVR call {session_id}", medium, session_type, STARTED, contact,
+                           duration_seconds=185.4, disposition="resolved")
+
+
+def new_record(session_id: str, *, contact: str | None = None, user: EndUserInfo | None = None,
+               medium: str = "call") -> NewRecord:
     return NewRecord(
-        session_id=session_id,
-        title=f"IVR call {session_id}",
-        description=f"Session: {session_id}\nSession type: Voice Inbound (IVR)",
-        contact_id=contact_id,
-        tags=[],
-        medium=medium,
-        queue_id="q-1",
-        idempotency_key=f"record:{session_id}",
+        session_id=session_id, title=f"IVR call {session_id}",
+        description=f"Session: {session_id}\nSession type: Voice Inbound (IVR)", contact_id=contact, tags=[],
+        medium=medium, queue_id="q-1", idempotency_key=f"record:{session_id}",
+        end_user=user or EndUserInfo("eu-1", "Ada King Lovelace", "+15550001111", "ada@example.com"),
+        session=activity(session_id, medium=medium),
     )
 
 
-async def a_contact(fake: SalesforceFake) -> str:
-    return fake.add_contact(LastName="Lovelace", Phone="+15550001111")
+def api_calls(fake: SalesforceFake) -> list[tuple[str, str]]:
+    return [(r.method, r.path.split("/v60.0/")[-1]) for r in fake.requests if r.path.startswith("/services/data/")]
 
 
 # --- configuration and credentials --------------------------------------------------------------
 
 
-def test_missing_client_id_names_the_variable(fake: SalesforceFake) -> None:
+def test_missing_client_id_names_the_variable(case_fake: SalesforceFake) -> None:
     with pytest.raises(CrmNotConfigured, match="SALESFORCE_CLIENT_ID"):
-        SalesforceAdapter.from_settings(make_settings(fake, salesforce_client_id=None))
-    with pytest.raises(CrmNotConfigured, match="SALESFORCE_CLIENT_SECRET"):
-        SalesforceAdapter.from_settings(make_settings(fake, salesforce_client_secret=None))
+        SalesforceAdapter.from_settings(make_settings(case_fake, salesforce_client_id=None))
 
 
-async def test_check_credentials_accepts_good_credentials(fake: SalesforceFake, adapter: SalesforceAdapter) -> None:
+def test_case_comment_log_is_for_cases_only(case_fake: SalesforceFake) -> None:
+    with pytest.raises(ValueError, match="SALESFORCE_SESSION_LOG=case_comment needs SALESFORCE_RECORD_OBJECT=Case"):
+        make_settings(case_fake, salesforce_record_object="Opportunity", salesforce_session_log="case_comment")
+    with pytest.raises(ValueError, match="SALESFORCE_ACCOUNT_OPEN_VALUE is required"):
+        make_settings(case_fake, salesforce_record_object="Account", salesforce_account_open_value=None)
+
+
+async def test_check_credentials_describes_the_record_object(fake: SalesforceFake, adapter: SalesforceAdapter) -> None:
     await adapter.check_credentials()
-    paths = [(r.method, r.path, r.status) for r in fake.requests]
-    assert paths == [
+    assert [(r.method, r.path, r.status) for r in fake.requests] == [
         ("POST", "/services/oauth2/token", 200),
-        ("GET", "/services/data/v60.0/sobjects/Case/describe", 200),
+        ("GET", f"/services/data/v60.0/sobjects/{fake.record_object}/describe", 200),
     ]
 
 
-@pytest.mark.parametrize(
-    ("overrides", "expected"),
-    [
-        ({"salesforce_client_secret": "wrong"}, "invalid_client: invalid client credentials"),
-        ({"salesforce_client_id": "wrong"}, "invalid_client_id: client identifier invalid"),
-    ],
-)
-async def test_wrong_credentials_raise_auth_error(fake: SalesforceFake, overrides: dict, expected: str) -> None:
-    crm = SalesforceAdapter.from_settings(make_settings(fake, **overrides))
+async def test_wrong_secret_is_an_auth_error(case_fake: SalesforceFake) -> None:
+    crm = SalesforceAdapter.from_settings(make_settings(case_fake, salesforce_client_secret="wrong"))
     try:
-        with pytest.raises(CrmAuthError) as caught:
+        with pytest.raises(CrmAuthError, match="invalid_client: invalid client credentials"):
             await crm.check_credentials()
-        assert expected in caught.value.message
-        assert fake.token_requests() == 0
     finally:
         await crm.aclose()
 
 
-async def test_expired_session_fetches_a_new_token_and_retries_once(
+async def test_expired_session_fetches_a_new_token_once(case_fake: SalesforceFake) -> None:
+    crm = SalesforceAdapter.from_settings(make_settings(case_fake))
+    try:
+        ref = await crm.create_record(new_record("s-exp"))
+        case_fake.expire_tokens()
+        await asyncio.gather(*(crm.get_record(ref.record_id) for _ in range(3)))
+        assert case_fake.token_requests() == 2
+    finally:
+        await crm.aclose()
+
+
+# --- creating records: cost, linking, the session's Task ----------------------------------------
+
+
+async def test_new_end_user_costs_one_query_and_one_graph(fake: SalesforceFake, adapter: SalesforceAdapter) -> None:
+    ref = await adapter.create_record(new_record("sess-1"))
+    assert api_calls(fake) == [("GET", "query"), ("POST", "composite/graph")]
+    [record] = fake.records()
+    [contact] = fake.users()
+    assert record["Id"] == ref.record_id and record["CCAI_Session_Id__c"] == "sess-1"
+    assert (contact["FirstName"], contact["LastName"], contact["Phone"]) == ("Ada King", "Lovelace", "+15550001111")
+    assert ref.contact_id is not None and ref.contact_id.startswith(contact["Id"])
+    assert ref.url == f"{fake.base_url}/lightning/r/{fake.record_object}/{ref.record_id}/view"
+    [task] = record["tasks"]
+    assert (task["WhoId"], task["Subject"], task["TaskSubtype"], task["CallType"]) == (
+        contact["Id"], "IVR call sess-1", "Call", "Inbound")
+    assert task["Status"] == "Not Started" and task["ActivityDate"] == "2026-11-23"
+    if fake.record_object == "Case":
+        assert (record["Subject"], record["ContactId"], record["Origin"]) == ("IVR call sess-1", contact["Id"], "Phone")
+    if fake.record_object == "Opportunity":
+        assert (record["Name"], record["StageName"], record["ContactId"]) == ("IVR call sess-1", "Prospecting",
+                                                                             contact["Id"])
+        assert record["CloseDate"] == (datetime.now(timezone.utc).date() + timedelta(days=30)).isoformat()
+        [role] = fake.rows("OpportunityContactRole")
+        assert (role["OpportunityId"], role["ContactId"], role["IsPrimary"]) == (ref.record_id, contact["Id"], True)
+    if fake.record_object == "Account":
+        assert (record["Name"], record["Status__c"]) == ("IVR call sess-1", "Active")
+        assert contact["AccountId"] == ref.record_id
+
+
+async def test_returning_end_user_costs_one_request(fake: SalesforceFake, adapter: SalesforceAdapter) -> None:
+    first = await adapter.create_record(new_record("sess-a"))
+    before = len(api_calls(fake))
+    second = await adapter.create_record(new_record("sess-b", contact=first.contact_id))
+    assert api_calls(fake)[before:] == [("POST", "composite/graph")]
+    assert second.record_id != first.record_id and len(fake.users()) == 1
+    assert second.contact_id == first.contact_id or fake.record_object == "Account"
+
+
+async def test_end_user_found_by_phone_or_email_in_one_query(fake: SalesforceFake, adapter: SalesforceAdapter) -> None:
+    account = fake.add_account(Name="Acme", Status__c="Active")
+    by_email = fake.add_contact(LastName="Byemail", Email="ada@example.com", AccountId=account)
+    by_phone = fake.add_contact(LastName="Byphone", Phone="+15550001111", AccountId=account)
+    ref = await adapter.create_record(new_record("sess-f"))
+    assert api_calls(fake)[0] == ("GET", "query")
+    assert len(fake.users()) == 2  # nothing created
+    assert ref.contact_id.startswith(by_phone) and by_email not in ref.contact_id
+    [record] = [r for r in fake.records() if r["Id"] == ref.record_id]
+    if fake.record_object == "Opportunity":
+        assert record["AccountId"] == account  # the Contact's Account
+    if fake.record_object == "Account":
+        # The Contact already has an Account: a second one does not take it away.
+        assert next(c for c in fake.users() if c["Id"] == by_phone)["AccountId"] == account
+        assert record["tasks"][0]["WhoId"] == by_phone
+
+
+async def test_end_user_without_phone_or_email_is_created_without_a_query(
     fake: SalesforceFake, adapter: SalesforceAdapter
 ) -> None:
-    contact = await a_contact(fake)
-    ref = await adapter.create_record(new_record("s-exp", contact))
-    fake.expire_tokens()
-    existing = await adapter.get_record(ref.record_id)
-    assert existing is not None and existing.status == "New"
-    assert fake.token_requests() == 2
-    refused = [r for r in fake.requests if r.status == 401]
-    assert len(refused) == 1
+    await adapter.create_record(new_record("sess-n", user=EndUserInfo("eu-9", None, None, None)))
+    assert api_calls(fake) == [("POST", "composite/graph")]
+    assert fake.users()[0]["LastName"] == "eu-9"
 
 
-async def test_concurrent_first_calls_fetch_one_token(fake: SalesforceFake, adapter: SalesforceAdapter) -> None:
-    await asyncio.gather(*(adapter.find_record_by_session(f"s-{i}") for i in range(5)))
-    assert fake.token_requests() == 1
+async def test_soql_values_are_escaped(case_fake: SalesforceFake) -> None:
+    crm = SalesforceAdapter.from_settings(make_settings(case_fake))
+    try:
+        tricky = "o'hara\\x@example.com"
+        expected = case_fake.add_contact(LastName="O'Hara", Email=tricky)
+        assert soql_literal("a'b\\c") == "'a\\'b\\\\c'"
+        assert (await crm.find_or_create_end_user(EndUserInfo("u", None, None, tricky))).startswith(expected)
+        injected = await crm.find_or_create_end_user(EndUserInfo("u", "Eve", "x' OR Email != '", None))
+        assert not injected.startswith(expected)
+    finally:
+        await crm.aclose()
 
 
-# --- end users ----------------------------------------------------------------------------------
-
-
-async def test_end_user_found_by_phone_then_email_else_created(fake: SalesforceFake, adapter: SalesforceAdapter) -> None:
-    older_by_phone = fake.add_contact(LastName="Old", Phone="+15550000001")
-    by_phone = fake.add_contact(LastName="Byphone", Phone="+15550000001")
-    by_email = fake.add_contact(LastName="Byemail", Email="grace@example.com")
-
-    found = await adapter.find_or_create_end_user(
-        EndUserInfo(id="u1", name="A", phone="+15550000001", email="grace@example.com")
-    )
-    assert found == by_phone != older_by_phone  # newest match first
-
-    found = await adapter.find_or_create_end_user(
-        EndUserInfo(id="u2", name="G", phone="+15559999999", email="grace@example.com")
-    )
-    assert found == by_email
-
-    created = await adapter.find_or_create_end_user(
-        EndUserInfo(id="u3", name="Ada King Lovelace", phone="+15557777777", email="ada@example.com")
-    )
-    assert created not in (by_phone, by_email, older_by_phone)
-    contact = next(c for c in fake.users() if c["Id"] == created)
-    assert (contact["FirstName"], contact["LastName"]) == ("Ada King", "Lovelace")
-    assert (contact["Phone"], contact["Email"]) == ("+15557777777", "ada@example.com")
-
-    again = await adapter.find_or_create_end_user(
-        EndUserInfo(id="u3", name="Ada King Lovelace", phone="+15557777777", email="ada@example.com")
-    )
-    assert again == created
-    assert len(fake.users()) == 4
-
-
-async def test_end_user_without_name_gets_a_last_name(fake: SalesforceFake, adapter: SalesforceAdapter) -> None:
-    created = await adapter.find_or_create_end_user(EndUserInfo(id="u9", name=None, phone=None, email="x@example.com"))
-    contact = next(c for c in fake.users() if c["Id"] == created)
-    assert contact["LastName"] == "x@example.com"
-
-
-async def test_soql_values_are_escaped(fake: SalesforceFake, adapter: SalesforceAdapter) -> None:
-    tricky = "o'hara\\x@example.com"
-    expected = fake.add_contact(LastName="O'Hara", Email=tricky)
-    fake.add_contact(LastName="Other", Email="other@example.com")
-    assert soql_literal("a'b\\c") == "'a\\'b\\\\c'"
-    found = await adapter.find_or_create_end_user(EndUserInfo(id="u", name=None, phone=None, email=tricky))
-    assert found == expected
-    # An injection attempt is just a value that matches nobody: a new contact is made.
-    injected = "x' OR Email != '"
-    created = await adapter.find_or_create_end_user(EndUserInfo(id="u", name="Eve", phone=injected, email=None))
-    assert created != expected
-
-
-# --- records ------------------------------------------------------------------------------------
-
-
-async def test_create_record_upserts_by_session_id(fake: SalesforceFake, adapter: SalesforceAdapter) -> None:
-    contact = await a_contact(fake)
-    ref = await adapter.create_record(new_record("sess-1", contact))
-    again = await adapter.create_record(new_record("sess-1", contact))
-    assert again == ref
-    [case] = fake.records()
-    assert case["Id"] == ref.record_id
-    assert case["Subject"] == "IVR call sess-1"
-    assert case["Description"].startswith("Session: sess-1")
-    assert case["ContactId"] == contact
-    assert case["Origin"] == "Phone"
-    assert case["CCAI_Session_Id__c"] == "sess-1"
-    assert case["Status"] == "New" and case["tags"] == []
-    assert ref.url == f"{fake.base_url}/lightning/r/Case/{ref.record_id}/view"
-    upserts = [r for r in fake.requests if r.method == "PATCH"]
-    assert [r.status for r in upserts] == [201, 200]
-    assert upserts[0].path == "/services/data/v60.0/sobjects/Case/CCAI_Session_Id__c/sess-1"
-
-
-async def test_chat_case_origin_and_long_subject(fake: SalesforceFake, adapter: SalesforceAdapter) -> None:
-    contact = await a_contact(fake)
-    record = new_record("chat/1 x", contact, medium="chat")
-    long = replace(record, title="T" * 300)
-    ref = await adapter.create_record(long)
-    [case] = fake.records()
-    assert case["Origin"] == "Chat"
-    assert case["Subject"] == "T" * 255
-    assert case["CCAI_Session_Id__c"] == "chat/1 x"  # the session id survives the URL path
-    assert await adapter.find_record_by_session("chat/1 x") == ref
-
-
-async def test_find_record_by_session(fake: SalesforceFake, adapter: SalesforceAdapter) -> None:
-    contact = await a_contact(fake)
-    assert await adapter.find_record_by_session("sess-2") is None
-    ref = await adapter.create_record(new_record("sess-2", contact))
-    assert await adapter.find_record_by_session("sess-2") == ref
-
-
-async def test_create_survives_a_dropped_connection(fake: SalesforceFake, adapter: SalesforceAdapter) -> None:
-    contact = await a_contact(fake)
+async def test_retry_after_a_lost_answer_makes_nothing_twice(fake: SalesforceFake, adapter: SalesforceAdapter) -> None:
     fake.set_faults(drop_after_create_next=1)
     with pytest.raises(CrmTransientError):
-        await adapter.create_record(new_record("sess-drop", contact))
-    [created] = fake.records()
-    ref = await adapter.create_record(new_record("sess-drop", contact))
-    assert ref.record_id == created["Id"]
-    assert len(fake.records()) == 1
+        await adapter.create_record(new_record("sess-drop"))
+    [made] = fake.records()
+    found = await adapter.find_record_by_session("sess-drop")
+    assert found is not None and found.record_id == made["Id"]
+    # Even a blind resend of the same graph (create-only fields and all) makes nothing new.
+    again = await adapter.create_record(new_record("sess-drop", contact=fake.users()[0]["Id"]))
+    assert again.record_id == made["Id"]
+    assert len(fake.records()) == 1 and len(fake.users()) == 1 and len(fake.rows("Task")) == 1
+    refused = [r for r in fake.requests if r.path.endswith("composite/graph")]
+    assert len(refused) == 3  # the dropped one, the resend refused for create-only fields, the repair
 
 
-async def test_create_survives_a_slow_answer(fake: SalesforceFake, adapter: SalesforceAdapter) -> None:
-    contact = await a_contact(fake)
-    await adapter.check_credentials()  # the token first, so only the upsert is slow
-    fake.set_faults(delay_seconds=TIMEOUT + 0.5)
-    with pytest.raises(CrmTransientError, match="timed out"):
-        await adapter.create_record(new_record("sess-slow", contact))
-    fake.set_faults(delay_seconds=0)
-    for _ in range(40):  # the fake finishes the slow upsert after the client gave up
-        if fake.records():
-            break
-        await asyncio.sleep(0.05)
-    [created] = fake.records()
-    ref = await adapter.create_record(new_record("sess-slow", contact))
-    assert ref.record_id == created["Id"]
-    assert len(fake.records()) == 1
+async def test_a_failed_graph_leaves_nothing_behind(case_fake: SalesforceFake) -> None:
+    crm = SalesforceAdapter.from_settings(make_settings(case_fake, salesforce_record_object="Opportunity",
+                                                        salesforce_opportunity_stage="Won Somehow"))
+    case_fake.record_object = "Opportunity"
+    try:
+        with pytest.raises(CrmPermanentError) as caught:
+            await crm.create_record(new_record("sess-bad"))
+        assert "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST: StageName: bad value" in caught.value.message
+        assert caught.value.retryable is False
+        assert case_fake.rows("Opportunity") == [] and case_fake.users() == [] and case_fake.rows("Task") == []
+    finally:
+        await crm.aclose()
 
 
-# --- errors -------------------------------------------------------------------------------------
+async def test_a_deleted_remembered_contact_is_found_again(case_fake: SalesforceFake) -> None:
+    crm = SalesforceAdapter.from_settings(make_settings(case_fake))
+    try:
+        ref = await crm.create_record(new_record("sess-1"))
+        gone = case_fake.users()[0]["Id"]
+        with case_fake.lock:
+            del case_fake._tables["Contact"][gone]
+        second = await crm.create_record(new_record("sess-2", contact=ref.contact_id))
+        [contact] = case_fake.users()
+        assert contact["Id"] != gone and second.contact_id.startswith(contact["Id"])
+    finally:
+        await crm.aclose()
 
 
-async def test_429_with_retry_after_is_rate_limited(fake: SalesforceFake, adapter: SalesforceAdapter) -> None:
-    await adapter.check_credentials()
-    fake.rate_limit_status = 429
-    fake.set_faults(rate_limit_next=1, retry_after_seconds=7)
-    with pytest.raises(CrmRateLimited) as caught:
-        await adapter.find_record_by_session("s")
-    assert caught.value.retry_after == 7
-    assert caught.value.status == 429
+def test_opportunity_needs_name_stage_and_close_date(case_fake: SalesforceFake) -> None:
+    import httpx
+
+    token = httpx.post(f"{case_fake.base_url}/services/oauth2/token", data={
+        "grant_type": "client_credentials", "client_id": case_fake.client_id,
+        "client_secret": case_fake.client_secret}).json()["access_token"]
+    answer = httpx.post(f"{case_fake.base_url}/services/data/v60.0/sobjects/Opportunity",
+                        json={"Name": "x", "StageName": "Prospecting"}, headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code == 400
+    assert answer.json()[0]["errorCode"] == "REQUIRED_FIELD_MISSING" and answer.json()[0]["fields"] == ["CloseDate"]
 
 
-async def test_request_limit_exceeded_is_rate_limited_and_pauses(
-    fake: SalesforceFake, adapter: SalesforceAdapter
-) -> None:
-    await adapter.check_credentials()
-    fake.api_usage = fake.api_limit  # the org's daily allocation is spent
-    with pytest.raises(CrmRateLimited) as caught:
-        await adapter.find_record_by_session("s")
-    assert caught.value.status == 403
-    assert caught.value.retry_after == 60
-    assert "REQUEST_LIMIT_EXCEEDED" in caught.value.message
-    sent = fake.api_requests()
-    with pytest.raises(asyncio.TimeoutError):  # the budget holds the next call back
-        await asyncio.wait_for(adapter.find_record_by_session("s"), 0.3)
-    assert fake.api_requests() == sent
+# --- open, closed, reopen -----------------------------------------------------------------------
 
 
-async def test_server_error_is_transient(fake: SalesforceFake, adapter: SalesforceAdapter) -> None:
-    await adapter.check_credentials()
-    fake.set_faults(server_error_next=1)
-    with pytest.raises(CrmTransientError) as caught:
-        await adapter.find_record_by_session("s")
-    assert caught.value.status == 503 and "SERVER_UNAVAILABLE" in caught.value.message
-    assert await adapter.find_record_by_session("s") is None
-
-
-async def test_validation_error_is_permanent_with_salesforce_words(
-    fake: SalesforceFake, adapter: SalesforceAdapter
-) -> None:
-    with pytest.raises(CrmPermanentError) as caught:
-        await adapter.create_record(new_record("sess-bad", "not-a-contact-id"))
-    assert caught.value.retryable is False
-    assert "MALFORMED_ID: Contact ID: id value of incorrect type: not-a-contact-id" in caught.value.message
-    assert "(fields: ContactId)" in caught.value.message
-    assert fake.records() == []
-
-
-# --- status, reopen, notes ----------------------------------------------------------------------
-
-
-async def test_get_record_open_closed_and_unknown(fake: SalesforceFake, adapter: SalesforceAdapter) -> None:
-    contact = await a_contact(fake)
-    ref = await adapter.create_record(new_record("sess-st", contact))
-
-    open_case = await adapter.get_record(ref.record_id)
-    assert open_case is not None
-    assert (open_case.status, open_case.is_closed, open_case.closed_at) == ("New", False, None)
-    assert open_case.can_reopen is True and open_case.url == ref.url
-
-    closed_at = datetime(2024, 1, 15, 10, 30, 5, 123000, tzinfo=timezone.utc)
+async def test_open_closed_and_closed_at_per_object(fake: SalesforceFake, adapter: SalesforceAdapter) -> None:
+    ref = await adapter.create_record(new_record("sess-st"))
+    opened = await adapter.get_record(ref.record_id)
+    assert opened is not None and not opened.is_closed and opened.closed_at is None and opened.url == ref.url
+    # After the record was made, as an agent would (OpportunityHistory is in time order).
+    now = datetime.now(timezone.utc) + timedelta(seconds=1)
+    closed_at = now.replace(microsecond=now.microsecond // 1000 * 1000)
     fake.close_record(ref.record_id, closed_at)
+    if fake.record_object == "Opportunity":
+        # Marked lost two days later: it closed when it first reached a closed stage.
+        fake.set_stage(ref.record_id, "Closed Lost", closed_at + timedelta(days=2))
     closed = await adapter.get_record(ref.record_id)
-    assert closed is not None
-    assert (closed.status, closed.is_closed, closed.closed_at) == ("Closed", True, closed_at)
-    assert closed.closed_at.utcoffset() == timedelta(0)
-    assert closed.can_reopen is True
-
-    assert await adapter.get_record("500000000000000AAA") is None
-
-
-async def test_reopen_sets_new(fake: SalesforceFake, adapter: SalesforceAdapter) -> None:
-    contact = await a_contact(fake)
-    ref = await adapter.create_record(new_record("sess-re", contact))
-    fake.set_status(ref.record_id, "Closed", datetime.now(timezone.utc))
+    assert closed is not None and closed.is_closed and closed.closed_at == closed_at and closed.can_reopen
     await adapter.reopen_record(ref.record_id)
-    [case] = fake.records()
-    assert (case["Status"], case["IsClosed"], case["ClosedDate"]) == ("New", False, None)
     reopened = await adapter.get_record(ref.record_id)
     assert reopened is not None and not reopened.is_closed
+    assert reopened.status == {"Case": "New", "Opportunity": "Prospecting", "Account": "Active"}[fake.record_object]
+    assert await adapter.get_record({"Case": "500", "Opportunity": "006", "Account": "001"}[fake.record_object]
+                                    + "5g0000999999999") is None
 
 
-async def test_attach_session_and_add_note_are_private_comments(
+async def test_account_without_a_status_field_is_always_open(case_fake: SalesforceFake) -> None:
+    case_fake.record_object = "Account"
+    crm = SalesforceAdapter.from_settings(make_settings(case_fake, salesforce_record_object="Account",
+                                                        salesforce_account_status_field=None))
+    try:
+        ref = await crm.create_record(new_record("sess-acc"))
+        existing = await crm.get_record(ref.record_id)
+        assert existing is not None and not existing.is_closed
+        assert "every Account counts as open" in crm.setup().open_closed_rule
+    finally:
+        await crm.aclose()
+
+
+# --- sessions as Tasks --------------------------------------------------------------------------
+
+
+async def test_appended_session_is_a_task_and_reopen_rides_along(fake: SalesforceFake, adapter: SalesforceAdapter) -> None:
+    ref = await adapter.create_record(new_record("sess-1"))
+    fake.close_record(ref.record_id, datetime.now(timezone.utc))
+    before = len(api_calls(fake))
+    chat = activity("chat-2", medium="chat", session_type="messaging_inbound_web", contact=ref.contact_id)
+    await adapter.attach_session_activity(ref.record_id, chat, "Attached session chat-2.", reopen=True)
+    assert api_calls(fake)[before:] == [("POST", "composite/graph")]
+    assert not (await adapter.get_record(ref.record_id)).is_closed
+    outbound = activity("call-3", session_type="voice_outbound", contact=ref.contact_id)
+    await adapter.attach_session_activity(ref.record_id, outbound, "Attached session call-3.", reopen=False)
+    assert api_calls(fake)[before + 2:] == [("PATCH", "sobjects/Task/CCAI_Session_Id__c/call-3")]
+    tasks = {t["CCAI_Session_Id__c"]: t for t in fake.tasks_for(ref.record_id)}
+    assert (tasks["chat-2"]["TaskSubtype"], tasks["chat-2"].get("CallType")) == ("Task", None)
+    assert (tasks["call-3"]["TaskSubtype"], tasks["call-3"]["CallType"]) == ("Call", "Outbound")
+    assert tasks["call-3"]["WhoId"] == fake.users()[0]["Id"]
+
+
+async def test_end_of_session_note_completes_the_task_exactly_once(
     fake: SalesforceFake, adapter: SalesforceAdapter
 ) -> None:
-    contact = await a_contact(fake)
-    ref = await adapter.create_record(new_record("sess-n", contact))
-    await adapter.attach_session(ref.record_id, "Attached session sess-2.", ["ignored_tag"])
-    await adapter.add_note(ref.record_id, "Session sess-n ended.")
-    notes = fake.notes_for(ref.record_id)
-    assert [n["CommentBody"] for n in notes] == ["Attached session sess-2.", "Session sess-n ended."]
-    assert all(n["IsPublished"] is False for n in notes)
-    [case] = fake.records()
-    assert case["tags"] == [] and len(case["comments"]) == 2
+    ref = await adapter.create_record(new_record("sess-e"))
+    session = activity("sess-e", contact=ref.contact_id)
+    for unknown in (False, True):  # the retry after a lost answer writes the same Task
+        await adapter.complete_session_activity(ref.record_id, session, "Session sess-e ended.", key="note:sess-e",
+                                                outcome_unknown=unknown)
+    [task] = fake.tasks_for(ref.record_id)
+    assert (task["Status"], task["Description"]) == ("Completed", "Session sess-e ended.")
+    assert (task["CallDurationInSeconds"], task["CallDisposition"], task["TaskSubtype"]) == (185, "resolved", "Call")
 
 
-async def test_long_note_is_split_into_comments(fake: SalesforceFake, adapter: SalesforceAdapter) -> None:
-    contact = await a_contact(fake)
-    ref = await adapter.create_record(new_record("sess-long", contact))
-    transcript = "\n".join(f"[2024-01-01T00:00:{i % 60:02d}Z] End user: héllo {i}" for i in range(300))
-    await adapter.add_note(ref.record_id, transcript)
-    bodies = [n["CommentBody"] for n in fake.notes_for(ref.record_id)]
-    assert len(bodies) > 1
-    assert all(len(b.encode()) <= 4000 for b in bodies)
-    assert "".join(bodies) == transcript
+async def test_retried_attach_repairs_the_create_only_field(case_fake: SalesforceFake) -> None:
+    crm = SalesforceAdapter.from_settings(make_settings(case_fake))
+    try:
+        ref = await crm.create_record(new_record("sess-1"))
+        session = activity("sess-2", contact=ref.contact_id)
+        for _ in range(2):
+            await crm.attach_session_activity(ref.record_id, session, "Attached session sess-2.", reopen=False)
+        assert len(case_fake.tasks_for(ref.record_id)) == 2
+        statuses = [r.status for r in case_fake.requests if "Task/CCAI" in r.path]
+        assert statuses == [201, 400, 200]  # the second upsert refused TaskSubtype, then sent without it
+    finally:
+        await crm.aclose()
+
+
+async def test_case_comment_log_writes_each_note_once(case_fake: SalesforceFake) -> None:
+    crm = SalesforceAdapter.from_settings(make_settings(case_fake, salesforce_session_log="case_comment"))
+    try:
+        ref = await crm.create_record(new_record("sess-c"))
+        assert case_fake.rows("Task") == []
+        await crm.attach_session_activity(ref.record_id, activity("sess-d"), "Attached session sess-d.", reopen=False)
+        transcript = "\n".join(f"[2026-11-23T13:00:{i % 60:02d}Z] End user: héllo {i}" for i in range(300))
+        session = activity("sess-c")
+        await crm.complete_session_activity(ref.record_id, session, transcript, key="note:sess-c",
+                                            outcome_unknown=False)
+        written = len(case_fake.notes_for(ref.record_id))
+        await crm.complete_session_activity(ref.record_id, session, transcript, key="note:sess-c",
+                                            outcome_unknown=True)
+        bodies = [n["CommentBody"] for n in case_fake.notes_for(ref.record_id)]
+        assert len(bodies) == written > 2 and bodies[0] == "Attached session sess-d."
+        assert all(len(b.encode()) <= 4000 and n["IsPublished"] is False
+                   for b, n in zip(bodies, case_fake.notes_for(ref.record_id)))
+        assert bodies[-1].endswith(f"[note:sess-c {written - 1}/{written - 1}]")
+    finally:
+        await crm.aclose()
 
 
 def test_split_comment_cuts_an_overlong_line_by_bytes() -> None:
@@ -360,17 +377,45 @@ def test_split_comment_cuts_an_overlong_line_by_bytes() -> None:
     assert "".join(parts) == text
 
 
-# --- request budget -----------------------------------------------------------------------------
+# --- errors and limits --------------------------------------------------------------------------
 
 
-async def test_request_budget_limits_rest_calls(fake: SalesforceFake) -> None:
-    crm = SalesforceAdapter.from_settings(make_settings(fake, salesforce_requests_per_minute=3))
+async def test_rate_limits_and_server_errors(case_fake: SalesforceFake) -> None:
+    crm = SalesforceAdapter.from_settings(make_settings(case_fake))
     try:
-        for i in range(3):
-            await crm.find_record_by_session(f"s-{i}")
-        with pytest.raises(asyncio.TimeoutError):
-            await asyncio.wait_for(crm.find_record_by_session("s-4"), 0.4)
-        assert fake.api_requests() == 3
-        assert fake.requests_in_window(60) == 4  # the three calls and the (unbudgeted) token
+        await crm.check_credentials()
+        case_fake.rate_limit_status = 429
+        case_fake.set_faults(rate_limit_next=1, retry_after_seconds=7)
+        with pytest.raises(CrmRateLimited) as caught:
+            await crm.find_record_by_session("s")
+        assert caught.value.retry_after == 7
+        case_fake.set_faults(server_error_next=1)
+        with pytest.raises(CrmTransientError, match="SERVER_UNAVAILABLE"):
+            await crm.find_record_by_session("s")
+        case_fake.api_usage = case_fake.api_limit  # the org's daily allocation is spent
+        with pytest.raises(CrmRateLimited) as caught:
+            await crm.find_record_by_session("s")
+        assert caught.value.status == 403 and "REQUEST_LIMIT_EXCEEDED" in caught.value.message
+    finally:
+        await crm.aclose()
+
+
+async def test_limit_info_header_is_read(case_fake: SalesforceFake) -> None:
+    crm = SalesforceAdapter.from_settings(make_settings(case_fake))
+    try:
+        case_fake.api_usage = 41
+        await crm.find_record_by_session("s")
+        assert crm.client.api_usage == (42, case_fake.api_limit)
+    finally:
+        await crm.aclose()
+
+
+async def test_validation_error_is_permanent_with_salesforce_words(case_fake: SalesforceFake) -> None:
+    crm = SalesforceAdapter.from_settings(make_settings(case_fake))
+    try:
+        with pytest.raises(CrmPermanentError) as caught:
+            await crm.create_record(replace(new_record("sess-bad"), contact_id="not-a-contact-id"))
+        assert "MALFORMED_ID: ContactId: id value of incorrect type: not-a-contact-id" in caught.value.message
+        assert case_fake.records() == []
     finally:
         await crm.aclose()

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Protocol
+from datetime import datetime
+from typing import Protocol, runtime_checkable
 
 from app.domain.policy import ExistingRecord
 
@@ -23,22 +24,43 @@ class EndUserInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class SessionActivity:
+    """One session as a CRM that logs each session as an activity on the record
+    (Salesforce Tasks) needs it."""
+
+    session_id: str
+    title: str  # the rendered record title
+    medium: str  # "call" or "chat"
+    session_type: str  # e.g. "voice_outbound": gives a call's direction
+    started_at: datetime | None
+    contact_id: str | None  # the end user's CRM contact, when known
+    duration_seconds: float | None = None
+    disposition: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class NewRecord:
     session_id: str  # stored as the record's external id
     title: str
     description: str
-    contact_id: str  # what find_or_create_end_user returned
+    contact_id: str  # what find_or_create_end_user returned ("" when the adapter makes it itself)
     tags: list[str]
     medium: str  # "call" or "chat": some CRMs set the record's channel from it
     queue_id: str
     # Stable for the session's record: a retried create must not make a second record.
     idempotency_key: str
+    # For adapters that find or create the end user in the same request as the record
+    # (`creates_end_user_with_record`), and log the session as an activity.
+    end_user: EndUserInfo | None = None
+    session: SessionActivity | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class RecordRef:
     record_id: str
     url: str
+    # The end user's CRM contact, when the adapter found or made it with the record.
+    contact_id: str | None = None
 
 
 # --- errors: how the worker must react ----------------------------------------------------------
@@ -119,6 +141,23 @@ def log_call(call: CrmCall) -> None:
     log = current_call_log.get()
     if log is not None:
         log.calls.append(call)
+
+
+@runtime_checkable
+class LogsSessionActivities(Protocol):
+    """A CRM where every session is an activity on its record (Salesforce Tasks): attaching
+    and the end-of-session note need the session itself, not only a note's text."""
+
+    async def attach_session_activity(
+        self, record_id: str, session: SessionActivity, note: str, *, reopen: bool
+    ) -> None:
+        """Log the session on the record (reopening it first when `reopen`)."""
+
+    async def complete_session_activity(
+        self, record_id: str, session: SessionActivity, note: str, *, key: str, outcome_unknown: bool
+    ) -> None:
+        """The session ended: write its end-of-session note exactly once. `key` is stable
+        for the note; `outcome_unknown` says an earlier attempt may have written it."""
 
 
 class CrmAdapter(Protocol):

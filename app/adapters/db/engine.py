@@ -24,6 +24,9 @@ def build_engine(settings: Settings, *, url: str | None = None) -> AsyncEngine:
         # No pre-ping (a round trip per checkout): a connection lost with a database
         # restart fails once, and the consumer and worker retry their work anyway.
         pool_recycle=1800,
+        # An error names the statement, never its parameters: they carry end users'
+        # phone numbers, emails and names.
+        hide_parameters=True,
         json_serializer=_dumps,
         json_deserializer=orjson.loads,
     )

@@ -24,6 +24,8 @@ class NewOutboxRow:
     session_id: str
     serial_key: str | None
     payload: dict[str, Any]
+    # The W3C traceparent of the work that made this row (None when tracing is off).
+    trace_context: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,15 +37,16 @@ class ClaimedRow:
     serial_key: str | None
     payload: dict[str, Any]
     attempts: int  # including this one
+    trace_context: str | None = None
 
 
 _ENQUEUE = text(
     """
-    INSERT INTO outbox (idempotency_key, kind, session_id, serial_key, payload)
-    SELECT r.key, r.kind, r.session_id, r.serial_key, CAST(r.payload AS jsonb)
+    INSERT INTO outbox (idempotency_key, kind, session_id, serial_key, payload, trace_context)
+    SELECT r.key, r.kind, r.session_id, r.serial_key, CAST(r.payload AS jsonb), r.trace_context
     FROM unnest(CAST(:keys AS text[]), CAST(:kinds AS text[]), CAST(:session_ids AS text[]),
-                CAST(:serial_keys AS text[]), CAST(:payloads AS text[]))
-         WITH ORDINALITY AS r(key, kind, session_id, serial_key, payload, n)
+                CAST(:serial_keys AS text[]), CAST(:payloads AS text[]), CAST(:trace_contexts AS text[]))
+         WITH ORDINALITY AS r(key, kind, session_id, serial_key, payload, trace_context, n)
     ORDER BY r.n
     ON CONFLICT (idempotency_key) DO NOTHING
     """
@@ -70,7 +73,7 @@ _CLAIM = text(
                       lease_until = now() + make_interval(secs => :lease), updated_at = now()
     FROM candidates WHERE outbox.id = candidates.id
     RETURNING outbox.id, outbox.idempotency_key, outbox.kind, outbox.session_id, outbox.serial_key,
-              outbox.payload, outbox.attempts
+              outbox.payload, outbox.attempts, outbox.trace_context
     """
 )
 
@@ -109,6 +112,7 @@ async def enqueue(conn: AsyncConnection, rows: Sequence[NewOutboxRow]) -> None:
             "session_ids": [r.session_id for r in rows],
             "serial_keys": [r.serial_key for r in rows],
             "payloads": [orjson.dumps(r.payload).decode() for r in rows],
+            "trace_contexts": [r.trace_context for r in rows],
         },
     )
 

@@ -101,6 +101,8 @@ outbox = Table(
     Column("created_at", Timestamp, nullable=False, server_default=func.now()),
     Column("updated_at", Timestamp, nullable=False, server_default=func.now()),
     Column("done_at", Timestamp),
+    # W3C traceparent of the work that made the row: the CRM call joins that trace.
+    Column("trace_context", Text),
     Index(
         "ix_outbox_due",
         "priority",
@@ -213,4 +215,19 @@ sandbox_notes = Table(
     Column("private", Boolean, nullable=False, server_default=text("true")),
     Column("created_at", Timestamp, nullable=False, server_default=func.now()),
     Index("ix_sandbox_notes_record", "record_id", "id"),
+)
+
+# The Kafka cluster each consumer group last read from: a new cluster (an embedded
+# broker restarted empty, a migrated Kafka) has no committed offsets and new offsets for
+# the same topics; the service notices and says so instead of trusting either.
+kafka_clusters = Table(
+    "kafka_clusters",
+    metadata,
+    Column("group_id", Text, primary_key=True),
+    Column("cluster_id", Text, nullable=False),
+    Column("bootstrap_servers", Text, nullable=False),
+    Column("first_seen_at", Timestamp, nullable=False, server_default=func.now()),
+    Column("last_seen_at", Timestamp, nullable=False, server_default=func.now()),
+    Column("previous_cluster_id", Text),
+    Column("changed_at", Timestamp),
 )

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from app.observability import tracing
 from app.settings import Settings
 
 
@@ -33,7 +34,8 @@ class KafkaPublisher:
 
     async def publish_outcome(self, session_id: str, event: dict[str, Any]) -> None:
         await self.producer.send_and_wait(
-            self.settings.kafka_output_topic, key=session_id.encode(), value=orjson.dumps(event)
+            self.settings.kafka_output_topic, key=session_id.encode(), value=orjson.dumps(event),
+            headers=tracing.outgoing_headers() or None,
         )
 
     async def dead_letter(

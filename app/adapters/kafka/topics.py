@@ -1,4 +1,5 @@
-"""Creates the service's topics when missing (inbound, dead-letter, outcomes)."""
+"""Creates the service's topics when missing (inbound, dead-letter, outcomes), and
+reports which Kafka cluster it found them on."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from app.settings import Settings
 log = logging.getLogger(__name__)
 
 
-async def ensure_topics(settings: Settings, *, attempts: int = 30) -> None:
+async def ensure_topics(settings: Settings, *, attempts: int = 30) -> str | None:
+    """Create the missing topics; returns the cluster's id (None if the broker has none)."""
     names = [settings.kafka_topic, settings.kafka_dlq_topic, settings.kafka_output_topic]
     for attempt in range(1, attempts + 1):
         admin = AIOKafkaAdminClient(bootstrap_servers=settings.resolved_bootstrap_servers())
@@ -29,7 +31,7 @@ async def ensure_topics(settings: Settings, *, attempts: int = 30) -> None:
                     log.info("created topics %s with %d partitions", missing, settings.kafka_topic_partitions)
                 except TopicAlreadyExistsError:
                     pass  # another replica got there first
-            return
+            return await _cluster_id(admin)
         except KafkaConnectionError:
             if attempt == attempts:
                 raise
@@ -37,3 +39,11 @@ async def ensure_topics(settings: Settings, *, attempts: int = 30) -> None:
             await asyncio.sleep(1)
         finally:
             await admin.close()
+
+
+async def _cluster_id(admin: AIOKafkaAdminClient) -> str | None:
+    try:
+        return (await admin.describe_cluster()).get("cluster_id")
+    except Exception as exc:  # an old broker without DescribeCluster: no identity to compare
+        log.info("the broker did not say its cluster id (%r)", exc)
+        return None

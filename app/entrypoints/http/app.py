@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from app.console import mount_console
 from app.entrypoints.http.errors import JSONBody, install_error_handlers
 from app.entrypoints.http.guard import RequestGuard
 from app.entrypoints.http.routes import health, records, sandbox, sessions, settings
@@ -22,6 +23,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.runtime = runtime
     for router in ROUTERS:
         app.include_router(router)
+    mount_console(app, runtime)  # /admin: a client of the same service layer
     install_error_handlers(app)
     app.add_middleware(
         RequestGuard,

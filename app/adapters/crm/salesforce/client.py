@@ -1,0 +1,346 @@
+"""The Salesforce REST API as the adapter uses it: an OAuth 2.0 client-credentials session
+renewed on 401, Salesforce's error bodies, SOQL, and composite graphs.
+
+A composite graph (POST /composite/graph) runs several sObject requests in one call that
+counts once against the org's API allocation, and is all or nothing: when one node
+fails, Salesforce rolls back every other node of the graph. A node may use an earlier
+node's answer through `@{referenceId.field}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import httpx
+
+from app import metrics
+from app.adapters.crm.base import CrmAuthError, CrmPermanentError, CrmRateLimited, CrmTransientError
+from app.adapters.crm.http import CrmHttp, default_describe
+
+CRM = "salesforce"
+
+# REQUEST_LIMIT_EXCEEDED carries no Retry-After: the org's rolling 24 h API allocation is
+# spent. Probing once a minute is cheap and resumes soon after the allocation frees up.
+REQUEST_LIMIT_WAIT_SECONDS = 60.0
+
+# Errors that say "another transaction holds the record" or "try again": not the request's fault.
+RETRYABLE_CODES = {"UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE", "REQUEST_RUNNING_TOO_LONG"}
+# A graph node that did not fail itself but was rolled back because another one did.
+HALTED = "PROCESSING_HALTED"
+
+
+# --- error bodies -------------------------------------------------------------------------------
+
+
+def error_items(body: Any) -> list[dict[str, Any]]:
+    """REST errors are a JSON array of {message, errorCode, fields}."""
+    if isinstance(body, list):
+        return [item for item in body if isinstance(item, dict)]
+    return []
+
+
+def _response_items(response: httpx.Response) -> list[dict[str, Any]]:
+    try:
+        return error_items(response.json())
+    except ValueError:
+        return []
+
+
+def error_codes(response: httpx.Response) -> set[str]:
+    return {str(item.get("errorCode")) for item in _response_items(response) if item.get("errorCode")}
+
+
+def describe_items(items: list[dict[str, Any]]) -> str:
+    parts = []
+    for item in items:
+        text = f"{item.get('errorCode', 'ERROR')}: {item.get('message', '')}".rstrip()
+        fields = item.get("fields") or []
+        if fields:
+            text += f" (fields: {', '.join(str(f) for f in fields)})"
+        parts.append(text)
+    return "; ".join(parts)
+
+
+def describe_salesforce_error(response: httpx.Response) -> str:
+    """Salesforce's own words: `errorCode: message (fields: ...)`, or the OAuth
+    `error: error_description` of the token endpoint."""
+    items = _response_items(response)
+    if items:
+        return f"HTTP {response.status_code} " + describe_items(items)
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and "error" in body:
+        return f"HTTP {response.status_code} {body['error']}: {body.get('error_description', '')}".rstrip(": ")
+    return default_describe(response)
+
+
+class SessionRefused(CrmAuthError):
+    """401 from the REST API: the access token expired or was revoked."""
+
+
+class SalesforceRefused(CrmPermanentError):
+    """A request Salesforce refused, with its error codes (for the callers that can
+    repair the request, e.g. drop a create-only field and send again)."""
+
+    def __init__(self, message: str, *, codes: set[str], fields: set[str], status: int | None = None):
+        super().__init__(message, status=status)
+        self.codes = codes
+        self.fields = fields
+
+
+def _refused(text: str, items: list[dict[str, Any]], status: int | None) -> SalesforceRefused:
+    codes = {str(i.get("errorCode")) for i in items if i.get("errorCode")}
+    fields = {str(f) for i in items for f in (i.get("fields") or [])}
+    return SalesforceRefused(text, codes=codes, fields=fields, status=status)
+
+
+class _LoginHttp(CrmHttp):
+    """The token endpoint answers refused credentials with 400 (invalid_client,
+    invalid_client_id, invalid_grant, unsupported_grant_type): all mean the
+    credentials or the connected app need an operator, not a parked record."""
+
+    def classify(self, response: httpx.Response, operation: str, message: str) -> Exception:
+        if response.status_code in (400, 401, 403):
+            return CrmAuthError(f"{self.crm} {operation}: {message}", status=response.status_code)
+        return super().classify(response, operation, message)
+
+
+class _RestHttp(CrmHttp):
+    """Salesforce's quirks on top of the common mapping."""
+
+    def classify(self, response: httpx.Response, operation: str, message: str) -> Exception:
+        status = response.status_code
+        items = _response_items(response)
+        codes = {str(i.get("errorCode")) for i in items if i.get("errorCode")}
+        text = f"{self.crm} {operation}: {message}"
+        if status == 403 and "REQUEST_LIMIT_EXCEEDED" in codes:
+            metrics.crm_rate_limited.labels(self.crm).inc()
+            if self.budget is not None:
+                self.budget.pause(REQUEST_LIMIT_WAIT_SECONDS)
+            return CrmRateLimited(text, retry_after=REQUEST_LIMIT_WAIT_SECONDS, status=403)
+        if status == 401:
+            return SessionRefused(text, status=status)
+        if codes & RETRYABLE_CODES:
+            return CrmTransientError(text, status=status)
+        if 400 <= status < 500 and status not in (408, 409, 423, 429) and items:
+            metrics.crm_validation_errors.labels(self.crm).inc()
+            return _refused(text, items, status)
+        return super().classify(response, operation, message)
+
+
+# --- values -------------------------------------------------------------------------------------
+
+
+def soql_literal(value: str) -> str:
+    """A SOQL string literal: quotes and backslashes escaped, so a value cannot end the
+    literal early (an email with an apostrophe is common)."""
+    escaped = (
+        value.replace("\\", "\\\\")
+        .replace("'", "\\'")
+        .replace('"', '\\"')
+        .replace("\n", "\\n")
+        .replace("\r", "\\r")
+        .replace("\t", "\\t")
+    )
+    return f"'{escaped}'"
+
+
+def parse_salesforce_datetime(value: str | None) -> datetime | None:
+    """`2024-01-15T10:00:00.000+0000` as an aware UTC datetime."""
+    if not value:
+        return None
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)
+
+
+_API_USAGE = re.compile(r"api-usage=(\d+)/(\d+)")
+
+
+def parse_limit_info(value: str | None) -> tuple[int, int] | None:
+    """`Sforce-Limit-Info: api-usage=18/5000; api-bursts=1/750` -> (18, 5000): the org's
+    API requests used in the last 24 hours and its allocation."""
+    match = _API_USAGE.search(value or "")
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+# --- composite graph ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GraphNode:
+    reference: str  # referenceId: later nodes use @{reference.id}
+    method: str
+    path: str  # below /services/data/vXX.X/
+    body: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class GraphResult:
+    ok: bool
+    bodies: dict[str, Any] = field(default_factory=dict)  # referenceId -> answer body
+    statuses: dict[str, int] = field(default_factory=dict)
+    # The node that made the graph fail, and Salesforce's errors for it.
+    failed_reference: str | None = None
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    def created_id(self, reference: str) -> str:
+        return str(self.bodies[reference]["id"])
+
+
+@dataclass(frozen=True, slots=True)
+class _Session:
+    access_token: str
+    instance_url: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.access_token}"}
+
+
+class SalesforceClient:
+    def __init__(
+        self,
+        *,
+        login_url: str,
+        client_id: str,
+        client_secret: str,
+        api_version: str,
+        timeout_seconds: float,
+        requests_per_minute: int | None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ):
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self.api_version = api_version if api_version.startswith("v") else f"v{api_version}"
+        # Token requests are not REST API calls and do not count against the org's allocation.
+        self._login = _LoginHttp(
+            CRM, login_url, timeout_seconds=timeout_seconds, requests_per_minute=None,
+            describe_error=describe_salesforce_error, transport=transport,
+        )
+        # The instance URL is known only after the token, so REST calls use absolute URLs.
+        self.rest = _RestHttp(
+            CRM, "", timeout_seconds=timeout_seconds, requests_per_minute=requests_per_minute,
+            describe_error=describe_salesforce_error, transport=transport,
+        )
+        self._session: _Session | None = None
+        self._session_lock = asyncio.Lock()
+        # The org's API usage as the last answer's Sforce-Limit-Info said: (used, allocation).
+        self.api_usage: tuple[int, int] | None = None
+        # Org facts read once per process (e.g. the closed Opportunity stages).
+        self.cache: dict[str, Any] = {}
+
+    @property
+    def instance_url(self) -> str:
+        return self._session.instance_url if self._session else ""
+
+    def api_path(self, path: str) -> str:
+        return f"/services/data/{self.api_version}/{path}"
+
+    async def _fetch_session(self) -> _Session:
+        response = await self._login.request(
+            "authenticate", "POST", "/services/oauth2/token",
+            data={"grant_type": "client_credentials", "client_id": self._client_id,
+                  "client_secret": self._client_secret},
+        )
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not body.get("access_token") or not body.get("instance_url"):
+            raise CrmAuthError(
+                f"{CRM} authenticate: the token answer has no access_token and instance_url "
+                "(is SALESFORCE_LOGIN_URL the org's My Domain URL?)",
+                status=response.status_code,
+            )
+        return _Session(str(body["access_token"]), str(body["instance_url"]).rstrip("/"))
+
+    async def _current_session(self) -> _Session:
+        session = self._session
+        return session if session is not None else await self.renew_session(stale=None)
+
+    async def renew_session(self, stale: _Session | None) -> _Session:
+        """A new token unless another caller already replaced `stale` while we waited."""
+        async with self._session_lock:
+            if self._session is None or self._session is stale:
+                self._session = await self._fetch_session()
+            return self._session
+
+    async def check(self) -> None:
+        await self.renew_session(stale=self._session)
+
+    async def call(
+        self, operation: str, method: str, path: str, *, accept: tuple[int, ...] = (), **kwargs: Any
+    ) -> httpx.Response:
+        """A REST call with the current token; one retry with a fresh token after a 401."""
+        session = await self._current_session()
+        try:
+            response = await self.rest.request(
+                operation, method, session.instance_url + self.api_path(path), headers=session.headers,
+                accept=accept, **kwargs,
+            )
+        except SessionRefused:
+            session = await self.renew_session(stale=session)
+            response = await self.rest.request(
+                operation, method, session.instance_url + self.api_path(path), headers=session.headers,
+                accept=accept, **kwargs,
+            )
+        usage = parse_limit_info(response.headers.get("Sforce-Limit-Info"))
+        if usage is not None:
+            self.api_usage = usage
+        return response
+
+    async def query(self, operation: str, soql: str) -> list[dict[str, Any]]:
+        response = await self.call(operation, "GET", "query", params={"q": soql})
+        return list(response.json().get("records") or [])
+
+    async def graph(self, operation: str, nodes: list[GraphNode]) -> GraphResult:
+        """Run `nodes` as one composite graph: one request, all or nothing."""
+        request = {
+            "graphs": [{
+                "graphId": "1",
+                "compositeRequest": [
+                    {"method": n.method, "url": self.api_path(n.path), "referenceId": n.reference,
+                     **({"body": n.body} if n.body is not None else {})}
+                    for n in nodes
+                ],
+            }]
+        }
+        response = await self.call(operation, "POST", "composite/graph", json=request)
+        graph = (response.json().get("graphs") or [{}])[0]
+        result = GraphResult(ok=bool(graph.get("isSuccessful")))
+        for item in (graph.get("graphResponse") or {}).get("compositeResponse") or []:
+            reference = str(item.get("referenceId"))
+            result.bodies[reference] = item.get("body")
+            result.statuses[reference] = int(item.get("httpStatusCode") or 0)
+            errors = error_items(item.get("body"))
+            if not result.ok and errors and result.failed_reference is None:
+                if any(e.get("errorCode") != HALTED for e in errors):
+                    result.failed_reference, result.errors = reference, errors
+        return result
+
+    def graph_error(self, operation: str, result: GraphResult) -> Exception:
+        """The exception a failed graph stands for, as if its failing node had been sent alone."""
+        items = result.errors
+        codes = {str(i.get("errorCode")) for i in items}
+        status = result.statuses.get(result.failed_reference or "", 400)
+        text = f"{CRM} {operation}: HTTP {status} {describe_items(items) or 'composite graph failed'}"
+        if result.failed_reference:
+            text += f" (in {result.failed_reference})"
+        if "REQUEST_LIMIT_EXCEEDED" in codes:
+            return CrmRateLimited(text, retry_after=REQUEST_LIMIT_WAIT_SECONDS, status=403)
+        if codes & RETRYABLE_CODES or status >= 500 or not items:
+            return CrmTransientError(text, status=status)
+        metrics.crm_validation_errors.labels(CRM).inc()
+        return _refused(text, items, status)
+
+    async def aclose(self) -> None:
+        await self._login.aclose()
+        await self.rest.aclose()
