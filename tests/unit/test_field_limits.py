@@ -25,7 +25,7 @@ def test_cut_keeps_what_fits_and_ends_what_does_not_with_an_ellipsis():
 @pytest.mark.parametrize("crm", sorted(FIELD_LIMITS))
 def test_a_title_from_a_100k_level_menu_path_fits_every_crm(crm):
     state = state_of(call("queued assigned", session_id="call-1", queue_path=[f"q{n}" for n in range(100_000)]))
-    title = render_title("{CALL_TYPE}: {MENU_PATH}", state, limits_for(crm).title)
+    title = render_title("{CALL_TYPE}: {MENU_PATH}", state, max_chars=limits_for(crm).title)
     assert len(title) == limits_for(crm).title
     assert title.startswith("IVR call: q0 > q1 > q2") and title.endswith(ELLIPSIS)
 
