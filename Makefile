@@ -26,7 +26,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q -rs $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	$(BIN)/python -m app bench $(BENCH_ARGS)
+	$(BIN)/python -m tools.bench $(BENCH_ARGS)
 
 # The what-if preview over 100,000 synthetic sessions (its own database; see docs/bench.md).
 bench-whatif: $(STAMP)

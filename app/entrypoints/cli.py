@@ -168,12 +168,6 @@ def _cmd_what_if(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(_what_if(settings, args.settings, args.days, args.json))
 
 
-def _cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
-    from app.entrypoints.bench import main as bench_main
-
-    return bench_main(settings, args)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m app", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -204,11 +198,6 @@ def build_parser() -> argparse.ArgumentParser:
     what_if.add_argument("--days", type=int, default=7)
     what_if.add_argument("--json", action="store_true", help="the full report as JSON")
     what_if.set_defaults(handler=_cmd_what_if)
-    bench = commands.add_parser("bench", help="measure throughput and latency (see README)")
-    bench.add_argument("--sessions", type=int, default=2500)
-    bench.add_argument("--latency-rate", type=float, default=500.0, help="events/s for the latency run")
-    bench.add_argument("--latency-seconds", type=float, default=20.0)
-    bench.set_defaults(handler=_cmd_bench)
     return parser
 
 

@@ -8,7 +8,7 @@ away) is one more object in that list, not a change to the HTTP layer.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -23,10 +23,16 @@ CHECK_TIMEOUT_SECONDS = 2.0
 @dataclass(frozen=True, slots=True)
 class CheckResult:
     ready: bool
-    detail: str | None = None  # why not (or what is degraded), in words an operator can act on
-    # degraded: the replica works but something needs attention; it stays ready (200).
+    detail: str | None = None  # why not, in words an operator can act on
+    # Not ready, but running: e.g. one partition stuck while the rest of the replica works.
     degraded: bool = False
     info: dict[str, Any] = field(default_factory=dict)  # extra facts shown beside the result
+
+    @classmethod
+    def from_document(cls, document: dict[str, Any]) -> CheckResult:
+        """From a component's own `{"ready", "detail", "degraded", ...}` answer."""
+        rest = {k: v for k, v in document.items() if k not in ("ready", "detail", "degraded")}
+        return cls(bool(document["ready"]), document.get("detail"), bool(document.get("degraded")), rest)
 
 
 class ReadinessCheck(Protocol):
@@ -48,14 +54,11 @@ class Readiness:
         return [name for name, r in self.results.items() if not r.ready]
 
     @property
-    def degraded(self) -> list[str]:
-        return [name for name, r in self.results.items() if r.ready and r.degraded]
-
-    @property
     def status(self) -> str:
-        if not self.ready:
-            return "not ready"
-        return "degraded" if self.degraded else "ready"
+        """`degraded` when every part that is not ready is still running (a stuck partition)."""
+        if self.ready:
+            return "ready"
+        return "degraded" if all(self.results[name].degraded for name in self.not_ready) else "not ready"
 
 
 async def _run(check: ReadinessCheck) -> CheckResult:
@@ -88,16 +91,21 @@ class DatabaseCheck:
         return CheckResult(True)
 
 
+class ReportsReadiness(Protocol):
+    def readiness(self, *args: Any) -> dict[str, Any]: ...
+
+
 @dataclass(slots=True)
-class ConsumerJoinedCheck:
-    joined: Callable[[], bool]
-    group_id: str
-    name: str = "consumer"
+class ComponentCheck:
+    """A component that reports its own readiness as a document (the consumer's progress,
+    the start-up waits): `component.readiness(*args)`."""
+
+    name: str
+    component: ReportsReadiness
+    args: tuple[Any, ...] = ()
 
     async def check(self) -> CheckResult:
-        if self.joined():
-            return CheckResult(True)
-        return CheckResult(False, f"consumer has not joined group {self.group_id!r} yet")
+        return CheckResult.from_document(self.component.readiness(*self.args))
 
 
 @dataclass(slots=True)

@@ -17,7 +17,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from app.entrypoints.http import create_app
+from app.service.consumer_health import ConsumerHealth
 from app.service.readiness import CrmHealth
+from app.service.startup import StartupProgress
 from app.settings import normalize_database_url
 from tests.integration.asgi_api import ADMIN, api_settings, build_runtime
 
@@ -30,8 +32,10 @@ def runtime_for(database_url: str):
     # outlive one, so every checkout opens a fresh one. Consumer and CRM count as ready:
     # /readyz's 503 is tested where a part is really missing.
     engine = create_async_engine(normalize_database_url(database_url), poolclass=NullPool)
+    consumer = ConsumerHealth(stuck_after_seconds=60, joined=True)
     return build_runtime(
-        api_settings(database_url), engine, consumer_joined=lambda: True, crm_health=CrmHealth(ok=True, detail="ok")
+        api_settings(database_url), engine, consumer=consumer, startup=StartupProgress(waiting_for=None),
+        crm_health=CrmHealth(ok=True, detail="ok"),
     )
 
 

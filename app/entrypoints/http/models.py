@@ -46,7 +46,6 @@ class CheckView(_View):
 class ReadinessView(_View):
     status: Literal["ready", "degraded", "not ready"]
     not_ready: list[str]
-    degraded: list[str] | None = None
     checks: dict[str, CheckView]
 
 

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.adapters.crm.base import CrmAdapter
 from app.service.auth import TokenBook
-from app.service.readiness import (
-    ConsumerJoinedCheck,
-    CrmCredentialsCheck,
-    CrmHealth,
-    DatabaseCheck,
-    ReadinessCheck,
-)
+from app.service.consumer_health import ConsumerHealth
+from app.service.readiness import ComponentCheck, CrmCredentialsCheck, CrmHealth, DatabaseCheck, ReadinessCheck
+from app.service.startup import StartupProgress
 from app.settings import Settings
 
 
@@ -24,7 +19,8 @@ class Runtime:
     settings: Settings
     engine: AsyncEngine
     crm: CrmAdapter
-    consumer_joined: Callable[[], bool] = field(default=lambda: False)
+    consumer: ConsumerHealth = field(default_factory=lambda: ConsumerHealth(stuck_after_seconds=60))
+    startup: StartupProgress = field(default_factory=StartupProgress)
     crm_health: CrmHealth = field(default_factory=CrmHealth)
     tokens: TokenBook | None = None  # built from the settings when not given
     # Conditions /readyz reports beyond the database, the consumer's group and the CRM.
@@ -42,7 +38,8 @@ class Runtime:
     def readiness_checks(self) -> list[ReadinessCheck]:
         return [
             DatabaseCheck(self.engine),
-            ConsumerJoinedCheck(self.consumer_joined, self.settings.kafka_group_id),
+            ComponentCheck("startup", self.startup),
+            ComponentCheck("consumer", self.consumer, (self.settings.kafka_group_id,)),
             CrmCredentialsCheck(self.crm_health, self.crm.name),
             *self.extra_checks,
         ]

@@ -1,16 +1,15 @@
 """The Salesforce REST API as the adapter uses it: an OAuth 2.0 client-credentials session
-renewed on 401, Salesforce's error bodies, SOQL, and composite graphs.
+renewed on 401, Salesforce's error bodies, SOQL, and the Composite API.
 
-A composite graph (POST /composite/graph) runs several sObject requests in one call that
-counts once against the org's API allocation, and is all or nothing: when one node
-fails, Salesforce rolls back every other node of the graph. A node may use an earlier
-node's answer through `@{referenceId.field}`.
+A composite request (POST /composite with allOrNone, or a composite graph) runs several
+sObject requests ("nodes" here) in one call that counts once against the org's API
+allocation, and is all or nothing: when one node fails, Salesforce rolls back the others.
+A node may use an earlier node's answer through `@{referenceId.field}`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -19,6 +18,7 @@ import httpx
 
 from app import metrics
 from app.adapters.crm.base import CrmAuthError, CrmPermanentError, CrmRateLimited, CrmTransientError
+from app.adapters.crm.budget import RateBudget, VendorQuota, parse_sforce_limit_info
 from app.adapters.crm.http import CrmHttp, default_describe
 
 CRM = "salesforce"
@@ -161,21 +161,16 @@ def parse_salesforce_datetime(value: str | None) -> datetime | None:
     return moment.astimezone(timezone.utc)
 
 
-_API_USAGE = re.compile(r"api-usage=(\d+)/(\d+)")
-
-
-def parse_limit_info(value: str | None) -> tuple[int, int] | None:
-    """`Sforce-Limit-Info: api-usage=18/5000; api-bursts=1/750` -> (18, 5000): the org's
-    API requests used in the last 24 hours and its allocation."""
-    match = _API_USAGE.search(value or "")
-    return (int(match.group(1)), int(match.group(2))) if match else None
+def salesforce_quota(headers: Any) -> VendorQuota | None:
+    """The org's daily allocation from `Sforce-Limit-Info: api-usage=N/M` (every answer)."""
+    return parse_sforce_limit_info(headers.get("Sforce-Limit-Info"))
 
 
 # --- composite graph ----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
-class GraphNode:
+class Subrequest:
     reference: str  # referenceId: later nodes use @{reference.id}
     method: str
     path: str  # below /services/data/vXX.X/
@@ -183,7 +178,7 @@ class GraphNode:
 
 
 @dataclass(slots=True)
-class GraphResult:
+class CompositeResult:
     ok: bool
     bodies: dict[str, Any] = field(default_factory=dict)  # referenceId -> answer body
     statuses: dict[str, int] = field(default_factory=dict)
@@ -216,6 +211,7 @@ class SalesforceClient:
         timeout_seconds: float,
         requests_per_minute: int | None,
         transport: httpx.AsyncBaseTransport | None = None,
+        budget: RateBudget | None = None,
     ):
         self._client_id = client_id
         self._client_secret = client_secret
@@ -226,14 +222,15 @@ class SalesforceClient:
             describe_error=describe_salesforce_error, transport=transport,
         )
         # The instance URL is known only after the token, so REST calls use absolute URLs.
+        # Every answer's Sforce-Limit-Info feeds the account's budget (shared by replicas
+        # when the service passes one).
         self.rest = _RestHttp(
             CRM, "", timeout_seconds=timeout_seconds, requests_per_minute=requests_per_minute,
-            describe_error=describe_salesforce_error, transport=transport,
+            describe_error=describe_salesforce_error, transport=transport, budget=budget,
+            read_quota=salesforce_quota,
         )
         self._session: _Session | None = None
         self._session_lock = asyncio.Lock()
-        # The org's API usage as the last answer's Sforce-Limit-Info said: (used, allocation).
-        self.api_usage: tuple[int, int] | None = None
         # Org facts read once per process (e.g. the closed Opportunity stages).
         self.cache: dict[str, Any] = {}
 
@@ -292,41 +289,53 @@ class SalesforceClient:
                 operation, method, session.instance_url + self.api_path(path), headers=session.headers,
                 accept=accept, **kwargs,
             )
-        usage = parse_limit_info(response.headers.get("Sforce-Limit-Info"))
-        if usage is not None:
-            self.api_usage = usage
         return response
 
     async def query(self, operation: str, soql: str) -> list[dict[str, Any]]:
         response = await self.call(operation, "GET", "query", params={"q": soql})
         return list(response.json().get("records") or [])
 
-    async def graph(self, operation: str, nodes: list[GraphNode]) -> GraphResult:
-        """Run `nodes` as one composite graph: one request, all or nothing."""
-        request = {
-            "graphs": [{
-                "graphId": "1",
-                "compositeRequest": [
-                    {"method": n.method, "url": self.api_path(n.path), "referenceId": n.reference,
-                     **({"body": n.body} if n.body is not None else {})}
-                    for n in nodes
-                ],
-            }]
-        }
-        response = await self.call(operation, "POST", "composite/graph", json=request)
+    async def composite(self, operation: str, nodes: list[Subrequest]) -> CompositeResult:
+        """Run `nodes` as one Composite API request (POST /composite, allOrNone): one call
+        against the allocation, rolled back together when one fails. Where /composite is
+        not found, the same nodes go as a composite graph (POST /composite/graph), which
+        has the same properties; the choice is remembered."""
+        subrequests = [
+            {"method": n.method, "url": self.api_path(n.path), "referenceId": n.reference,
+             **({"body": n.body} if n.body is not None else {})}
+            for n in nodes
+        ]
+        if not self.cache.get("composite_graph_only"):
+            response = await self.call(
+                operation, "POST", "composite", json={"allOrNone": True, "compositeRequest": subrequests},
+                accept=(404,),
+            )
+            if response.status_code != 404:
+                items = response.json().get("compositeResponse") or []
+                ok = bool(items) and all(200 <= int(i.get("httpStatusCode") or 0) < 300 for i in items)
+                return self._composite_result(items, ok)
+            self.cache["composite_graph_only"] = True
+        response = await self.call(
+            operation, "POST", "composite/graph", json={"graphs": [{"graphId": "1", "compositeRequest": subrequests}]}
+        )
         graph = (response.json().get("graphs") or [{}])[0]
-        result = GraphResult(ok=bool(graph.get("isSuccessful")))
-        for item in (graph.get("graphResponse") or {}).get("compositeResponse") or []:
+        items = (graph.get("graphResponse") or {}).get("compositeResponse") or []
+        return self._composite_result(items, bool(graph.get("isSuccessful")))
+
+    @staticmethod
+    def _composite_result(items: list[dict[str, Any]], ok: bool) -> CompositeResult:
+        result = CompositeResult(ok=ok)
+        for item in items:
             reference = str(item.get("referenceId"))
             result.bodies[reference] = item.get("body")
             result.statuses[reference] = int(item.get("httpStatusCode") or 0)
             errors = error_items(item.get("body"))
-            if not result.ok and errors and result.failed_reference is None:
+            if not ok and errors and result.failed_reference is None:
                 if any(e.get("errorCode") != HALTED for e in errors):
                     result.failed_reference, result.errors = reference, errors
         return result
 
-    def graph_error(self, operation: str, result: GraphResult) -> Exception:
+    def composite_error(self, operation: str, result: CompositeResult) -> Exception:
         """The exception a failed graph stands for, as if its failing node had been sent alone."""
         items = result.errors
         codes = {str(i.get("errorCode")) for i in items}
@@ -335,6 +344,8 @@ class SalesforceClient:
         if result.failed_reference:
             text += f" (in {result.failed_reference})"
         if "REQUEST_LIMIT_EXCEEDED" in codes:
+            if self.rest.budget is not None:
+                self.rest.budget.pause(REQUEST_LIMIT_WAIT_SECONDS)
             return CrmRateLimited(text, retry_after=REQUEST_LIMIT_WAIT_SECONDS, status=403)
         if codes & RETRYABLE_CODES or status >= 500 or not items:
             return CrmTransientError(text, status=status)

@@ -26,9 +26,7 @@ def readiness_view(state: Readiness) -> ReadinessView:
         checks[name] = CheckView(
             ready=result.ready, detail=result.detail, degraded=True if result.degraded else None, **result.info
         )
-    return ReadinessView(
-        status=state.status, not_ready=state.not_ready, degraded=state.degraded or None, checks=checks  # type: ignore[arg-type]
-    )
+    return ReadinessView(status=state.status, not_ready=state.not_ready, checks=checks)  # type: ignore[arg-type]
 
 
 @router.get(
@@ -36,7 +34,8 @@ def readiness_view(state: Readiness) -> ReadinessView:
     response_model=ReadinessView,
     response_model_exclude_none=True,
     summary="200 when every component is ready, else 503 naming which and why",
-    responses={503: {"model": ReadinessView, "description": "not ready: `not_ready` names the parts"}},
+    responses={503: {"model": ReadinessView, "description": "not ready (or degraded: running, a partition "
+                                                            "stuck): `not_ready` names the parts"}},
 )
 async def readyz(runtime: RuntimeDep) -> Response:
     state = await readiness(runtime.readiness_checks())
