@@ -148,17 +148,21 @@ def _chat_verdict(state: PolicyFacts, settings: RecordSettings) -> tuple[str, st
     return "wait", f"waiting for the end user's messages: {sent} of {required} sent", None
 
 
+def verdict_tuple(facts: PolicyFacts, settings: RecordSettings) -> tuple[str, str, datetime | None]:
+    """Is a record due for a session in this state ("due"), should it be skipped ("skip"), or
+    do we wait ("wait")? With the reason and the moment. `decide` asks this after every event."""
+    return (_chat_verdict if facts.is_chat else _call_verdict)(facts, settings)
+
+
 def verdict(facts: PolicyFacts, settings: RecordSettings) -> Verdict:
-    """Is a record due for a session in this state, should it be skipped, or do we wait?"""
-    outcome, reason, at = (_chat_verdict if facts.is_chat else _call_verdict)(facts, settings)
-    return Verdict(outcome, reason, at)  # type: ignore[arg-type]
+    return Verdict(*verdict_tuple(facts, settings))  # type: ignore[arg-type]
 
 
 def decide(state: SessionState, settings: RecordSettings) -> tuple[SessionState, list[Decision]]:
     """Call after every event applied; returns the new state and what was newly decided."""
     decisions: list[Decision] = []
     if state.record == "pending":
-        outcome, reason, at = (_chat_verdict if state.is_chat else _call_verdict)(state, settings)
+        outcome, reason, at = verdict_tuple(state, settings)
         if outcome == "due":
             state = replace(state, record="due", record_reason=reason, record_decided_at=at, last_wait_reason=None)
             decisions.append(Decision("record_due", reason, at))

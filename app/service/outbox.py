@@ -85,7 +85,7 @@ def _activity(state: SessionState, title: str, contact: str | None) -> SessionAc
     return SessionActivity(
         session_id=state.session_id, title=title, medium=state.medium, session_type=state.session_type,
         started_at=state.timestamp, contact_id=contact or None, duration_seconds=state.duration_seconds,
-        disposition=state.disposition,
+        disposition=state.disposition, over=state.ended_at is not None or state.abandoned_at is not None,
     )
 
 
