@@ -36,7 +36,7 @@ class Outcome(NamedTuple):
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a history of 100,000 is built at every full read; treat as read-only
 class HistoricSession:
     """What the replay needs of one stored session, and what actually happened to it."""
 
@@ -59,7 +59,7 @@ class HistoricSession:
 
     def __post_init__(self) -> None:
         if not self.snapshots:
-            object.__setattr__(self, "snapshots", snapshots(self))
+            self.snapshots = snapshots(self)
 
 
 @dataclass(slots=True)
