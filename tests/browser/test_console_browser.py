@@ -270,6 +270,7 @@ async def test_a_viewer_sees_and_cannot_change_in_portuguese(browser, console_se
     await expect(page.get_by_role("heading", name="Detalhes da criação de registros no CRM")).to_be_visible()
     await expect(page.get_by_role("button", name="Revisar as mudanças e salvar")).to_have_count(0)
     await assert_accessible(page)
+    await page.screenshot(path=str(SCREENSHOTS / "panel-pt-BR.png"))
     await page.get_by_role("link", name="Operações").click()
     await expect(page.get_by_role("button", name=re.compile("Tentar de novo"))).to_have_count(0)
     await page.get_by_role("link", name="English").click()
