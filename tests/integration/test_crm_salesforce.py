@@ -346,6 +346,13 @@ async def test_end_of_session_note_completes_the_task_exactly_once(
     assert (task["CallDurationInSeconds"], task["CallDisposition"], task["TaskSubtype"]) == (185, "resolved", "Call")
 
 
+async def test_a_session_already_over_gets_a_completed_task(fake: SalesforceFake, adapter: SalesforceAdapter) -> None:
+    record = new_record("sess-ab")
+    ref = await adapter.create_record(replace(record, session=replace(record.session, over=True)))
+    [task] = fake.tasks_for(ref.record_id)
+    assert task["Status"] == "Completed" and task["IsClosed"] is True
+
+
 async def test_retried_attach_repairs_the_create_only_field(case_fake: SalesforceFake) -> None:
     crm = SalesforceAdapter.from_settings(make_settings(case_fake))
     try:
