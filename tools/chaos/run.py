@@ -17,6 +17,7 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from app.adapters.db.engine import build_engine
@@ -97,8 +98,6 @@ class TopicCollector:
         self.outputs: list[dict] = []
 
     async def run(self, stop: asyncio.Event) -> None:
-        import orjson
-
         await self.consumer.start()
         try:
             while not stop.is_set():
@@ -184,8 +183,6 @@ async def wait_until_done(db_dsn: str, traffic: Traffic, collector: TopicCollect
                 await db.close()
             lettered = set(collector.dead_letters)
             invalid_done = traffic.invalid <= lettered
-            import orjson
-
             wrongly = 0
             for _, value in lettered - traffic.invalid:
                 with contextlib.suppress(Exception):
