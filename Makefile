@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench chaos backlog install lint clean
+.PHONY: run test bench chaos backlog bench-whatif catalogs screenshots install lint clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) is required"; exit 1; }
@@ -23,10 +23,26 @@ run: $(STAMP)
 # Uses PostgreSQL at 127.0.0.1:5432 (or TEST_DATABASE_URL) and starts its own broker
 # unless KAFKA_BOOTSTRAP_SERVERS is set.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -rs $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	$(BIN)/python -m app bench $(BENCH_ARGS)
+	$(BIN)/python -m tools.bench $(BENCH_ARGS)
+
+# The what-if preview over 100,000 synthetic sessions (its own database; see docs/bench.md).
+bench-whatif: $(STAMP)
+	$(BIN)/python tools/bench_whatif.py --sessions $${SESSIONS:-100000}
+
+# The README's console screenshots, taken by the browser tests (needs Chromium).
+screenshots: $(STAMP)
+	CONSOLE_SCREENSHOTS=docs/console REQUIRE_BROWSER=1 $(BIN)/python -m pytest -q tests/browser
+
+# The console's translations: extract the strings, merge them into each catalog, compile.
+# The compiled .mo files are committed, so `make run`, the tests and the image need no step.
+catalogs: $(STAMP)
+	$(BIN)/pybabel extract -F babel.cfg -k N_ -k _ -k ngettext:1,2 --no-location --sort-output \
+		--project "crm-records console" -o app/console/locale/messages.pot .
+	$(BIN)/pybabel update -i app/console/locale/messages.pot -d app/console/locale -D messages --width 100
+	$(BIN)/pybabel compile -d app/console/locale -D messages --statistics
 
 # The fault-injection proof (docs/bench.md, README "Reliability"): the sandbox, then the
 # Zendesk fake. CHAOS_SEED=<seed> replays a run; CHAOS_ARGS="--crm zendesk" picks one CRM.

@@ -43,9 +43,30 @@ def _with_database(url: str, name: str) -> str:
     return base + ("?" + query if query else "")
 
 
+def pytest_report_header(config):
+    from tests.backends import docker_reachable, select_backend
+
+    wants_containers = os.environ.get("TEST_BACKEND") == "containers"
+    return "backend: " + select_backend(os.environ, wants_containers and docker_reachable(os.environ)).note
+
+
 @pytest.fixture(scope="session")
-async def database_url() -> AsyncIterator[str]:
-    server = _server_url()
+def test_backend():
+    """TEST_BACKEND=containers: testcontainers' PostgreSQL and Kafka (tests/backends.py)."""
+    from tests.backends import start_backend
+
+    with start_backend() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url(test_backend) -> str:
+    return normalize_database_url(test_backend.postgres_url) if test_backend.postgres_url else _server_url()
+
+
+@pytest.fixture(scope="session")
+async def database_url(postgres_server_url: str) -> AsyncIterator[str]:
+    server = postgres_server_url
     name = f"crm_records_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     admin = await asyncpg.connect(asyncpg_dsn(server))
     try:
@@ -79,7 +100,10 @@ async def clean_db(engine: AsyncEngine) -> AsyncEngine:
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap() -> str:
+def kafka_bootstrap(test_backend) -> str:
+    if test_backend.kafka_bootstrap:
+        yield test_backend.kafka_bootstrap
+        return
     configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if configured:
         yield configured

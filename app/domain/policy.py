@@ -14,12 +14,36 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Literal
+from typing import Literal, NamedTuple, Protocol
 
 from app.domain.record_settings import RecordSettings
 from app.domain.session import SessionState
 
 DecisionKind = Literal["record_due", "skipped", "waiting", "ended_note_due"]
+VerdictOutcome = Literal["due", "skip", "wait"]
+
+
+class PolicyFacts(Protocol):
+    """What the record-due policy reads of a session: a SessionState has all of it, and so
+    does the what-if replay's snapshot of a session as it stood at an earlier moment."""
+
+    @property
+    def is_chat(self) -> bool: ...
+    queued_at: datetime | None
+    assigned_at: datetime | None
+    connected_at: datetime | None
+    abandoned_at: datetime | None
+    ended_at: datetime | None
+    agent_id: str | None
+    agent_name: str | None
+    end_user_messages: int
+    header_at: datetime | None
+
+
+class Verdict(NamedTuple):  # a tuple: the what-if replay asks for a few hundred thousand at a time
+    outcome: VerdictOutcome
+    reason: str
+    at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +61,7 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
-def _call_verdict(state: SessionState, settings: RecordSettings) -> tuple[str, str, datetime | None]:
+def _call_verdict(state: PolicyFacts, settings: RecordSettings) -> tuple[str, str, datetime | None]:
     delayed = settings.delay_call_record_until_connected
     trigger_at = state.connected_at if delayed else (state.assigned_at or state.connected_at)
     abandoned_before_connect = state.abandoned_at is not None and (
@@ -68,7 +92,7 @@ def _call_verdict(state: SessionState, settings: RecordSettings) -> tuple[str, s
     return "wait", "waiting for the call to be assigned to an agent", None
 
 
-def _abandoned_chat_verdict(state: SessionState, settings: RecordSettings) -> tuple[str, str, datetime | None]:
+def _abandoned_chat_verdict(state: PolicyFacts, settings: RecordSettings) -> tuple[str, str, datetime | None]:
     mode = settings.create_records_for_abandoned_chats
     threshold = settings.chat_short_abandon_seconds
     if state.queued_at is not None:
@@ -99,7 +123,7 @@ def _abandoned_chat_verdict(state: SessionState, settings: RecordSettings) -> tu
     )
 
 
-def _chat_verdict(state: SessionState, settings: RecordSettings) -> tuple[str, str, datetime | None]:
+def _chat_verdict(state: PolicyFacts, settings: RecordSettings) -> tuple[str, str, datetime | None]:
     required = settings.delay_chat_record_until_consumer_messages or 0
     assigned_at = state.assigned_at or state.connected_at
     sent = state.end_user_messages
@@ -124,12 +148,17 @@ def _chat_verdict(state: SessionState, settings: RecordSettings) -> tuple[str, s
     return "wait", f"waiting for the end user's messages: {sent} of {required} sent", None
 
 
+def verdict(facts: PolicyFacts, settings: RecordSettings) -> Verdict:
+    """Is a record due for a session in this state, should it be skipped, or do we wait?"""
+    outcome, reason, at = (_chat_verdict if facts.is_chat else _call_verdict)(facts, settings)
+    return Verdict(outcome, reason, at)  # type: ignore[arg-type]
+
+
 def decide(state: SessionState, settings: RecordSettings) -> tuple[SessionState, list[Decision]]:
     """Call after every event applied; returns the new state and what was newly decided."""
     decisions: list[Decision] = []
     if state.record == "pending":
-        verdict = _chat_verdict if state.is_chat else _call_verdict
-        outcome, reason, at = verdict(state, settings)
+        outcome, reason, at = (_chat_verdict if state.is_chat else _call_verdict)(state, settings)
         if outcome == "due":
             state = replace(state, record="due", record_reason=reason, record_decided_at=at, last_wait_reason=None)
             decisions.append(Decision("record_due", reason, at))

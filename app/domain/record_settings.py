@@ -13,6 +13,9 @@ DEFAULT_TITLE_TEMPLATE = "{CALL_TYPE} {CALL_ID}"
 TEMPLATE_REFERENCE = re.compile(r"\{([^{}]*)\}")
 
 AbandonedChatsMode = Literal["off", "all", "min_messages"]
+# The language of a title's {CALL_TYPE}; tags are never translated.
+TitleLocale = Literal["en", "pt-BR"]
+TITLE_LOCALES: tuple[str, ...] = ("en", "pt-BR")
 
 
 class RecordSettings(BaseModel):
@@ -29,6 +32,7 @@ class RecordSettings(BaseModel):
     abandoned_chat_min_messages: int = Field(default=1, ge=0, le=10000)
     chat_short_abandon_seconds: int = Field(default=10, ge=0, le=86400)
     record_title_template: str = Field(default=DEFAULT_TITLE_TEMPLATE, min_length=1, max_length=255)
+    record_title_locale: TitleLocale = "en"
     add_session_type_tags: bool = False
     add_platform_tag: bool = False
 

@@ -18,10 +18,10 @@ def format_timestamp(moment: datetime | None) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def title_variables(state: SessionState) -> dict[str, str]:
+def title_variables(state: SessionState, locale: str = "en") -> dict[str, str]:
     kind = SESSION_TYPES.get(state.session_type)
     return {
-        "CALL_TYPE": kind.call_type if kind else state.session_type,
+        "CALL_TYPE": kind.call_type_in(locale) if kind else state.session_type,
         "CALL_ID": state.session_id,
         "MENU_PATH": " > ".join(state.queue_path),
         "PHONE_NUMBER": state.phone_number or "",
@@ -30,11 +30,12 @@ def title_variables(state: SessionState) -> dict[str, str]:
     }
 
 
-def render_title(template: str, state: SessionState) -> str:
+def render_title(template: str, state: SessionState, locale: str = "en") -> str:
     """Substitute the six variables and nothing else: no format spec, no attribute access,
     no evaluation (a saved template cannot hold other references; any that slipped in
-    would render as written)."""
-    values = title_variables(state)
+    would render as written). `locale` is the settings' record_title_locale: the language
+    of {CALL_TYPE}."""
+    values = title_variables(state, locale)
     title = TEMPLATE_REFERENCE.sub(lambda m: values.get(m.group(1), m.group(0)), template)
     title = " ".join(title.split())
     return title or state.session_id

@@ -15,28 +15,43 @@ class SessionType:
     medium: Medium
     display_name: str
     call_type: str  # what a title's {CALL_TYPE} renders
+    call_type_pt_br: str  # the same, for titles in Brazilian Portuguese (record_title_locale "pt-BR")
+
+    def call_type_in(self, locale: str) -> str:
+        return self.call_type_pt_br if locale == "pt-BR" else self.call_type
 
 
 SESSION_TYPES: dict[str, SessionType] = {
     t.code: t
     for t in (
-        SessionType("voice_inbound_ivr", "call", "Voice Inbound (IVR)", "IVR call"),
-        SessionType("voice_inbound_ivr_mobile", "call", "Voice Inbound (IVR by Mobile)", "IVR call (app)"),
-        SessionType("voice_inbound_app", "call", "Voice Inbound (App)", "Inbound call (app)"),
-        SessionType("voice_inbound_web", "call", "Voice Inbound (Web)", "Inbound call (Web)"),
-        SessionType("voice_inbound_api", "call", "Voice Inbound (API)", "Inbound call (API)"),
-        SessionType("voice_callback_web", "call", "Voice Callback (Web)", "Callback (Web)"),
-        SessionType("voice_scheduled_app", "call", "Voice Scheduled (App)", "Scheduled voice (app)"),
-        SessionType("voice_scheduled_web", "call", "Voice Scheduled (Web)", "Scheduled call (Web)"),
-        SessionType("voice_outbound", "call", "Voice Outbound", "Outbound call"),
-        SessionType("voice_outbound_api", "call", "Voice Outbound (API)", "Outbound call (API)"),
-        SessionType("voice_campaign", "call", "Voice Campaign", "Campaign call"),
-        SessionType("messaging_inbound_web", "chat", "Messaging Inbound (Web Chat)", "Web chat"),
-        SessionType("messaging_inbound_app", "chat", "Messaging Inbound (App)", "App chat"),
-        SessionType("messaging_inbound_sms", "chat", "Messaging Inbound (SMS)", "SMS"),
-        SessionType("messaging_inbound_whatsapp", "chat", "Messaging Inbound (WhatsApp)", "WhatsApp"),
-        SessionType("messaging_outbound_sms", "chat", "Messaging Outbound (SMS)", "Outbound SMS"),
-        SessionType("messaging_outbound_sms_api", "chat", "Messaging Outbound (SMS by API)", "Outbound SMS (API)"),
+        # The Portuguese names marked "panel" are the Portuguese panel's own (contract section 1);
+        # the rest are the project's, in the same style.
+        SessionType("voice_inbound_ivr", "call", "Voice Inbound (IVR)", "IVR call", "Chamada de URA"),  # panel
+        SessionType("voice_inbound_ivr_mobile", "call", "Voice Inbound (IVR by Mobile)", "IVR call (app)",
+                    "Chamada de URA (app)"),
+        SessionType("voice_inbound_app", "call", "Voice Inbound (App)", "Inbound call (app)",
+                    "Chamada recebida (app)"),  # panel
+        SessionType("voice_inbound_web", "call", "Voice Inbound (Web)", "Inbound call (Web)",
+                    "Chamada recebida (Web)"),  # panel
+        SessionType("voice_inbound_api", "call", "Voice Inbound (API)", "Inbound call (API)",
+                    "Chamada recebida (API)"),
+        SessionType("voice_callback_web", "call", "Voice Callback (Web)", "Callback (Web)",
+                    "Retorno de chamada (Web)"),
+        SessionType("voice_scheduled_app", "call", "Voice Scheduled (App)", "Scheduled voice (app)",
+                    "Agendado por voz (app)"),  # panel
+        SessionType("voice_scheduled_web", "call", "Voice Scheduled (Web)", "Scheduled call (Web)",
+                    "Chamada agendada (Web)"),  # panel
+        SessionType("voice_outbound", "call", "Voice Outbound", "Outbound call", "Chamada de saída"),  # panel
+        SessionType("voice_outbound_api", "call", "Voice Outbound (API)", "Outbound call (API)",
+                    "Chamada de saída (API)"),
+        SessionType("voice_campaign", "call", "Voice Campaign", "Campaign call", "Chamada de campanha"),
+        SessionType("messaging_inbound_web", "chat", "Messaging Inbound (Web Chat)", "Web chat", "Chat na Web"),
+        SessionType("messaging_inbound_app", "chat", "Messaging Inbound (App)", "App chat", "Chat no app"),
+        SessionType("messaging_inbound_sms", "chat", "Messaging Inbound (SMS)", "SMS", "SMS"),
+        SessionType("messaging_inbound_whatsapp", "chat", "Messaging Inbound (WhatsApp)", "WhatsApp", "WhatsApp"),
+        SessionType("messaging_outbound_sms", "chat", "Messaging Outbound (SMS)", "Outbound SMS", "SMS de saída"),
+        SessionType("messaging_outbound_sms_api", "chat", "Messaging Outbound (SMS by API)", "Outbound SMS (API)",
+                    "SMS de saída (API)"),
     )
 }
 

@@ -137,10 +137,35 @@ def _cmd_session(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(_trace(settings, args.session_id))
 
 
-def _cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
-    from app.entrypoints.bench import main as bench_main
+async def _what_if(settings: Settings, settings_file: Path, days: int, as_json: bool) -> int:
+    from pydantic import ValidationError
 
-    return bench_main(settings, args)
+    from app.adapters.db.engine import build_engine
+    from app.domain.record_settings import RecordSettings
+    from app.entrypoints.what_if_text import report_lines
+    from app.service.whatif import WhatIf
+
+    try:
+        proposed = RecordSettings.model_validate_json(settings_file.read_bytes())
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False, include_input=False):
+            field = ".".join(str(p) for p in error["loc"]) or "(document)"
+            print(f"{settings_file}: {field}: {error['msg'].removeprefix('Value error, ')}", file=sys.stderr)
+        return 2
+    engine = build_engine(settings)
+    try:
+        result = await WhatIf(engine, settings.crm_provider).run(proposed, days)
+    finally:
+        await engine.dispose()
+    if as_json:
+        print(orjson.dumps(result, default=str, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode())
+    else:
+        print("\n".join(report_lines(result)))
+    return 0
+
+
+def _cmd_what_if(settings: Settings, args: argparse.Namespace) -> int:
+    return asyncio.run(_what_if(settings, args.settings, args.days, args.json))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -164,11 +189,15 @@ def build_parser() -> argparse.ArgumentParser:
     session = commands.add_parser("session", help="show a session's state, decisions and CRM calls")
     session.add_argument("session_id")
     session.set_defaults(handler=_cmd_session)
-    bench = commands.add_parser("bench", help="measure throughput and latency (see README)")
-    bench.add_argument("--sessions", type=int, default=2500)
-    bench.add_argument("--latency-rate", type=float, default=500.0, help="events/s for the latency run")
-    bench.add_argument("--latency-seconds", type=float, default=20.0)
-    bench.set_defaults(handler=_cmd_bench)
+    from app.entrypoints.dlq_cli import add_dlq_parser
+
+    add_dlq_parser(commands)
+    what_if = commands.add_parser(
+        "what-if", help="what a settings document would have done to the sessions of the last N days")
+    what_if.add_argument("--settings", type=Path, required=True, help="a settings document (JSON), as PUT /api/settings")
+    what_if.add_argument("--days", type=int, default=7)
+    what_if.add_argument("--json", action="store_true", help="the full report as JSON")
+    what_if.set_defaults(handler=_cmd_what_if)
     return parser
 
 

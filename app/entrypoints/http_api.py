@@ -19,6 +19,7 @@ from app import metrics
 from app.adapters.crm.base import CrmAdapter
 from app.adapters.crm.sandbox import close_sandbox_record
 from app.adapters.db import outbox_repo, records_repo, sandbox_repo, settings_repo
+from app.console import mount_console
 from app.domain.record_settings import RecordSettings
 from app.service.admin import save_settings, session_trace, settings_history
 from app.service.auth import ActorNoteTooLong, Principal, TokenBook, actor_note, bearer_token
@@ -74,6 +75,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     settings = runtime.settings
 
     tokens = runtime.tokens
+    mount_console(app, runtime)
 
     def require_reader(authorization: str | None = Header(default=None)) -> Principal:
         if not tokens.configured:

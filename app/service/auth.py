@@ -123,6 +123,12 @@ class TokenBook:
     def principals(self) -> tuple[Principal, ...]:
         return tuple(t.principal for t in self._tokens)
 
+    def signing_material(self) -> bytes:
+        """Secret bytes that only holders of the token list know (the tokens' digests), for
+        signing what the console hands out; every replica with the same list derives the same."""
+        return b"".join(sorted(t.digest + t.principal.name.encode() + str(t.principal.role).encode()
+                               for t in self._tokens))
+
     def authenticate(self, token: str | None) -> Principal | None:
         if not token:
             return None

@@ -269,7 +269,7 @@ class OutboxRunner:
         completion: Completion,
     ) -> tuple[str, str, str]:
         crm = self.crm.name
-        title = render_title(settings.record_title_template, state)
+        title = render_title(settings.record_title_template, state, settings.record_title_locale)
         if target.action == "create":
             ref = None
             if row.attempts > 1:

@@ -17,10 +17,11 @@ Faithful details:
 * Upsert: PATCH /sobjects/{Object}/{externalIdField}/{value} -> 201 {"id", "success",
   "errors", "created": true}, or 200 with "created": false when a record had the value.
   Update by id -> 204.
-* Composite graph: POST /composite/graph, one request against the allocation, nodes
-  may reference earlier answers with @{referenceId.field}; all or nothing: a failing
-  node rolls the graph back; it answers 200 with isSuccessful false, the failing node's
-  errors and PROCESSING_HALTED for the others.
+* Composite: POST /composite (compositeRequest, allOrNone) and POST /composite/graph,
+  each one request against the allocation; subrequests may reference earlier answers with
+  @{referenceId.field}; all or nothing: a failing one rolls the others back; the answer is
+  200 with the failing subrequest's errors and PROCESSING_HALTED for the others (a graph
+  also says isSuccessful false).
 * Every REST answer carries `Sforce-Limit-Info: api-usage=N/LIMIT`; when the allocation
   is spent -> 403 REQUEST_LIMIT_EXCEEDED.
 * Case: Status New/Working/Escalated (open), Closed (closed) -> IsClosed, ClosedDate.
@@ -32,7 +33,8 @@ Faithful details:
 
 Faults (tests.fakes.base.Faults): `rate_limit_next` answers 403 REQUEST_LIMIT_EXCEEDED (or
 429 with Retry-After when `rate_limit_status = 429`), `server_error_next` answers 503,
-`drop_after_create_next` drops the connection after an upsert or graph that created.
+`drop_after_create_next` drops the connection after an upsert or graph that created;
+`slow_graphs` / `slow_graph_seconds` answer the next graphs late, after applying them.
 
 Helpers: records(), notes_for(id), tasks_for(id), set_status(id, status, closed_at),
 set_stage(id, stage, at), set_account_status(id, value, at), close_record(id, closed_at),
@@ -98,6 +100,12 @@ class SalesforceFake(FakeServer):
         self.api_limit = api_limit
         self.api_usage = 0
         self.rate_limit_status = 403
+        # Answer the next N composite graphs this many seconds late, after applying them
+        # (a client that gave up meanwhile does not know the graph was applied).
+        self.slow_graphs = 0
+        self.slow_graph_seconds = 0.0
+        # False: /composite answers 404, as behind a proxy that passes only composite graphs.
+        self.composite_supported = True
         self._tokens: set[str] = set()
         self._token_count = 0
         self._tables: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in self.specs}
@@ -112,6 +120,7 @@ class SalesforceFake(FakeServer):
     def setup_routes(self) -> None:
         self.route("POST", r"/services/oauth2/token", self.token, authenticated=False)
         self.route("POST", API + r"/composite/graph/?", self._rest(self.graph))
+        self.route("POST", API + r"/composite/?", self._rest(self.composite))
         for method, pattern, handler in self._sobject_routes():
             self.route(method, API + pattern, self._rest(self._refusing(handler)))
 
@@ -355,11 +364,29 @@ class SalesforceFake(FakeServer):
             return error(400, "JSON_PARSER_ERROR", "graphs is required")
         answers = [self._run_graph(g, request) for g in graphs]
         created = any(a.pop("_created") for a in answers)
+        if self.slow_graphs > 0:
+            self.slow_graphs -= 1
+            time.sleep(self.slow_graph_seconds)
         if created and self.take_drop_after_create():
             raise DropConnection()
         return Response(200, {"graphs": answers})
 
-    def _run_graph(self, graph: dict[str, Any], request: Request) -> dict[str, Any]:
+    def composite(self, request: Request) -> Response:
+        """POST /composite: the same subrequests; with allOrNone a failure rolls back all."""
+        if not self.composite_supported:
+            return not_found()
+        body = request.json() or {}
+        if not body.get("compositeRequest"):
+            return error(400, "JSON_PARSER_ERROR", "compositeRequest is required")
+        answer = self._run_graph(body, request, all_or_none=bool(body.get("allOrNone")))
+        if answer.pop("_created") and self.take_drop_after_create():
+            raise DropConnection()
+        if self.slow_graphs > 0:
+            self.slow_graphs -= 1
+            time.sleep(self.slow_graph_seconds)
+        return Response(200, {"compositeResponse": answer["graphResponse"]["compositeResponse"]})
+
+    def _run_graph(self, graph: dict[str, Any], request: Request, all_or_none: bool = True) -> dict[str, Any]:
         snapshot = copy.deepcopy(self._tables)
         results: list[dict[str, Any]] = []
         answers: dict[str, Any] = {}
@@ -373,7 +400,7 @@ class SalesforceFake(FakeServer):
             answers[reference] = response.body
             results.append({"body": response.body, "httpHeaders": {}, "httpStatusCode": response.status,
                             "referenceId": reference})
-            failed = response.status >= 400
+            failed = response.status >= 400 and all_or_none
         if failed:
             self._tables = snapshot
             results = [r if r["httpStatusCode"] >= 400 else self._halted(r["referenceId"]) for r in results]

@@ -12,12 +12,12 @@ import uuid
 import asyncpg
 
 from app.adapters.db.engine import asyncpg_dsn
-from tests.conftest import _server_url, _with_database
+from tests.conftest import _with_database
 from tests.integration.service_process import PROJECT
 
 
-async def test_concurrent_migrators_leave_one_schema_at_head():
-    server = _server_url()
+async def test_concurrent_migrators_leave_one_schema_at_head(postgres_server_url):
+    server = postgres_server_url
     name = f"crm_records_migrate_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(asyncpg_dsn(server))
     await admin.execute(f'CREATE DATABASE "{name}"')

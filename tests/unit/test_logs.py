@@ -83,3 +83,15 @@ def test_make_run_banner_says_the_broker_forgets_and_how_to_publish():
     text = dev_banner(Settings(_env_file=None), embedded_broker=True, embedded_database=True, data_dir=".data")
     assert "IN MEMORY ONLY" in text and "no second record" in text
     assert "python -m app publish" in text and "kcat" in text and "KAFKA_BOOTSTRAP_SERVERS" in text
+
+
+def test_dlq_since_accepts_times_and_ages_and_names_a_bad_value():
+    import argparse
+    from datetime import datetime, timezone
+
+    from app.entrypoints.dlq_cli import parse_since
+
+    assert parse_since("2026-12-01T10:00:00Z") == datetime(2026, 12, 1, 10, tzinfo=timezone.utc)
+    assert (datetime.now(timezone.utc) - parse_since("6h")).total_seconds() == pytest.approx(21600, abs=5)
+    with pytest.raises(argparse.ArgumentTypeError, match="--since"):
+        parse_since("yesterday")

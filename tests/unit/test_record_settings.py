@@ -19,6 +19,7 @@ CONTRACT_DEFAULTS = {
     "abandoned_chat_min_messages": 1,
     "chat_short_abandon_seconds": 10,
     "record_title_template": "{CALL_TYPE} {CALL_ID}",
+    "record_title_locale": "en",
     "add_session_type_tags": False,
     "add_platform_tag": False,
 }
@@ -61,6 +62,7 @@ def test_a_full_valid_document_is_accepted():
         "abandoned_chat_min_messages": 3,
         "chat_short_abandon_seconds": 0,
         "record_title_template": "{CALL_TYPE} {CALL_ID} {MENU_PATH} {PHONE_NUMBER} {LANGUAGE} {TIMESTAMP}",
+        "record_title_locale": "pt-BR",
         "add_session_type_tags": True,
         "add_platform_tag": True,
     }
@@ -175,3 +177,14 @@ def test_settings_changes_lists_only_what_changed():
     first = settings_changes(None, after)
     assert set(first) == set(CONTRACT_DEFAULTS)
     assert all(change["from"] is None for change in first.values())
+
+
+@pytest.mark.parametrize("locale", ["en", "pt-BR"])
+def test_title_locale_accepts_the_two_contract_values(locale):
+    assert RecordSettings.model_validate({"record_title_locale": locale}).record_title_locale == locale
+
+
+@pytest.mark.parametrize("locale", ["pt", "pt_BR", "fr", "", 1, None])
+def test_title_locale_refuses_anything_else_naming_the_field(locale):
+    [error] = errors_of({"record_title_locale": locale})
+    assert error["loc"] == ("record_title_locale",)

@@ -268,3 +268,43 @@ def test_ended_note_for_a_chat_has_the_transcript_of_the_messages_seen():
     assert "Transcript (2 messages):" in note
     assert "[2026-11-23T13:00:10Z] End user: my order" in note
     assert "[2026-11-23T13:00:30Z] Agent: which one?" in note
+
+
+# The Portuguese panel's names (contract section 1, last column), written out independently; the
+# project's own names for the rest follow the same style.
+SECTION_1_PT = {
+    "voice_inbound_ivr": "Chamada de URA",
+    "voice_inbound_ivr_mobile": "Chamada de URA (app)",
+    "voice_inbound_app": "Chamada recebida (app)",
+    "voice_inbound_web": "Chamada recebida (Web)",
+    "voice_inbound_api": "Chamada recebida (API)",
+    "voice_callback_web": "Retorno de chamada (Web)",
+    "voice_scheduled_app": "Agendado por voz (app)",
+    "voice_scheduled_web": "Chamada agendada (Web)",
+    "voice_outbound": "Chamada de saída",
+    "voice_outbound_api": "Chamada de saída (API)",
+    "voice_campaign": "Chamada de campanha",
+    "messaging_inbound_web": "Chat na Web",
+    "messaging_inbound_app": "Chat no app",
+    "messaging_inbound_sms": "SMS",
+    "messaging_inbound_whatsapp": "WhatsApp",
+    "messaging_outbound_sms": "SMS de saída",
+    "messaging_outbound_sms_api": "SMS de saída (API)",
+}
+
+
+@pytest.mark.parametrize("code", sorted(SECTION_1_PT))
+def test_call_type_in_portuguese(code):
+    assert render_title("{CALL_TYPE}", state_for_type(code), locale="pt-BR") == SECTION_1_PT[code]
+
+
+def test_portuguese_changes_only_the_call_type():
+    state = call_state()
+    assert render_title("{CALL_TYPE} {CALL_ID}", state, locale="pt-BR") == "Chamada de URA call-77"
+    assert render_title("{CALL_TYPE} {CALL_ID}", state, locale="en") == "IVR call call-77"
+
+
+def test_tags_are_never_translated():
+    # tags take no locale at all: the same settings give the same tags whatever the title's language
+    pt = settings(add_session_type_tags=True, record_title_locale="pt-BR")
+    assert record_tags("zendesk", call_state(), pt, creating=True) == ["voice_inbound_ivr"]

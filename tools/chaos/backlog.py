@@ -22,7 +22,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from app.adapters.kafka.topics import ensure_topics
-from app.entrypoints.bench import _proc_status
+from tools.bench.procstat import status_kb as _proc_status
 from app.entrypoints.embedded import EmbeddedBroker, free_port
 from app.settings import Settings
 from tests.integration.service_process import ServiceProcess

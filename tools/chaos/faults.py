@@ -83,7 +83,7 @@ class Replicas:
                 replica.process.stop()
 
     def peak_rss_kb(self) -> int:
-        from app.entrypoints.bench import _proc_status
+        from tools.bench.procstat import status_kb as _proc_status
 
         peaks = [_proc_status(r.process.process.pid, "VmHWM") or 0 for r in self.replicas
                  if r.process and r.process.process]

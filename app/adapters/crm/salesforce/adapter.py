@@ -4,14 +4,14 @@
 passed in are ignored.
 
 Requests (see docs/crm/salesforce.md for the table per object):
-* a new end user: one SOQL query matching phone OR email, then one composite graph that
-  creates the Contact if none matched, upserts the record by the session id and upserts
+* a new end user: one SOQL query matching phone OR email, then one composite request
+  (all or nothing, one call) that creates the Contact if none matched, upserts the record by the session id and upserts
   the session's Task: 2 requests (1 when the end user has neither phone nor email);
-* a returning end user (the Contact remembered): the graph alone, 1 request;
+* a returning end user (the Contact remembered): the composite alone, 1 request;
 * an appended session: the record's status (1), then the Task upsert, with the reopen in
-  the same graph when the record was closed (1);
+  the same composite when the record was closed (1);
 * the end-of-session note: one Task upsert (1).
-A graph is all or nothing, so a failed one leaves no Contact or record behind; one whose
+A composite is all or nothing, so a failed one leaves no Contact or record behind; one whose
 answer was lost is found by the session id on the retry (`find_record_by_session`).
 """
 
@@ -32,7 +32,7 @@ from app.adapters.crm.base import (
 from app.adapters.crm.salesforce import activity
 from app.adapters.crm.salesforce.client import (
     CRM,
-    GraphNode,
+    Subrequest,
     SalesforceClient,
     SalesforceRefused,
     soql_literal,
@@ -91,7 +91,7 @@ def contact_fields(user: EndUserInfo) -> dict[str, str]:
 
 class SalesforceAdapter:
     name = CRM
-    # The end user's Contact is found and made inside create_record (one query, one graph).
+    # The end user's Contact is found and made inside create_record (one query, one composite).
     resolves_end_user = True
 
     def __init__(
@@ -187,35 +187,38 @@ class SalesforceAdapter:
             return ContactLink(found[0], found[1], True, False), None
         return ContactLink("@{Contact.id}", None, True, True), contact_fields(user)
 
-    def _create_nodes(self, record: NewRecord, contact: ContactLink, new_contact: dict[str, str] | None) -> list[GraphNode]:
-        record_node = GraphNode("Record", "PATCH", self.object.by_session_path(record.session_id),
+    def _create_nodes(self, record: NewRecord, contact: ContactLink, new_contact: dict[str, str] | None) -> list[Subrequest]:
+        record_node = Subrequest("Record", "PATCH", self.object.by_session_path(record.session_id),
                                 self.object.record_body(record, contact, self._today()))
         contact_node = None
         if new_contact is not None:
             if self.object.name == "Account":  # the Contact is made in the new Account
                 new_contact = {**new_contact, "AccountId": "@{Record.id}"}
-            contact_node = GraphNode("Contact", "POST", "sobjects/Contact", new_contact)
+            contact_node = Subrequest("Contact", "POST", "sobjects/Contact", new_contact)
         nodes = [record_node, contact_node] if self.object.name == "Account" else [contact_node, record_node]
         nodes = [n for n in nodes if n is not None] + self.object.contact_nodes_after(contact)
         if self._tasks and record.session is not None:
             body = activity.task_body("@{Record.id}", contact.value, record.session, record.description)
-            nodes.append(GraphNode("Task", "PATCH", activity.task_path(self._field, record.session_id), body))
+            nodes.append(Subrequest("Task", "PATCH", activity.task_path(self._field, record.session_id), body))
         return nodes
 
     async def create_record(self, record: NewRecord) -> RecordRef:
-        """One composite graph: [Contact] + record upsert + Task upsert, all or nothing."""
+        """One composite request: [Contact] + record upsert + Task upsert, all or nothing."""
         contact, new_contact = await self._contact_link(record)
         nodes = self._create_nodes(record, contact, new_contact)
-        result = await self.client.graph("create_record", nodes)
+        result = await self.client.composite("create_record", nodes)
         if not result.ok and CREATE_ONLY_REFUSED in {e.get("errorCode") for e in result.errors}:
-            # The record (or Task) exists from an attempt whose answer was lost: the same
-            # upserts without the fields Salesforce takes on create only.
-            result = await self.client.graph("create_record", self._without_create_only(nodes))
+            # The record (or its Task) exists: an earlier attempt made it and its answer was
+            # lost. Take that record rather than resend (a resend would make a second Contact).
+            found = await self.find_record_by_session(record.session_id)
+            if found is not None:
+                return found
+            result = await self.client.composite("create_record", self._without_create_only(nodes))
         if not result.ok and record.contact_id and self._contact_gone(result.errors):
             # The remembered Contact was deleted or merged: find or make it again.
             return await self.create_record(replace(record, contact_id=""))
         if not result.ok:
-            raise self.client.graph_error("create_record", result)
+            raise self.client.composite_error("create_record", result)
         record_id = result.created_id("Record")
         contact_id = result.created_id("Contact") if new_contact is not None else contact.value
         account_id = contact.account_id
@@ -223,7 +226,7 @@ class SalesforceAdapter:
             account_id = record_id
         return self._ref(record_id, contact_ref(contact_id, account_id, contact.account_known))
 
-    def _without_create_only(self, nodes: list[GraphNode]) -> list[GraphNode]:
+    def _without_create_only(self, nodes: list[Subrequest]) -> list[Subrequest]:
         fields = self.object.create_only | activity.TASK_CREATE_ONLY
         return [replace(n, body=activity.without(n.body, fields)) if n.method == "PATCH" and n.body else n
                 for n in nodes]
@@ -244,13 +247,13 @@ class SalesforceAdapter:
     async def attach_session_activity(
         self, record_id: str, session: SessionActivity, note: str, *, reopen: bool
     ) -> None:
-        """The appended session's Task (or CaseComment), with the reopen in the same graph."""
+        """The appended session's Task (or CaseComment), with the reopen in the same composite."""
         nodes = []
         if reopen:
-            nodes.append(GraphNode("Reopen", "PATCH", self.object.path(record_id), self.object.reopen_body()))
+            nodes.append(Subrequest("Reopen", "PATCH", self.object.path(record_id), self.object.reopen_body()))
         if self._tasks:
             contact = parse_contact_ref(session.contact_id)[0] if session.contact_id else None
-            nodes.append(GraphNode("Task", "PATCH", activity.task_path(self._field, session.session_id),
+            nodes.append(Subrequest("Task", "PATCH", activity.task_path(self._field, session.session_id),
                                    activity.task_body(record_id, contact, session, note)))
         else:
             nodes.extend(self._comment_nodes(record_id, activity.split_comment(note)))
@@ -278,13 +281,13 @@ class SalesforceAdapter:
             parts = [p for p in parts if p not in present]
         await self._send("add_note", self._comment_nodes(record_id, parts))
 
-    def _comment_nodes(self, record_id: str, bodies: list[str]) -> list[GraphNode]:
-        return [GraphNode(f"Comment{i}", "POST", "sobjects/CaseComment",
+    def _comment_nodes(self, record_id: str, bodies: list[str]) -> list[Subrequest]:
+        return [Subrequest(f"Comment{i}", "POST", "sobjects/CaseComment",
                           {"ParentId": record_id, "CommentBody": body, "IsPublished": False})
                 for i, body in enumerate(bodies)]
 
-    async def _send(self, operation: str, nodes: list[GraphNode]) -> None:
-        """One node alone as a plain request, several as one graph; a Task upsert refused
+    async def _send(self, operation: str, nodes: list[Subrequest]) -> None:
+        """One node alone as a plain request, several as one composite; a Task upsert refused
         for a create-only field (a retry after a lost answer) is sent again without it."""
         if not nodes:
             return
@@ -298,11 +301,11 @@ class SalesforceAdapter:
                 [node] = self._without_create_only(nodes)
                 await self.client.call(operation, node.method, node.path, json=node.body)
             return
-        result = await self.client.graph(operation, nodes)
+        result = await self.client.composite(operation, nodes)
         if not result.ok and CREATE_ONLY_REFUSED in {e.get("errorCode") for e in result.errors}:
-            result = await self.client.graph(operation, self._without_create_only(nodes))
+            result = await self.client.composite(operation, self._without_create_only(nodes))
         if not result.ok:
-            raise self.client.graph_error(operation, result)
+            raise self.client.composite_error(operation, result)
 
     # --- the plain CrmAdapter protocol (callers without the session's details) ----------------
 

@@ -1,10 +1,10 @@
 """The Salesforce REST API as the adapter uses it: an OAuth 2.0 client-credentials session
-renewed on 401, Salesforce's error bodies, SOQL, and composite graphs.
+renewed on 401, Salesforce's error bodies, SOQL, and the Composite API.
 
-A composite graph (POST /composite/graph) runs several sObject requests in one call that
-counts once against the org's API allocation, and is all or nothing: when one node
-fails, Salesforce rolls back every other node of the graph. A node may use an earlier
-node's answer through `@{referenceId.field}`.
+A composite request (POST /composite with allOrNone, or a composite graph) runs several
+sObject requests ("nodes" here) in one call that counts once against the org's API
+allocation, and is all or nothing: when one node fails, Salesforce rolls back the others.
+A node may use an earlier node's answer through `@{referenceId.field}`.
 """
 
 from __future__ import annotations
@@ -175,7 +175,7 @@ def parse_limit_info(value: str | None) -> tuple[int, int] | None:
 
 
 @dataclass(frozen=True, slots=True)
-class GraphNode:
+class Subrequest:
     reference: str  # referenceId: later nodes use @{reference.id}
     method: str
     path: str  # below /services/data/vXX.X/
@@ -183,7 +183,7 @@ class GraphNode:
 
 
 @dataclass(slots=True)
-class GraphResult:
+class CompositeResult:
     ok: bool
     bodies: dict[str, Any] = field(default_factory=dict)  # referenceId -> answer body
     statuses: dict[str, int] = field(default_factory=dict)
@@ -301,32 +301,47 @@ class SalesforceClient:
         response = await self.call(operation, "GET", "query", params={"q": soql})
         return list(response.json().get("records") or [])
 
-    async def graph(self, operation: str, nodes: list[GraphNode]) -> GraphResult:
-        """Run `nodes` as one composite graph: one request, all or nothing."""
-        request = {
-            "graphs": [{
-                "graphId": "1",
-                "compositeRequest": [
-                    {"method": n.method, "url": self.api_path(n.path), "referenceId": n.reference,
-                     **({"body": n.body} if n.body is not None else {})}
-                    for n in nodes
-                ],
-            }]
-        }
-        response = await self.call(operation, "POST", "composite/graph", json=request)
+    async def composite(self, operation: str, nodes: list[Subrequest]) -> CompositeResult:
+        """Run `nodes` as one Composite API request (POST /composite, allOrNone): one call
+        against the allocation, rolled back together when one fails. Where /composite is
+        not found, the same nodes go as a composite graph (POST /composite/graph), which
+        has the same properties; the choice is remembered."""
+        subrequests = [
+            {"method": n.method, "url": self.api_path(n.path), "referenceId": n.reference,
+             **({"body": n.body} if n.body is not None else {})}
+            for n in nodes
+        ]
+        if not self.cache.get("composite_graph_only"):
+            response = await self.call(
+                operation, "POST", "composite", json={"allOrNone": True, "compositeRequest": subrequests},
+                accept=(404,),
+            )
+            if response.status_code != 404:
+                items = response.json().get("compositeResponse") or []
+                ok = bool(items) and all(200 <= int(i.get("httpStatusCode") or 0) < 300 for i in items)
+                return self._composite_result(items, ok)
+            self.cache["composite_graph_only"] = True
+        response = await self.call(
+            operation, "POST", "composite/graph", json={"graphs": [{"graphId": "1", "compositeRequest": subrequests}]}
+        )
         graph = (response.json().get("graphs") or [{}])[0]
-        result = GraphResult(ok=bool(graph.get("isSuccessful")))
-        for item in (graph.get("graphResponse") or {}).get("compositeResponse") or []:
+        items = (graph.get("graphResponse") or {}).get("compositeResponse") or []
+        return self._composite_result(items, bool(graph.get("isSuccessful")))
+
+    @staticmethod
+    def _composite_result(items: list[dict[str, Any]], ok: bool) -> CompositeResult:
+        result = CompositeResult(ok=ok)
+        for item in items:
             reference = str(item.get("referenceId"))
             result.bodies[reference] = item.get("body")
             result.statuses[reference] = int(item.get("httpStatusCode") or 0)
             errors = error_items(item.get("body"))
-            if not result.ok and errors and result.failed_reference is None:
+            if not ok and errors and result.failed_reference is None:
                 if any(e.get("errorCode") != HALTED for e in errors):
                     result.failed_reference, result.errors = reference, errors
         return result
 
-    def graph_error(self, operation: str, result: GraphResult) -> Exception:
+    def composite_error(self, operation: str, result: CompositeResult) -> Exception:
         """The exception a failed graph stands for, as if its failing node had been sent alone."""
         items = result.errors
         codes = {str(i.get("errorCode")) for i in items}

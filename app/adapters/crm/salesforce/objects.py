@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 from app.adapters.crm.base import NewRecord
 from app.adapters.crm.salesforce.client import (
-    GraphNode,
+    Subrequest,
     SalesforceClient,
     parse_salesforce_datetime,
     soql_literal,
@@ -82,7 +82,7 @@ class RecordObject:
     def record_body(self, record: NewRecord, contact: ContactLink, today: date) -> dict[str, Any]:
         raise NotImplementedError
 
-    def contact_nodes_after(self, contact: ContactLink) -> list[GraphNode]:
+    def contact_nodes_after(self, contact: ContactLink) -> list[Subrequest]:
         """Nodes that link the Contact to the record once it exists (Account only)."""
         return []
 
@@ -239,14 +239,14 @@ class AccountObject(RecordObject):
             body[self.status_field] = self.open_value
         return body
 
-    def contact_nodes_after(self, contact: ContactLink) -> list[GraphNode]:
+    def contact_nodes_after(self, contact: ContactLink) -> list[Subrequest]:
         """A Contact has one AccountId: it is set to the new Account only when the Contact
         has none yet (a Contact made in the same graph is created with it). A second
         Account for the same end user leaves the Contact where it is; the Account still
         reaches the end user through its Tasks (WhoId)."""
         if contact.created_in_graph or not contact.account_known or contact.account_id:
             return []
-        return [GraphNode("ContactAccount", "PATCH", f"sobjects/Contact/{quoted(contact.value)}",
+        return [Subrequest("ContactAccount", "PATCH", f"sobjects/Contact/{quoted(contact.value)}",
                           {"AccountId": "@{Record.id}"})]
 
     def reopen_body(self) -> dict[str, Any]:

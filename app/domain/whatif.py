@@ -1,0 +1,256 @@
+"""The what-if replay: what proposed settings would have done to sessions already seen.
+
+Each stored session is replayed moment by moment, in the order its events occurred,
+through the consumer's own policy (`policy.verdict`, the function `decide` asks): the
+first moment at which the policy stops waiting is the session's outcome, as it would be
+for the consumer. Which record a due session lands on can depend on the CRM's state at
+that time (was the end user's earlier record still open?), which the service did not
+keep; the replay says so instead of guessing.
+
+Pure: no I/O, no clock. The service layer loads the history (app/service/whatif.py).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import lru_cache
+from typing import Literal, NamedTuple
+
+from app.domain.policy import Verdict, verdict
+from app.domain.record_settings import RecordSettings
+from app.domain.session import SessionState
+
+# record: a new record; attach: attached to (or reopened and attached to) an existing one;
+# record_or_attach: due, but which depends on the CRM's state then; skip; waiting: undecided yet.
+OutcomeKind = Literal["record", "attach", "record_or_attach", "skip", "waiting"]
+OUTCOME_KINDS: tuple[OutcomeKind, ...] = ("record", "attach", "record_or_attach", "skip", "waiting")
+SAMPLE_SIZE = 20
+
+
+class Outcome(NamedTuple):
+    kind: OutcomeKind
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class HistoricSession:
+    """What the replay needs of one stored session, and what actually happened to it."""
+
+    session_id: str
+    medium: str
+    end_user_id: str
+    queue_id: str
+    agent_id: str | None
+    agent_name: str | None
+    queued_at: datetime | None
+    assigned_at: datetime | None
+    connected_at: datetime | None
+    abandoned_at: datetime | None
+    ended_at: datetime | None
+    # when the end user's messages occurred, oldest first (chats; empty for calls)
+    end_user_message_times: tuple[datetime, ...]
+    first_event_at: datetime
+    actual: Outcome
+
+
+@dataclass(slots=True)
+class SessionFacts:
+    """A session as it stood at one moment: what `policy.verdict` reads (policy.PolicyFacts)."""
+
+    is_chat: bool
+    queued_at: datetime | None
+    assigned_at: datetime | None
+    connected_at: datetime | None
+    abandoned_at: datetime | None
+    ended_at: datetime | None
+    agent_id: str | None
+    agent_name: str | None
+    end_user_messages: int
+    header_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class CountRow:
+    kind: OutcomeKind
+    reason: str  # the reason with its particulars (names, numbers) taken out
+    actual: int
+    proposed: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChangedSession:
+    session_id: str
+    first_event_at: datetime
+    actual: Outcome
+    proposed: Outcome
+
+
+@dataclass(slots=True)
+class WhatIfReport:
+    sessions: int = 0
+    actual_totals: dict[str, int] = field(default_factory=dict)
+    proposed_totals: dict[str, int] = field(default_factory=dict)
+    rows: list[CountRow] = field(default_factory=list)
+    changed: int = 0
+    depends_on_crm: int = 0
+    sample: list[ChangedSession] = field(default_factory=list)
+
+
+_MOMENT_NAMES = ("queued_at", "assigned_at", "connected_at", "abandoned_at", "ended_at")
+
+
+def replay_verdict(session: HistoricSession, settings: RecordSettings) -> Verdict:
+    """The policy's verdict at the first moment it stops waiting, or its last wait.
+
+    The session is folded again moment by moment, oldest first, into one snapshot (as the
+    consumer folds events into its state); moments that share an instant are taken together."""
+    steps: list[tuple[datetime, str]] = [(session.first_event_at, "")]
+    for name in _MOMENT_NAMES:
+        moment = getattr(session, name)
+        if moment is not None:
+            steps.append((moment, name))
+    steps += [(moment, "message") for moment in session.end_user_message_times]
+    steps.sort()
+    facts = SessionFacts(session.medium == "chat", None, None, None, None, None,
+                         session.agent_id, session.agent_name, 0, None)
+    last = Verdict("wait", "no events", None)
+    count = len(steps)
+    for index, (moment, name) in enumerate(steps):
+        if name == "message":
+            facts.end_user_messages += 1
+        elif name:
+            setattr(facts, name, moment)
+        if index + 1 < count and steps[index + 1][0] == moment:
+            continue  # the next step happened at the same instant
+        facts.header_at = moment
+        last = verdict(facts, settings)
+        if last.outcome != "wait":
+            return last
+    return last
+
+
+def _append_fields(settings: RecordSettings) -> tuple[bool, int | None]:
+    return settings.append_to_open_record_in_leaf_queue, settings.append_to_closed_record_within_days
+
+
+def _crm_dependent_reason(due_reason: str, settings: RecordSettings) -> str:
+    window = settings.append_to_closed_record_within_days
+    closed = f" or closed no more than {window} days before" if window is not None else ""
+    return (
+        f"{due_reason}; a new record or attached to the end user's earlier record in this leaf queue, "
+        f"depending on whether the CRM had that record open{closed} at the time, which the replay cannot know"
+    )
+
+
+def propose(
+    session: HistoricSession, proposed: RecordSettings, current: RecordSettings, earlier_record: bool
+) -> Outcome:
+    """What `proposed` would have done to `session`. `earlier_record`: the end user had a record
+    in this leaf queue before it (made under the proposed settings or before the window)."""
+    result = replay_verdict(session, proposed)
+    if result.outcome == "wait":
+        return Outcome("waiting", result.reason)
+    if result.outcome == "skip":
+        return Outcome("skip", result.reason)
+    if not earlier_record or not proposed.append_to_open_record_in_leaf_queue:
+        return Outcome("record", result.reason)
+    if session.actual.kind in ("record", "attach") and _append_fields(proposed) == _append_fields(current):
+        # The same appending rules met the same CRM state when it happened.
+        return Outcome(session.actual.kind, result.reason)
+    return Outcome("record_or_attach", _crm_dependent_reason(result.reason, proposed))
+
+
+_AGENT = re.compile(r"assigned to agent (.+?)( and the end user sent|;|$)")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_SINGULAR_MESSAGE = re.compile(r"\b(N (?:end-user )?message)\b(?!s)")
+_STATUS = re.compile(r"\(status [^)]*\)")
+
+
+@lru_cache(maxsize=65536)
+def reason_group(reason: str) -> str:
+    """A reason without its particulars (agents, counts, seconds), so that reasons can be counted."""
+    text = _AGENT.sub(r"assigned to an agent\2", reason)
+    text = _STATUS.sub("", _NUMBER.sub("N", text))
+    return _SINGULAR_MESSAGE.sub(r"\1s", text).replace("  ", " ")
+
+
+def _by_reason_group(counts: Counter[Outcome]) -> Counter[tuple[str, str]]:
+    grouped: Counter[tuple[str, str]] = Counter()
+    for (kind, reason), count in counts.items():
+        grouped[(kind, reason_group(reason))] += count
+    return grouped
+
+
+def _is_change(actual: Outcome, proposed: Outcome) -> bool:
+    return proposed.kind != "record_or_attach" and proposed.kind != actual.kind
+
+
+def replay(
+    history: Sequence[HistoricSession],
+    proposed: RecordSettings,
+    current: RecordSettings,
+    owners_with_earlier_records: Iterable[tuple[str, str]] = (),
+    sample_size: int = SAMPLE_SIZE,
+) -> WhatIfReport:
+    """Replay `history` (any order) under `proposed`; `current` is what is in force now.
+    `owners_with_earlier_records`: (end user, leaf queue) pairs with a record made before the
+    history starts."""
+    owners = set(owners_with_earlier_records)
+    actual_counts: Counter[Outcome] = Counter()
+    proposed_counts: Counter[Outcome] = Counter()
+    report = WhatIfReport(sessions=len(history))
+    changed: list[ChangedSession] = []
+    for session in sorted(history, key=lambda s: s.first_event_at):
+        owner = (session.end_user_id, session.queue_id)
+        outcome = propose(session, proposed, current, owner in owners)
+        if outcome.kind in ("record", "attach", "record_or_attach"):
+            owners.add(owner)
+        actual_counts[session.actual] += 1
+        proposed_counts[outcome] += 1
+        if outcome.kind == "record_or_attach":
+            report.depends_on_crm += 1
+        elif _is_change(session.actual, outcome):
+            report.changed += 1
+            changed.append(ChangedSession(session.session_id, session.first_event_at, session.actual, outcome))
+    actual_counts, proposed_counts = _by_reason_group(actual_counts), _by_reason_group(proposed_counts)
+    order = {kind: n for n, kind in enumerate(OUTCOME_KINDS)}
+    keys = sorted(set(actual_counts) | set(proposed_counts), key=lambda k: (order[k[0]], k[1]))
+    report.rows = [CountRow(k[0], k[1], actual_counts[k], proposed_counts[k]) for k in keys]  # type: ignore[arg-type]
+    for kind in OUTCOME_KINDS:
+        report.actual_totals[kind] = sum(n for (k, _), n in actual_counts.items() if k == kind)
+        report.proposed_totals[kind] = sum(n for (k, _), n in proposed_counts.items() if k == kind)
+    report.sample = sorted(changed, key=lambda c: c.first_event_at, reverse=True)[:sample_size]
+    return report
+
+
+def actual_outcome(record: str, record_action: str | None, reason: str | None, wait_reason: str | None) -> Outcome:
+    """What happened to a stored session, from its row: progress and the record action taken."""
+    if record == "skipped":
+        return Outcome("skip", reason or "")
+    if record == "due":
+        return Outcome("attach" if record_action in ("attached", "reopened") else "record", reason or "")
+    return Outcome("waiting", wait_reason or "not decided yet")
+
+
+def historic_session(state: SessionState, end_user_message_times: Sequence[datetime], actual: Outcome) -> HistoricSession:
+    """A stored session's state, as the replay takes it."""
+    return HistoricSession(
+        session_id=state.session_id,
+        medium=state.medium,
+        end_user_id=state.end_user_id,
+        queue_id=state.queue_id,
+        agent_id=state.agent_id,
+        agent_name=state.agent_name,
+        queued_at=state.queued_at,
+        assigned_at=state.assigned_at,
+        connected_at=state.connected_at,
+        abandoned_at=state.abandoned_at,
+        ended_at=state.ended_at,
+        end_user_message_times=tuple(sorted(end_user_message_times)),
+        first_event_at=state.first_event_at or state.header_at,  # type: ignore[arg-type]
+        actual=actual,
+    )

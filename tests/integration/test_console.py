@@ -1,0 +1,161 @@
+"""The admin console over HTTP (in-process ASGI, real database): sign-in, the session
+cookie, CSRF, roles, the panel's previews and validation, save, history and restore, the
+session explorer and the operations view. The browser tests (tests/browser) drive the same
+pages in Chromium."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from app.adapters.db import settings_repo
+from app.entrypoints.http_api import create_app
+from tests.integration.asgi_api import ADMIN, VIEWER, api_settings, build_runtime
+
+pytestmark = pytest.mark.asyncio
+
+
+@contextlib.asynccontextmanager
+async def browser_like(runtime) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=create_app(runtime))
+    async with httpx.AsyncClient(transport=transport, base_url="http://console.test") as client:
+        yield client
+
+
+async def signed_in(client: httpx.AsyncClient, token: str) -> str:
+    response = await client.post("/admin/sign-in", data={"token": token, "next": "/admin/settings"})
+    assert response.status_code == 303, response.text
+    page = await client.get("/admin/settings")
+    return re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+
+
+def panel_form(csrf: str, **changes) -> dict[str, str]:
+    form = {"csrf_token": csrf, "record_title_template": "{CALL_TYPE} {CALL_ID}", "record_title_locale": "en",
+            "create_records_for_abandoned_chats": "off", "abandoned_chat_min_messages": "1",
+            "chat_short_abandon_seconds": "10"}
+    form.update(changes)
+    return form
+
+
+@pytest.fixture
+async def runtime(clean_db, database_url):
+    return build_runtime(api_settings(database_url), clean_db)
+
+
+async def test_pages_need_a_sign_in_and_the_cookie_is_signed_httponly_strict(runtime):
+    async with browser_like(runtime) as client:
+        first = await client.get("/admin/settings")
+        assert first.status_code == 303 and first.headers["location"].startswith("/admin/sign-in")
+        page = await client.get("/admin/sign-in")
+        assert 'type="password"' in page.text and ">Admin token</label>" in page.text
+        wrong = await client.post("/admin/sign-in", data={"token": "nope"})
+        assert wrong.status_code == 401
+        right = await client.post("/admin/sign-in", data={"token": ADMIN, "next": "/admin/operations"})
+        assert right.headers["location"] == "/admin/operations"
+        cookie = right.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Max-Age=" in cookie
+        assert ADMIN not in cookie
+        assert (await client.get("/admin/operations")).status_code == 200
+        # a tampered cookie is refused
+        client.cookies.set("crm_console", client.cookies.get("crm_console") + "x", path="/admin")
+        assert (await client.get("/admin/operations")).status_code == 303
+
+
+async def test_an_open_redirect_is_refused(runtime):
+    async with browser_like(runtime) as client:
+        response = await client.post("/admin/sign-in", data={"token": ADMIN, "next": "//evil.example/admin"})
+        assert response.headers["location"] == "/admin/settings"
+
+
+async def test_every_change_needs_the_csrf_token(runtime, clean_db):
+    async with browser_like(runtime) as client:
+        csrf = await signed_in(client, ADMIN)
+        form = panel_form("forged", add_platform_tag="on")
+        assert (await client.post("/admin/settings/review", data=form)).status_code == 403
+        assert (await client.post("/admin/operations/parked/1/retry", data={})).status_code == 403
+        assert (await client.post("/admin/settings/history/1/restore", data={"csrf_token": "x"})).status_code == 403
+        review = await client.post("/admin/settings/review", data=panel_form(csrf, add_platform_tag="on"))
+        assert review.status_code == 200 and "add_platform_tag" in review.text
+        document = re.search(r'name="document" value="([^"]+)"', review.text).group(1)
+        forged = await client.post("/admin/settings/save", data={"document": document.replace("&#34;", '"'),
+                                                                  "base_version": "0"})
+        assert forged.status_code == 403
+    async with clean_db.connect() as conn:
+        assert (await settings_repo.current(conn))[0] is None  # nothing was saved
+
+
+async def test_save_records_the_token_name_and_restore_makes_a_new_equal_version(runtime, clean_db):
+    async with browser_like(runtime) as client:
+        csrf = await signed_in(client, ADMIN)
+        review = await client.post("/admin/settings/review", data=panel_form(
+            csrf, add_platform_tag="on", record_title_locale="pt-BR"))
+        assert "Tag records with the platform tag UJET" in review.text
+        document = re.search(r'name="document" value="([^"]+)"', review.text).group(1).replace("&#34;", '"')
+        saved = await client.post("/admin/settings/save",
+                                  data={"csrf_token": csrf, "document": document, "base_version": "0"})
+        assert saved.headers["location"] == "/admin/settings/history?saved=1"
+        second = await client.post("/admin/settings/review", data=panel_form(csrf))
+        document = re.search(r'name="document" value="([^"]+)"', second.text).group(1).replace("&#34;", '"')
+        await client.post("/admin/settings/save", data={"csrf_token": csrf, "document": document, "base_version": "1"})
+        history = await client.get("/admin/settings/history")
+        assert "Version 2" in history.text and "by ana" in history.text
+        restore = await client.post("/admin/settings/history/1/restore", data={"csrf_token": csrf})
+        assert "Restore version 1" in restore.text
+        document = re.search(r'name="document" value="([^"]+)"', restore.text).group(1).replace("&#34;", '"')
+        await client.post("/admin/settings/save", data={"csrf_token": csrf, "document": document, "base_version": "2"})
+    async with clean_db.connect() as conn:
+        versions = await settings_repo.history(conn, limit=5)
+    assert [v.version for v in versions] == [3, 2, 1]
+    assert versions[0].document == versions[2].document and versions[0].actor == "ana"
+    assert versions[0].document["record_title_locale"] == "pt-BR"
+
+
+async def test_a_viewer_sees_everything_and_changes_nothing(runtime):
+    async with browser_like(runtime) as client:
+        csrf = await signed_in(client, VIEWER)
+        panel = await client.get("/admin/settings")
+        assert "viewer token" in panel.text and "Review changes and save" not in panel.text
+        for path in ("/admin/settings/history", "/admin/sessions", "/admin/operations"):
+            assert (await client.get(path)).status_code == 200, path
+        refused = await client.post("/admin/settings/review", data=panel_form(csrf, add_platform_tag="on"))
+        assert refused.status_code == 403 and "viewer role" in refused.text
+        assert (await client.post("/admin/operations/parked/1/retry", data={"csrf_token": csrf})).status_code == 403
+
+
+async def test_validation_errors_appear_beside_their_field_in_the_apis_words(runtime):
+    async with browser_like(runtime) as client:
+        csrf = await signed_in(client, ADMIN)
+        response = await client.post("/admin/settings/review", data=panel_form(
+            csrf, record_title_template="{CALL_TYPE} {AGENT}", chat_short_abandon_seconds="-1"))
+        assert response.status_code == 422
+        api = "unknown variable {AGENT}; a title may use only {CALL_TYPE}, {CALL_ID}, {MENU_PATH}, " \
+              "{PHONE_NUMBER}, {LANGUAGE}, {TIMESTAMP}"
+        assert re.search(r'id="record_title_template-error"[^>]*>' + re.escape(api), response.text)
+        assert re.search(r'id="chat_short_abandon_seconds-error"[^>]*>Input should be greater than or equal to 0',
+                         response.text)
+
+
+async def test_previews_mark_an_unknown_variable_and_show_the_crm_tag_form(runtime):
+    async with browser_like(runtime) as client:
+        csrf = await signed_in(client, ADMIN)
+        preview = await client.post("/admin/settings/preview", data=panel_form(
+            csrf, record_title_template="{CALL_TYPE} {AGENT}", record_title_locale="pt-BR",
+            add_session_type_tags="on", add_platform_tag="on"))
+        assert '<mark class="unknown"' in preview.text and "{AGENT}</mark>" in preview.text
+        assert "unknown variable {AGENT}" in preview.text
+        assert "Chamada de URA" in preview.text  # the example session is an IVR call
+        assert "Voice Inbound (IVR)" in preview.text and "UJET" in preview.text  # sandbox: display names
+
+
+async def test_portuguese_from_accept_language_and_the_switch(runtime):
+    async with browser_like(runtime) as client:
+        page = await client.get("/admin/sign-in", headers={"Accept-Language": "pt-BR,pt;q=0.9,en;q=0.5"})
+        assert 'lang="pt-BR"' in page.text and "Entrar" in page.text
+        switched = await client.get("/admin/language?lang=en&next=/admin/sign-in")
+        assert switched.status_code == 303
+        page = await client.get("/admin/sign-in", headers={"Accept-Language": "pt-BR"})
+        assert 'lang="en"' in page.text and "Sign in" in page.text

@@ -1,0 +1,99 @@
+"""The bench's own parts: its traffic is valid and ordered, its yardstick consumer
+applies a stream exactly once, its /proc readings and percentiles are right."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections import defaultdict
+
+import asyncpg
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from app.adapters.db.engine import asyncpg_dsn
+from app.domain.events import parse_event
+from app.domain.session_types import SESSION_TYPES
+from tests.conftest import create_topics
+from tools.bench import bare
+from tools.bench import traffic as synthetic
+from tools.bench.phases import percentile
+from tools.bench.procstat import CpuWindow, cpu_seconds, status_kb
+
+
+def test_traffic_is_valid_whole_sessions_in_order():
+    stream = synthetic.generate("t", sessions=450)
+    assert len(stream.session_ids) == 450 and stream.calls + stream.chats == 450
+    by_session: dict[str, list[str]] = defaultdict(list)
+    for message in stream.messages:
+        event = parse_event(message.value)  # the service's own validation accepts every one
+        assert event.session.id == message.session_id == message.key.decode()
+        assert message.event_id == event.event_id
+        assert message.assigned == (event.event_type == "assigned")
+        by_session[message.session_id].append(event.event_type)
+    for kinds in by_session.values():
+        assert kinds[0] == "queued" and kinds[-1] == "ended" and kinds.count("assigned") == 1
+        assert kinds.index("assigned") < kinds.index("connected")
+    # Interleaved: the first two messages are two different sessions' `queued`.
+    assert stream.messages[0].session_id != stream.messages[1].session_id
+    types = {parse_event(m.value).session.session_type for m in stream.messages}
+    assert types == set(SESSION_TYPES)
+    assert len({m.event_id for m in stream.messages}) == len(stream.messages)
+
+
+def test_traffic_for_a_number_of_events():
+    stream = synthetic.generate("t", min_events=1000)
+    assert 1000 <= len(stream.messages) < 1100  # whole sessions, about 8 events each
+
+
+def test_percentile_is_nearest_rank():
+    values = [float(n) for n in range(1, 101)]
+    assert percentile(values, 0.50) == 50.0
+    assert percentile(values, 0.99) == 99.0
+    assert percentile([7.0], 0.99) == 7.0
+
+
+def test_cpu_window_counts_this_process():
+    window = CpuWindow({"me": [os.getpid()]}, database="no_such_database").start()
+    deadline = time.process_time() + 0.3
+    while time.process_time() < deadline:
+        pass
+    window.stop()
+    assert 0.2 <= window.used["me"] <= 1.0
+    assert window.used["postgres"] == 0.0
+    assert cpu_seconds(os.getpid()) > 0 and status_kb(os.getpid(), "VmHWM") > 0
+
+
+async def test_bare_consumer_applies_a_stream_once(database_url, kafka_bootstrap):
+    topic = f"bare-{uuid.uuid4().hex[:8]}"
+    await create_topics(kafka_bootstrap, [topic])
+    stream = synthetic.generate("bare", sessions=30)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        for message in stream.messages + stream.messages[:10]:  # ten delivered twice
+            await producer.send(topic, key=message.key, value=message.value)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    dsn = asyncpg_dsn(database_url)
+    cpu = CpuWindow({"bench": [os.getpid()]}, database="")
+    result = await asyncio.wait_for(
+        bare.run(kafka_bootstrap, topic, f"g-{uuid.uuid4().hex[:6]}", dsn, len(stream.messages) + 10, cpu,
+                 max_poll_records=50, fetch_max_wait_ms=20),
+        timeout=60,
+    )
+    assert result.events == len(stream.messages)  # the repeats were deduplicated
+    db = await asyncpg.connect(dsn)
+    try:
+        rows = {r["session_id"]: orjson.loads(r["state"]) for r in await db.fetch("SELECT * FROM bare_sessions")}
+    finally:
+        await db.close()
+    assert set(rows) == set(stream.session_ids)
+    counts = defaultdict(int)
+    for message in stream.messages:
+        counts[message.session_id] += 1
+    # Counted across fetches; a repeat may be folded in with new events of its fetch.
+    assert all(counts[s] <= rows[s]["events"] <= counts[s] + 1 for s in rows)

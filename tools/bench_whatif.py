@@ -1,0 +1,185 @@
+"""Measure the what-if preview over a large history: `make bench-whatif` (SESSIONS=100000).
+
+Creates a database of its own on the PostgreSQL server at 127.0.0.1:5432 (or
+BENCH_DATABASE_URL), fills it with synthetic sessions of the last 7 days (calls and chats
+of every kind the policy tells apart, with their end-user messages and what happened to
+them under the default settings), then times the what-if as the console runs it: the
+first request (loading the history and replaying it) and the following ones (replaying
+the history already loaded). Drops the database at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import statistics
+import sys
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import asyncpg
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from app.adapters.db.engine import asyncpg_dsn, build_engine  # noqa: E402
+from app.domain.record_settings import DEFAULT_RECORD_SETTINGS, RecordSettings  # noqa: E402
+from app.domain.session import SessionState  # noqa: E402
+from app.domain.session_types import SESSION_TYPES  # noqa: E402
+from app.domain.whatif import Outcome, historic_session, replay_verdict  # noqa: E402
+from app.entrypoints.service import migrate  # noqa: E402
+from app.service.whatif import WhatIf  # noqa: E402
+from app.settings import Settings, normalize_database_url  # noqa: E402
+
+CALL_TYPES = [c for c, t in SESSION_TYPES.items() if t.medium == "call"]
+CHAT_TYPES = [c for c, t in SESSION_TYPES.items() if t.medium == "chat"]
+PROPOSED = RecordSettings(
+    delay_call_record_until_connected=True,
+    delay_chat_record_until_consumer_messages=2,
+    create_records_for_abandoned_calls=True,
+    create_records_for_abandoned_chats="min_messages",
+    abandoned_chat_min_messages=2,
+    append_to_open_record_in_leaf_queue=True,
+    append_to_closed_record_within_days=3,
+)
+
+
+def synthetic_session(n: int, rng: random.Random, now: datetime) -> tuple[SessionState, list[datetime]]:
+    start = now - timedelta(seconds=rng.uniform(60, 7 * 86400 - 3600))
+    is_chat = rng.random() < 0.4
+    at = start
+    moments: dict[str, datetime] = {"queued_at": at}
+    messages: list[datetime] = []
+    fate = rng.random()
+    if is_chat:
+        for _ in range(rng.choice((0, 0, 1, 1, 2, 3))):
+            at += timedelta(seconds=rng.uniform(1, 20))
+            messages.append(at)
+        if fate < 0.25:  # abandoned while waiting, after a short or a long wait
+            moments["abandoned_at"] = at + timedelta(seconds=rng.uniform(1, 40))
+        else:
+            at += timedelta(seconds=rng.uniform(5, 120))
+            moments["assigned_at"] = at
+            for _ in range(rng.choice((0, 1, 2, 4, 8))):
+                at += timedelta(seconds=rng.uniform(5, 60))
+                messages.append(at)
+            if fate < 0.95:
+                moments["ended_at"] = at + timedelta(seconds=30)
+    else:
+        at += timedelta(seconds=rng.uniform(5, 120))
+        if fate < 0.2:
+            moments["abandoned_at"] = at
+        else:
+            moments["assigned_at"] = at
+            if fate < 0.85:
+                moments["connected_at"] = at + timedelta(seconds=rng.uniform(2, 15))
+            if fate < 0.97:
+                moments["ended_at"] = at + timedelta(seconds=rng.uniform(60, 900))
+    agent = f"agent-{rng.randrange(200)}" if "assigned_at" in moments else None
+    state = SessionState(
+        session_id=f"bench-{n}",
+        medium="chat" if is_chat else "call",
+        session_type=rng.choice(CHAT_TYPES if is_chat else CALL_TYPES),
+        queue_id=f"q-{rng.randrange(40)}",
+        end_user_id=f"eu-{rng.randrange(60000)}",
+        started_at=start,
+        first_event_at=start,
+        header_at=max([*moments.values(), *messages]),
+        agent_id=agent,
+        agent_name=agent and agent.replace("-", " ").title(),
+        end_user_messages=len(messages),
+        **moments,
+    )
+    return state, messages
+
+
+def with_what_happened(state: SessionState, messages: list[datetime]) -> SessionState:
+    """The state the consumer left under the default settings: the policy's verdict, replayed."""
+    happened = replay_verdict(historic_session(state, messages, Outcome("waiting", "")), DEFAULT_RECORD_SETTINGS)
+    if happened.outcome == "wait":
+        return SessionState(**{**{f: getattr(state, f) for f in state.__slots__}, "last_wait_reason": happened.reason})
+    return SessionState(**{**{f: getattr(state, f) for f in state.__slots__},
+                           "record": "due" if happened.outcome == "due" else "skipped",
+                           "record_reason": happened.reason, "record_decided_at": happened.at})
+
+
+async def fill(dsn: str, count: int, seed: int) -> None:
+    rng = random.Random(seed)
+    now = datetime.now(timezone.utc)
+    session_rows, message_rows = [], []
+    for n in range(count):
+        state, messages = synthetic_session(n, rng, now)
+        state = with_what_happened(state, messages)
+        action = ("attached" if rng.random() < 0.1 else "created") if state.record == "due" else None
+        seen = state.first_event_at
+        session_rows.append((state.session_id, orjson.dumps(state.to_document()).decode(), state.record,
+                             action, seen, seen))
+        message_rows += [(state.session_id, f"{state.session_id}-m{i}", t, "end_user", "hello")
+                         for i, t in enumerate(messages)]
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.copy_records_to_table(
+            "sessions", records=session_rows,
+            columns=["session_id", "state", "record", "record_action", "created_at", "updated_at"])
+        await conn.copy_records_to_table(
+            "session_messages", records=message_rows,
+            columns=["session_id", "event_id", "occurred_at", "sender", "text"])
+        await conn.execute("ANALYZE sessions; ANALYZE session_messages")
+    finally:
+        await conn.close()
+    print(f"filled {count} sessions and {len(message_rows)} end-user messages", flush=True)
+
+
+async def measure(url: str, runs: int) -> None:
+    engine = build_engine(Settings(_env_file=None, database_url=url))
+    what_if = WhatIf(engine, "sandbox")
+    cold, warm = [], []
+    try:
+        for _ in range(runs):
+            started = time.monotonic()
+            result = await what_if.run(PROPOSED, 7, fresh=True)
+            cold.append(time.monotonic() - started)
+            print(f"first request: {cold[-1]:.2f} s (load {result.load_seconds:.2f} s, "
+                  f"replay {result.replay_seconds:.2f} s) for {result.report.sessions} sessions", flush=True)
+            started = time.monotonic()
+            result = await what_if.run(RecordSettings(create_records_for_abandoned_calls=True), 7)
+            warm.append(time.monotonic() - started)
+            print(f"next request (history loaded): {warm[-1]:.2f} s", flush=True)
+    finally:
+        await engine.dispose()
+    report = result.report
+    print(f"sessions {report.sessions}; changed {report.changed}; depends on the CRM {report.depends_on_crm}")
+    print(f"first request: median {statistics.median(cold):.2f} s, max {max(cold):.2f} s over {runs} runs")
+    print(f"next requests: median {statistics.median(warm):.2f} s, max {max(warm):.2f} s over {runs} runs")
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sessions", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=14)
+    args = parser.parse_args()
+    server = normalize_database_url(
+        os.environ.get("BENCH_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"))
+    name = f"crm_records_whatif_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(asyncpg_dsn(server))
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    url = server.rsplit("/", 1)[0] + "/" + name
+    try:
+        await asyncio.to_thread(migrate, Settings(_env_file=None, database_url=url))
+        await fill(asyncpg_dsn(url), args.sessions, args.seed)
+        await measure(url, args.runs)
+    finally:
+        admin = await asyncpg.connect(asyncpg_dsn(server))
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
