@@ -22,7 +22,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from app.adapters.kafka.topics import ensure_topics
-from tools.bench.procstat import status_kb as _proc_status
+from tools.bench.procstat import status_kb
 from app.entrypoints.embedded import EmbeddedBroker, free_port
 from app.settings import Settings
 from tests.integration.service_process import ServiceProcess
@@ -114,9 +114,9 @@ async def _backlog(events: int, work_dir: Path, drain_seconds: float) -> Backlog
             await _follow(service, db, result, started, drain_seconds)
         finally:
             await db.close()
-        result.peak_rss_kb = _proc_status(service.process.pid, "VmHWM") or 0
+        result.peak_rss_kb = status_kb(service.process.pid, "VmHWM") or 0
         if broker.process is not None:
-            result.broker_rss_kb = _proc_status(broker.process.pid, "VmHWM") or 0
+            result.broker_rss_kb = status_kb(broker.process.pid, "VmHWM") or 0
         return result
     finally:
         if service is not None:
@@ -138,7 +138,7 @@ async def _follow(service: ServiceProcess, db: asyncpg.Connection, result: Backl
         now = time.monotonic() - started
         assert service.process is not None and service.process.poll() is None, "the service exited"
         applied = await db.fetchval("SELECT count(*) FROM processed_events")
-        result.samples.append(Sample(now, applied, _proc_status(service.process.pid, "VmRSS") or 0))
+        result.samples.append(Sample(now, applied, status_kb(service.process.pid, "VmRSS") or 0))
         if result.applied_seconds is None and applied >= result.events:
             result.applied_seconds = now
             drain_limit = now + drain_seconds

@@ -83,9 +83,9 @@ class Replicas:
                 replica.process.stop()
 
     def peak_rss_kb(self) -> int:
-        from tools.bench.procstat import status_kb as _proc_status
+        from tools.bench.procstat import status_kb
 
-        peaks = [_proc_status(r.process.process.pid, "VmHWM") or 0 for r in self.replicas
+        peaks = [status_kb(r.process.process.pid, "VmHWM") or 0 for r in self.replicas
                  if r.process and r.process.process]
         return max(peaks, default=0)
 
