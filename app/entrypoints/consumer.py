@@ -1,9 +1,12 @@
-"""The consumer loop: poll, validate, dead-letter the invalid, apply each partition's
-batch in one transaction, and only then commit `offset + 1` for that partition.
+"""The consumer loop: poll, apply each partition's batch (service.ingest), deliver its
+dead letters, and only then commit `offset + 1` for that partition.
 
-Auto-commit is off. Offsets that were applied but not yet committed are committed
-again when partitions are revoked; if that fails, the new owner replays the batch
-and the dedup rows make the replay a no-op.
+Auto-commit is off. A batch that fails for any reason other than its own data (the
+database or the broker unreachable or restarting) is retried as it is: the partition
+is rewound to the batch's first offset and paused for a backoff, other partitions go
+on, and nothing is committed for it. Offsets applied but not yet committed are
+committed again when partitions are revoked; if that fails, the new owner replays the
+batch and the dedup rows make the replay a no-op.
 """
 
 from __future__ import annotations
@@ -16,22 +19,26 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app import metrics
+from app.adapters.db.errors import short_description
+from app.adapters.kafka.dead_letters import DeadLetterQueue, UndecodableBatch
 from app.adapters.kafka.producer import KafkaPublisher
-from app.domain.events import InvalidEvent, SessionEvent, parse_event
-from app.observability import tracing
+from app.adapters.kafka.undecodable import (
+    is_decode_error,
+    read_until_undecodable,
+    rewind_to_committed,
+    undecodable_end,
+)
 from app.observability.logs import log_context
-from app.service.consume import apply_batch
+from app.service.consumer_health import ConsumerHealth
+from app.service.ingest import PartitionIngest
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
-
-def _is_connection_problem(exc: DBAPIError) -> bool:
-    return isinstance(exc, (OperationalError, InterfaceError)) or bool(exc.connection_invalidated)
+# A partition that keeps failing is logged at its first failure, then at most this often.
+_FAILURE_LOG_INTERVAL_SECONDS = 30.0
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -40,22 +47,29 @@ class _Rebalance(ConsumerRebalanceListener):
 
     async def on_partitions_revoked(self, revoked):
         await self.loop.commit_applied(revoked)
+        self.loop.health.revoked(revoked)
 
     async def on_partitions_assigned(self, assigned):
-        self.loop.joined = True
+        self.loop.health.joined = True
+        self.loop.health.assigned(assigned)
         log.info("assigned partitions %s", sorted(tp.partition for tp in assigned))
 
 
 class ConsumerLoop:
-    def __init__(self, settings: Settings, engine: AsyncEngine, publisher: KafkaPublisher, crm_name: str):
+    def __init__(self, settings: Settings, engine: AsyncEngine, publisher: KafkaPublisher, crm_name: str,
+                 *, health: ConsumerHealth | None = None):
         self.settings = settings
-        self.engine = engine
-        self.publisher = publisher
-        self.crm_name = crm_name
-        self.joined = False
+        self.ingest = PartitionIngest(engine, crm_name)
+        self.dead_letters = DeadLetterQueue(publisher.producer, settings.kafka_dlq_topic)
+        self.health = health or ConsumerHealth(stuck_after_seconds=settings.consumer_stuck_partition_seconds)
         self.consumer: AIOKafkaConsumer | None = None
         # Applied in PostgreSQL, offset not yet committed to Kafka.
         self._applied: dict[TopicPartition, int] = {}
+        self._last_failure_log: dict[TopicPartition, float] = {}
+
+    @property
+    def joined(self) -> bool:
+        return self.health.joined
 
     def _build(self) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
@@ -75,21 +89,29 @@ class ConsumerLoop:
         await consumer.start()
         try:
             while not stop.is_set():
-                batches = await consumer.getmany(timeout_ms=200, max_records=self.settings.kafka_max_poll_records)
-                if not batches:
-                    continue
-                # Partitions never share a session, so their batches are applied side by side,
-                # each in its own transaction; then one commit covers every applied partition.
-                applied = await asyncio.gather(
-                    *(self._apply_partition(consumer, tp, messages) for tp, messages in batches.items())
-                )
-                await self.commit_applied([tp for tp in applied if tp is not None])
+                await self.poll_once(consumer)
         finally:
             try:
                 await self.commit_applied(list(self._applied))
             finally:
-                self.joined = False
+                self.health.joined = False
                 await consumer.stop()
+
+    async def poll_once(self, consumer: AIOKafkaConsumer) -> None:
+        self._resume_due(consumer)
+        try:
+            batches = await consumer.getmany(timeout_ms=200, max_records=self.settings.kafka_max_poll_records)
+        except Exception as exc:
+            await self._recover_from_fetch_error(consumer, exc)
+            return
+        if batches:
+            # Partitions never share a session, so their batches are applied side by side,
+            # each in its own transaction; then one commit covers every applied partition.
+            applied = await asyncio.gather(
+                *(self._apply_partition(consumer, tp, messages) for tp, messages in batches.items())
+            )
+            await self.commit_applied([tp for tp in applied if tp is not None])
+        self.health.refresh_metrics(consumer.highwater)
 
     async def commit_applied(self, partitions: Sequence[TopicPartition]) -> None:
         offsets = {tp: self._applied[tp] for tp in partitions if tp in self._applied}
@@ -108,68 +130,72 @@ class ConsumerLoop:
     async def _apply_partition(
         self, consumer: AIOKafkaConsumer, tp: TopicPartition, messages: list[ConsumerRecord]
     ) -> TopicPartition | None:
+        self.health.started(tp)
         try:
             with log_context(topic=tp.topic, partition=tp.partition, offset=messages[0].offset,
                              last_offset=messages[-1].offset):
-                await self.apply_messages(messages)
-        except Exception as exc:  # database down, broker down: retry the same batch, lose nothing
-            log.error("batch of %d on %s/%d failed, will retry: %r", len(messages), tp.topic, tp.partition, exc)
-            consumer.seek(tp, messages[0].offset)
-            await asyncio.sleep(1.0)
+                letters = await self.ingest.apply(messages)
+                await self.dead_letters.deliver(letters)
+        except Exception as exc:  # the database or the broker: retry the same batch, lose nothing
+            self._retry_later(consumer, tp, messages[0].offset, messages[-1].offset, exc)
             return None
-        self._applied[tp] = messages[-1].offset + 1
+        self._advanced(tp, messages[-1].offset + 1)
         return tp
 
-    async def apply_messages(self, messages: list[ConsumerRecord]) -> None:
-        """Validate, dead-letter the invalid, and apply the rest in one transaction."""
-        valid: list[SessionEvent] = []
-        origin: dict[int, ConsumerRecord] = {}
-        deliveries = []
-        for message in messages:
-            try:
-                event = parse_event(message.value)
-            except InvalidEvent as exc:
-                deliveries.append(await self._dead_letter(message, exc.reason))
-                continue
-            origin[id(event)] = message
-            valid.append(event)
-        started = time.perf_counter()
-        first = messages[0]
-        event_ids = {origin[id(event)].offset: event.event_id for event in valid}
-        try:
-            with tracing.batch_span(first.topic, first.partition, messages, event_ids) as batch_trace:
-                await self._apply(valid, batch_trace.traceparent_for if batch_trace else None)
-        except DBAPIError as exc:
-            if _is_connection_problem(exc):
-                raise
-            # Something in this batch cannot be stored (e.g. a NUL character, which
-            # PostgreSQL text refuses): find it one event at a time, dead-letter it, keep the rest.
-            for event in valid:
-                try:
-                    await self._apply([event])
-                except DBAPIError as single:
-                    if _is_connection_problem(single):
-                        raise
-                    reason = f"could not be stored: {type(single.orig).__name__ if single.orig else ''} {single.orig}"
-                    with log_context(session_id=event.session.id, event_id=event.event_id):
-                        deliveries.append(await self._dead_letter(origin[id(event)], reason.strip()))
-        metrics.batch_duration.observe(time.perf_counter() - started)
-        for delivery in deliveries:
-            await delivery
+    def _advanced(self, tp: TopicPartition, next_offset: int) -> None:
+        self._applied[tp] = next_offset
+        self.health.advanced(tp, next_offset)
+        if self._last_failure_log.pop(tp, None) is not None:
+            log.info("partition %s/%d moves again at offset %d", tp.topic, tp.partition, next_offset)
 
-    async def _apply(self, events: list[SessionEvent], trace_for=None) -> None:
-        if not events:
+    def _retry_later(self, consumer: AIOKafkaConsumer, tp: TopicPartition, first: int, last: int,
+                     exc: BaseException) -> None:
+        error = short_description(exc)
+        delay = self.health.failed(tp, first, error)
+        now = time.monotonic()
+        if now - self._last_failure_log.get(tp, -_FAILURE_LOG_INTERVAL_SECONDS) >= _FAILURE_LOG_INTERVAL_SECONDS:
+            self._last_failure_log[tp] = now
+            log.error("batch %s/%d offsets %d..%d not applied, retrying it in %.1f s (backoff up to %.0f s): %s",
+                      tp.topic, tp.partition, first, last, delay, self.health.retry_max_seconds, error)
+        if tp in consumer.assignment():
+            consumer.seek(tp, first)
+            consumer.pause(tp)
+
+    def _resume_due(self, consumer: AIOKafkaConsumer) -> None:
+        paused = consumer.paused()
+        due = [tp for tp in self.health.due_for_retry() if tp in paused]
+        if due:
+            consumer.resume(*due)
+
+    async def _recover_from_fetch_error(self, consumer: AIOKafkaConsumer, exc: BaseException) -> None:
+        """A fetch raised: find the partition and offsets it could not decode, send a
+        stand-in letter for them, and go on past them (see adapters/kafka/undecodable)."""
+        readable = [tp for tp in consumer.assignment() if tp not in consumer.paused()]
+        if not is_decode_error(exc):
+            log.error("fetching from the broker failed, retrying: %r", exc)
+            await asyncio.sleep(1.0)
             return
-        async with self.engine.begin() as conn:
-            outcome = await apply_batch(conn, events, self.crm_name, trace_for)
-        metrics.events_consumed.inc(outcome.applied)
-        if outcome.duplicates:
-            metrics.events_duplicate.inc(outcome.duplicates)
-        for decision in outcome.decisions:
-            metrics.decisions.labels(decision.kind).inc()
+        log.error("a fetched batch could not be decoded (%r); finding its partition", exc)
+        await rewind_to_committed(consumer, readable)
+        for tp in sorted(readable, key=lambda p: p.partition):
+            records, error = await read_until_undecodable(consumer, tp, self.settings.kafka_max_poll_records)
+            if records and await self._apply_partition(consumer, tp, records) is None:
+                continue
+            if error is not None:
+                first = records[-1].offset + 1 if records else await consumer.position(tp)
+                await self._step_over(consumer, tp, first, error)
+        await self.commit_applied(list(self._applied))
 
-    async def _dead_letter(self, message: ConsumerRecord, reason: str):
-        metrics.events_dead_lettered.labels(metrics.dead_letter_reason_class(reason)).inc()
-        with log_context(offset=message.offset):
-            log.warning("dead-lettering %s/%d@%d: %s", message.topic, message.partition, message.offset, reason)
-        return await self.publisher.dead_letter(message.key, message.value, reason, list(message.headers or ()))
+    async def _step_over(self, consumer: AIOKafkaConsumer, tp: TopicPartition, first: int,
+                         error: BaseException) -> None:
+        last = await undecodable_end(consumer, tp, first)
+        what = str(error) if str(error).startswith(type(error).__name__) else f"{type(error).__name__}: {error}"
+        reason = f"undecodable batch: {what}"
+        try:
+            await self.dead_letters.deliver_undecodable(UndecodableBatch(tp.topic, tp.partition, first, last, reason))
+        except Exception as exc:
+            self._retry_later(consumer, tp, first, last, exc)
+            return
+        log.error("stepped over offsets %d..%d of %s/%d, which cannot be decoded: %s; a stand-in letter names them",
+                  first, last, tp.topic, tp.partition, reason)
+        self._advanced(tp, last + 1)

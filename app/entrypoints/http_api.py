@@ -23,6 +23,8 @@ from app.console import mount_console
 from app.domain.record_settings import RecordSettings
 from app.service.admin import save_settings, session_trace, settings_history
 from app.service.auth import ActorNoteTooLong, Principal, TokenBook, actor_note, bearer_token
+from app.service.consumer_health import ConsumerHealth
+from app.service.startup import StartupProgress
 from app.settings import Settings
 
 
@@ -40,7 +42,8 @@ class Runtime:
     settings: Settings
     engine: AsyncEngine
     crm: CrmAdapter
-    consumer_joined: Any = field(default=lambda: False)  # callable -> bool
+    consumer: ConsumerHealth = field(default_factory=lambda: ConsumerHealth(stuck_after_seconds=60))
+    startup: StartupProgress = field(default_factory=StartupProgress)
     crm_health: CrmHealth = field(default_factory=CrmHealth)
     tokens: TokenBook | None = None  # built from the settings when not given
 
@@ -108,16 +111,18 @@ def create_app(runtime: Runtime) -> FastAPI:
             checks["database"] = {"ready": True}
         except Exception as exc:
             checks["database"] = {"ready": False, "detail": f"database does not answer: {type(exc).__name__}"}
-        joined = bool(runtime.consumer_joined())
-        checks["consumer"] = {"ready": joined} if joined else {
-            "ready": False, "detail": f"consumer has not joined group {settings.kafka_group_id!r} yet"}
+        checks["startup"] = runtime.startup.readiness()
+        checks["consumer"] = runtime.consumer.readiness(settings.kafka_group_id)
         health = runtime.crm_health
         checks["crm"] = {"ready": health.ok, "crm": runtime.crm.name}
         if not health.ok:
             checks["crm"]["detail"] = health.detail
         ready = all(c["ready"] for c in checks.values())
         not_ready = [name for name, c in checks.items() if not c["ready"]]
-        body = {"status": "ready" if ready else "not ready", "not_ready": not_ready, "checks": checks}
+        # Degraded: running, but a partition is stuck (see the consumer check's detail).
+        degraded = not ready and all(checks[name].get("degraded") for name in not_ready)
+        status = "ready" if ready else "degraded" if degraded else "not ready"
+        body = {"status": status, "not_ready": not_ready, "checks": checks}
         return JSONBody(body, status_code=200 if ready else 503)
 
     @app.get("/metrics")

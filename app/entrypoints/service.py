@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import Coroutine
 from datetime import datetime, timezone
 from typing import Any
@@ -23,6 +24,8 @@ from app.adapters.crm.factory import build_crm_adapter
 from app.adapters.db.engine import build_engine
 from app.adapters.kafka.producer import KafkaPublisher
 from app.adapters.kafka.topics import ensure_topics
+from app.service.consumer_health import ConsumerHealth
+from app.service.startup import StartupProgress, keep_trying
 from app.entrypoints.consumer import ConsumerLoop
 from app.entrypoints.http_api import CrmHealth, Runtime, create_app
 from app.entrypoints.worker import OutboxWorker
@@ -89,6 +92,37 @@ async def watch_crm_credentials(crm: CrmAdapter, health: CrmHealth, stop: asynci
             await asyncio.wait_for(stop.wait(), timeout=30 if health.ok else 5)
 
 
+async def watch_broker(publisher: KafkaPublisher, health: ConsumerHealth, stop: asyncio.Event) -> None:
+    """Ask the broker for metadata every few seconds: /readyz says when it is away. The
+    clients themselves reconnect on their own; this only watches."""
+    while not stop.is_set():
+        problem = await publisher.broker_problem()
+        if problem != health.broker_error:
+            if problem is None:
+                log.info("the broker answers again")
+            else:
+                log.error("the broker cannot be reached (%s); the clients keep reconnecting", problem)
+        health.broker_error = problem
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=2 if problem else 5)
+
+
+class ShutdownDeadline:
+    """SHUTDOWN_TIMEOUT_SECONDS, counted from the moment the service starts stopping."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.at: float | None = None
+
+    def start(self) -> None:
+        if self.at is None:
+            self.at = time.monotonic() + self.seconds
+
+    def left(self, reserve: float = 0.0) -> float:
+        self.start()
+        return max(0.1, self.at - time.monotonic() - reserve)
+
+
 async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> None:
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -98,17 +132,12 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
 
     tokens = TokenBook.from_settings(settings)  # a bad token list stops the start, naming the entry
     tracing.setup_tracing(settings.otel_exporter_otlp_endpoint, settings.otel_service_name)
-    await asyncio.to_thread(migrate, settings)
-    cluster_id = await ensure_topics(settings)
     engine = build_engine(settings)
     tracing.instrument_engine(engine)
-    await check_cluster(engine, settings, cluster_id)
     crm = tracing.traced_crm(build_crm_adapter(settings, engine=engine))
-    publisher = KafkaPublisher(settings)
-    await publisher.start()
-    consumer = ConsumerLoop(settings, engine, publisher, crm.name)
-    worker = OutboxWorker(settings, engine, OutboxRunner(engine, crm, publisher.publish_outcome, settings))
-    runtime = Runtime(settings, engine, crm, consumer_joined=lambda: consumer.joined, tokens=tokens)
+    startup = StartupProgress()
+    health = ConsumerHealth(stuck_after_seconds=settings.consumer_stuck_partition_seconds)
+    runtime = Runtime(settings, engine, crm, consumer=health, startup=startup, tokens=tokens)
     app = create_app(runtime)
     tracing.instrument_app(app)
     server = _Server(
@@ -117,6 +146,66 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
             log_level="warning", access_log=False, lifespan="off",
         )
     )
+    # HTTP first: /healthz answers and /readyz says what is missing while we wait.
+    http = asyncio.create_task(server.serve(), name="http")
+    publisher: KafkaPublisher | None = None
+    deadline = ShutdownDeadline(settings.shutdown_timeout_seconds)
+    try:
+        publisher = await _start_dependencies(settings, engine, startup, stop)
+        if publisher is not None:
+            await _run_components(settings, engine, crm, publisher, runtime, stop, http, deadline)
+    finally:
+        deadline.start()
+        startup.stopping = True
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(http, timeout=min(2.0, deadline.left()))
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(deadline.left()):
+                if publisher is not None:
+                    await publisher.stop()  # sends what is still queued
+                await crm.aclose()
+                await engine.dispose()
+        log.info("crm-records stopped")
+
+
+async def _start_dependencies(settings: Settings, engine, startup: StartupProgress,
+                              stop: asyncio.Event) -> KafkaPublisher | None:
+    """Migrations, topics and the producer, each retried with backoff until it works."""
+    await keep_trying("the database (to apply migrations)", lambda: asyncio.to_thread(migrate, settings),
+                      startup, stop)
+    if stop.is_set():
+        return None
+    broker = await keep_trying(f"the broker at {settings.resolved_bootstrap_servers()} (to check the topics)",
+                               lambda: ensure_topics(settings), startup, stop)
+    if broker is None:
+        return None
+    await keep_trying("the database (to record the Kafka cluster)",
+                      lambda: check_cluster(engine, settings, broker.cluster_id), startup, stop)
+    if stop.is_set():
+        return None
+    publisher = KafkaPublisher(settings, max_message_bytes=broker.dlq_max_message_bytes)
+    if await keep_trying("the broker (to start the producer)", _started(publisher), startup, stop) is None:
+        with contextlib.suppress(Exception):
+            await publisher.stop()
+        return None
+    startup.waiting_for = None
+    return publisher
+
+
+def _started(publisher: KafkaPublisher):
+    async def start() -> bool:
+        await publisher.start()
+        return True
+
+    return start
+
+
+async def _run_components(settings: Settings, engine, crm: CrmAdapter, publisher: KafkaPublisher,
+                          runtime: Runtime, stop: asyncio.Event, http: asyncio.Task,
+                          deadline: ShutdownDeadline) -> None:
+    consumer = ConsumerLoop(settings, engine, publisher, crm.name, health=runtime.consumer)
+    worker = OutboxWorker(settings, engine, OutboxRunner(engine, crm, publisher.publish_outcome, settings))
     log.info(
         "crm-records starting: CRM %s, topic %s, group %s, HTTP port %d",
         crm.name, settings.kafka_topic, settings.kafka_group_id, settings.http_port,
@@ -125,21 +214,26 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
         asyncio.create_task(consumer.run(stop), name="consumer"),
         asyncio.create_task(worker.run(stop), name="outbox-worker"),
         asyncio.create_task(watch_crm_credentials(crm, runtime.crm_health, stop), name="crm-check"),
-        asyncio.create_task(server.serve(), name="http"),
+        asyncio.create_task(watch_broker(publisher, runtime.consumer, stop), name="broker-check"),
     }
+    stopping = asyncio.create_task(stop.wait())
     try:
-        done, _ = await asyncio.wait({*tasks, asyncio.create_task(stop.wait())}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({*tasks, http, stopping}, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
-            if task in tasks and task.exception() is not None:
+            if task is not stopping and task.exception() is not None:
                 log.error("%s stopped: %r", task.get_name(), task.exception())
     finally:
         stop.set()
-        server.should_exit = True
+        deadline.start()
+        runtime.startup.stopping = True
+        log.info("stopping: no more fetching; finishing work in flight (at most %.0f s)", deadline.seconds)
+        # Everything stops together within the deadline: the consumer finishes its batch
+        # and commits, the worker finishes or releases its rows (see OutboxWorker).
+        _, late = await asyncio.wait(tasks, timeout=deadline.left(reserve=1.5))
+        for task in late:
+            log.error("%s did not stop within the shutdown deadline; cancelled", task.get_name())
+            task.cancel()
         results = await asyncio.gather(*tasks, return_exceptions=True)
         for task, result in zip(tasks, results):
             if isinstance(result, Exception):
                 log.error("%s ended with %r", task.get_name(), result)
-        await publisher.stop()
-        await crm.aclose()
-        await engine.dispose()
-        log.info("crm-records stopped")

@@ -1,6 +1,11 @@
 """The outbox worker loop: claim due rows (FOR UPDATE SKIP LOCKED), run up to
 `OUTBOX_CONCURRENCY` of them at once, and sleep until PostgreSQL notifies that new
-rows were committed or the next poll is due. Any number of replicas may run it."""
+rows were committed or the next poll is due. Any number of replicas may run it.
+
+While a row is in flight (waiting for the CRM's rate budget, or for a slow CRM) the
+worker extends its lease every third of `OUTBOX_LEASE_SECONDS`, so a row is claimed
+again only when its worker is really gone; and a worker that lost a row anyway has its
+bookkeeping refused by the claim fence, so it publishes nothing twice."""
 
 from __future__ import annotations
 
@@ -26,10 +31,13 @@ class OutboxWorker:
         self.runner = runner
         self._wake = asyncio.Event()
         self._in_flight: set[asyncio.Task] = set()
+        self._claims: dict[int, str | None] = {}  # in-flight row id -> its claim id
+        self._row_ids: dict[asyncio.Task, int] = {}  # for releasing rows at shutdown
 
     async def run(self, stop: asyncio.Event) -> None:
         listener = await self._listen()
         stopping = asyncio.ensure_future(stop.wait())
+        heartbeat = asyncio.create_task(self._keep_leases(), name="outbox-lease-heartbeat")
         try:
             while not stop.is_set():
                 # Cleared before claiming: a NOTIFY that lands while we claim sets it again,
@@ -46,6 +54,7 @@ class OutboxWorker:
                 for row in claimed:
                     task = asyncio.create_task(self._run_one(row))
                     self._in_flight.add(task)
+                    self._row_ids[task] = row.id
                     task.add_done_callback(self._finished)
                 if claimed and len(claimed) == free:
                     # There may be more; wait only for a slot.
@@ -60,28 +69,68 @@ class OutboxWorker:
                 waker.cancel()
         finally:
             stopping.cancel()
-            if self._in_flight:
-                # Let running CRM calls finish and be recorded; an interrupted one is repeated
-                # idempotently by whoever claims it after its lease.
-                await asyncio.wait(self._in_flight, timeout=10)
+            heartbeat.cancel()
+            await self._finish_or_release()
             if listener is not None:
                 with contextlib.suppress(Exception):
                     await listener.close()
 
     def _finished(self, task: asyncio.Task) -> None:
         self._in_flight.discard(task)
+        self._row_ids.pop(task, None)
         self._wake.set()
+
+    async def _finish_or_release(self) -> None:
+        """Shutdown: let running rows finish and be recorded, within the shutdown deadline
+        (less a margin for the rest of the shutdown); rows still running then are cancelled
+        and handed back at once (pending, attempt not counted), so another replica carries
+        them out idempotently without waiting for their lease to run out."""
+        if not self._in_flight:
+            return
+        # What is left for the rest: cancelling (1 s), releasing (2 s), the process (3.5 s).
+        grace = max(0.2, self.settings.shutdown_timeout_seconds - 6.5)
+        _, late = await asyncio.wait(set(self._in_flight), timeout=grace)
+        if not late:
+            return
+        row_ids = [self._row_ids[task] for task in late if task in self._row_ids]
+        for task in late:
+            task.cancel()
+        await asyncio.wait(late, timeout=1)
+        try:
+            async with asyncio.timeout(2):
+                async with self.engine.begin() as conn:
+                    released = await outbox_repo.release(conn, row_ids)
+            log.info("shutdown: released %d unfinished outbox rows for other replicas", released)
+        except Exception as exc:  # their leases still bring them back
+            log.warning("shutdown: could not release %d outbox rows (%r); they return after their lease",
+                        len(row_ids), exc)
 
     async def _claim(self, limit: int):
         async with self.engine.begin() as conn:
             return await outbox_repo.claim(conn, limit, self.settings.outbox_lease_seconds)
 
     async def _run_one(self, row) -> None:
+        self._claims[row.id] = row.claim_id
         try:
             await self.runner.run(row)
         except Exception:
             # Bookkeeping itself failed (database gone): the lease expiry will bring it back.
             log.exception("outbox row %s could not be recorded", row.id)
+        finally:
+            self._claims.pop(row.id, None)
+
+    async def _keep_leases(self) -> None:
+        lease = self.settings.outbox_lease_seconds
+        while True:
+            await asyncio.sleep(lease / 3)
+            claims = list(self._claims.items())
+            if not claims:
+                continue
+            try:
+                async with self.engine.begin() as conn:
+                    await outbox_repo.extend_leases(conn, claims, lease)
+            except Exception as exc:  # the next beat tries again; the fence guards the rest
+                log.warning("extending the leases of %d in-flight outbox rows failed: %r", len(claims), exc)
 
     async def _listen(self) -> asyncpg.Connection | None:
         try:

@@ -197,6 +197,9 @@ class ZendeskFake(FakeServer):
             {"Retry-After": f"{seconds:g}"},
         )
 
+    def invalid_response(self) -> Response:
+        return invalid("subject", "Subject: is too long (maximum is 150 characters)", "TooLong")
+
     def server_error_response(self) -> Response:
         headers = {}
         if self.server_error_retry_after is not None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from app.adapters.db import records_repo
 
 from tests.conftest import eventually, new_topics, run_in_process, service_settings
 from tests.factories import call_events
@@ -55,13 +54,12 @@ async def test_server_errors_are_retried_until_the_record_is_made(zendesk_servic
 
 async def test_validation_error_is_parked_with_the_crms_message(zendesk_service, engine):
     crm = zendesk_service
-    # The service remembers a requester id that Zendesk does not know: the ticket is refused.
-    async with engine.begin() as conn:
-        await records_repo.remember_contacts(conn, "zendesk", {"eu-parked": "999999"})
+    # Zendesk refuses the ticket as invalid (a validation error retrying cannot fix).
+    crm.fake.set_faults(invalid_next=1)
     await send(crm, call_events("parked-1", end_user_id="eu-parked"))
     body = await eventually(lambda: record_row(crm.service, "parked-1", "parked"))
     parked = [d for d in body["decisions"] if d["kind"] == "record_parked"]
-    assert parked and "422" in parked[0]["reason"] and "requester" in parked[0]["reason"].lower()
+    assert parked and "422" in parked[0]["reason"] and "subject" in parked[0]["reason"].lower()
     assert body["outbox"][0]["attempts"] == 1  # not retried: retrying cannot help
     async with crm.service.client() as client:
         metrics = (await client.get("/metrics")).text

@@ -42,6 +42,7 @@ from app.adapters.crm.base import (
     NewRecord,
     RecordRef,
 )
+from app.adapters.crm.budget import RateBudget, VendorQuota, header_int
 from app.adapters.crm.http import CrmHttp, default_describe
 from app.domain.policy import ExistingRecord
 from app.settings import Settings
@@ -120,6 +121,15 @@ def _refuses_field(response: httpx.Response, field: str) -> bool:
     )
 
 
+def freshdesk_quota(headers: httpx.Headers) -> VendorQuota | None:
+    """`X-RateLimit-Total` / `X-RateLimit-Remaining`: the account's calls per minute."""
+    limit = header_int(headers, "X-RateLimit-Total")
+    remaining = header_int(headers, "X-RateLimit-Remaining")
+    if limit is None and remaining is None:
+        return None
+    return VendorQuota(limit=limit, remaining=remaining)
+
+
 # --- small conversions ------------------------------------------------------------------------
 
 
@@ -178,8 +188,10 @@ class FreshdeskAdapter:
         timeout_seconds: float,
         requests_per_minute: int | None,
         transport: httpx.AsyncBaseTransport | None = None,
+        budget: RateBudget | None = None,
     ):
         self.base_url = base_url.rstrip("/")
+        self.account = budget.account if budget is not None else f"freshdesk:{self.base_url}"
         self.external_id_field = external_id_field
         self.http = CrmHttp(
             self.name,
@@ -189,16 +201,19 @@ class FreshdeskAdapter:
             auth=httpx.BasicAuth(api_key, "X"),
             describe_error=describe_freshdesk_error,
             transport=transport,
+            budget=budget,
+            read_quota=freshdesk_quota,
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> FreshdeskAdapter:
+    def from_settings(cls, settings: Settings, *, budget: RateBudget | None = None) -> FreshdeskAdapter:
         return cls(
             required_setting(settings, "freshdesk_url"),
             required_setting(settings, "freshdesk_api_key"),
             external_id_field=required_setting(settings, "freshdesk_external_id_field"),
             timeout_seconds=settings.crm_timeout_seconds,
             requests_per_minute=settings.freshdesk_requests_per_minute,
+            budget=budget,
         )
 
     def record_url(self, ticket_id: str) -> str:

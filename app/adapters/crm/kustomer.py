@@ -35,6 +35,7 @@ import httpx
 
 from app import metrics
 from app.adapters.crm.base import CrmRateLimited, EndUserInfo, NewRecord, RecordRef, required_setting
+from app.adapters.crm.budget import RateBudget, VendorQuota, header_int
 from app.adapters.crm.http import CrmHttp, default_describe, parse_retry_after
 from app.domain.policy import ExistingRecord
 from app.settings import Settings
@@ -95,6 +96,15 @@ def kustomer_retry_after(headers: httpx.Headers) -> float:
         return parse_retry_after(headers.get("Retry-After"))
     reset = _reset_seconds(headers.get("x-ratelimit-reset"))
     return reset if reset is not None else parse_retry_after(None)
+
+
+def kustomer_quota(headers: httpx.Headers) -> VendorQuota | None:
+    """`x-ratelimit-limit` / `x-ratelimit-remaining` (per minute), `x-ratelimit-reset`."""
+    limit = header_int(headers, "x-ratelimit-limit")
+    remaining = header_int(headers, "x-ratelimit-remaining")
+    if limit is None and remaining is None:
+        return None
+    return VendorQuota(limit=limit, remaining=remaining, reset_seconds=_reset_seconds(headers.get("x-ratelimit-reset")))
 
 
 class KustomerHttp(CrmHttp):
@@ -186,8 +196,10 @@ class KustomerAdapter:
         timeout_seconds: float,
         requests_per_minute: int | None,
         transport: httpx.AsyncBaseTransport | None = None,
+        budget: RateBudget | None = None,
     ):
         self.app_base = agent_app_base(base_url, api_key)
+        self.account = budget.account if budget is not None else f"kustomer:{base_url.rstrip('/')}"
         self.http = KustomerHttp(
             self.name,
             base_url,
@@ -196,15 +208,18 @@ class KustomerAdapter:
             headers={"Authorization": f"Bearer {api_key}"},
             describe_error=describe_kustomer_error,
             transport=transport,
+            budget=budget,
+            read_quota=kustomer_quota,
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> KustomerAdapter:
+    def from_settings(cls, settings: Settings, *, budget: RateBudget | None = None) -> KustomerAdapter:
         return cls(
             required_setting(settings, "kustomer_url"),
             required_setting(settings, "kustomer_api_key"),
             timeout_seconds=settings.crm_timeout_seconds,
             requests_per_minute=settings.kustomer_requests_per_minute,
+            budget=budget,
         )
 
     def record_url(self, conversation_id: str, customer_id: str | None) -> str:

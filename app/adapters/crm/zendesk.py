@@ -41,6 +41,7 @@ from app.adapters.crm.base import (
     NewRecord,
     RecordRef,
 )
+from app.adapters.crm.budget import RateBudget, VendorQuota, header_int
 from app.adapters.crm.http import CrmHttp, default_describe, parse_retry_after
 from app.domain.policy import ExistingRecord
 from app.settings import Settings
@@ -119,6 +120,17 @@ def zendesk_retry_after(headers: httpx.Headers) -> float:
     return parse_retry_after(headers.get("Retry-After") or headers.get("ratelimit-reset"))
 
 
+def zendesk_quota(headers: httpx.Headers) -> VendorQuota | None:
+    """`X-Rate-Limit` / `X-Rate-Limit-Remaining` (the account's per-minute limit) and the
+    `ratelimit-limit` / `-remaining` / `-reset` headers Zendesk sends alongside."""
+    limit = header_int(headers, "X-Rate-Limit", "ratelimit-limit")
+    remaining = header_int(headers, "X-Rate-Limit-Remaining", "ratelimit-remaining")
+    if limit is None and remaining is None:
+        return None
+    reset = header_int(headers, "ratelimit-reset")
+    return VendorQuota(limit=limit, remaining=remaining, reset_seconds=float(reset) if reset is not None else None)
+
+
 class ZendeskHttp(CrmHttp):
     """CrmHttp with Zendesk's quirks: a 503 carrying `Retry-After` asks to wait that long,
     the idempotency-key conflict gets its own class, and a user create refused because
@@ -193,8 +205,10 @@ class ZendeskAdapter:
         timeout_seconds: float,
         requests_per_minute: int | None,
         transport: httpx.AsyncBaseTransport | None = None,
+        budget: RateBudget | None = None,
     ):
         self.base_url = _api_base(base_url)
+        self.account = budget.account if budget is not None else f"zendesk:{self.base_url}"
         self.http = ZendeskHttp(
             self.name,
             self.base_url + API,
@@ -203,16 +217,19 @@ class ZendeskAdapter:
             auth=httpx.BasicAuth(f"{email}/token", api_token),
             describe_error=describe_zendesk_error,
             transport=transport,
+            budget=budget,
+            read_quota=zendesk_quota,
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ZendeskAdapter:
+    def from_settings(cls, settings: Settings, *, budget: RateBudget | None = None) -> ZendeskAdapter:
         return cls(
             required_setting(settings, "zendesk_url"),
             required_setting(settings, "zendesk_email"),
             required_setting(settings, "zendesk_api_token"),
             timeout_seconds=settings.crm_timeout_seconds,
             requests_per_minute=settings.zendesk_requests_per_minute,
+            budget=budget,
         )
 
     def record_url(self, ticket_id: str) -> str:

@@ -1,0 +1,102 @@
+"""Use case: take one partition's polled messages into the database.
+
+Parse and validate each message; apply the valid ones in one transaction (the
+`consume.apply_batch` use case). When PostgreSQL refuses the batch's *data* (SQLSTATE
+classes 22 and 23, see adapters/db/errors), the batch is split in halves until the
+refused events are alone, and only those become dead letters; everything else in the
+batch is applied. Any other failure (the database unreachable, restarting, out of
+connections, a timeout) is raised unchanged: the caller retries the same batch and
+commits nothing, so no valid event is ever dead-lettered for the database's sake.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from aiokafka import ConsumerRecord
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app import metrics
+from app.adapters.db.errors import rejects_the_data, short_description
+from app.adapters.kafka.dead_letters import DeadLetter
+from app.domain.events import InvalidEvent, SessionEvent, parse_event
+from app.observability import tracing
+from app.observability.logs import log_context
+from app.service.consume import apply_batch
+
+log = logging.getLogger(__name__)
+# When tracing is on: the trace context an event's outbox rows carry, by event id.
+TraceFor = Callable[[str], str | None] | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    event: SessionEvent
+    message: ConsumerRecord
+
+
+def dead_letter(message: ConsumerRecord, reason: str) -> DeadLetter:
+    return DeadLetter(
+        topic=message.topic, partition=message.partition, offset=message.offset, key=message.key,
+        value=message.value, headers=tuple(message.headers or ()), reason=reason,
+    )
+
+
+class PartitionIngest:
+    def __init__(self, engine: AsyncEngine, crm_name: str):
+        self.engine = engine
+        self.crm_name = crm_name
+
+    async def apply(self, messages: Sequence[ConsumerRecord]) -> list[DeadLetter]:
+        """Apply what is valid; return the dead letters (not yet sent) in offset order."""
+        letters: list[DeadLetter] = []
+        parsed: list[_Parsed] = []
+        for message in messages:
+            try:
+                parsed.append(_Parsed(parse_event(message.value), message))
+            except InvalidEvent as exc:
+                letters.append(dead_letter(message, exc.reason))
+        started = time.perf_counter()
+        if parsed:
+            first = messages[0]
+            event_ids = {p.message.offset: p.event.event_id for p in parsed}
+            with tracing.batch_span(first.topic, first.partition, messages, event_ids) as batch_trace:
+                await self._apply_isolating(parsed, letters, batch_trace.traceparent_for if batch_trace else None)
+        metrics.batch_duration.observe(time.perf_counter() - started)
+        for letter in letters:
+            with log_context(offset=letter.offset):
+                log.warning("dead-lettering %s/%d@%d: %s", letter.topic, letter.partition, letter.offset, letter.reason)
+        return sorted(letters, key=lambda letter: letter.offset)
+
+    async def _apply_isolating(self, parsed: list[_Parsed], letters: list[DeadLetter], trace_for: TraceFor) -> None:
+        try:
+            await self._apply([p.event for p in parsed], trace_for)
+        except Exception as exc:
+            if not rejects_the_data(exc):
+                raise  # infrastructure: the whole batch is retried
+            if len(parsed) == 1:
+                with log_context(session_id=parsed[0].event.session.id, event_id=parsed[0].event.event_id):
+                    letters.append(dead_letter(parsed[0].message, _stored_reason(exc)))
+                return
+            # Halves keep the partition's order; k refused events cost about 2k·log n tries.
+            middle = len(parsed) // 2
+            await self._apply_isolating(parsed[:middle], letters, trace_for)
+            await self._apply_isolating(parsed[middle:], letters, trace_for)
+
+    async def _apply(self, events: list[SessionEvent], trace_for: TraceFor) -> None:
+        if not events:
+            return
+        async with self.engine.begin() as conn:
+            outcome = await apply_batch(conn, events, self.crm_name, trace_for)
+        metrics.events_consumed.inc(outcome.applied)
+        if outcome.duplicates:
+            metrics.events_duplicate.inc(outcome.duplicates)
+        for decision in outcome.decisions:
+            metrics.decisions.labels(decision.kind).inc()
+
+
+def _stored_reason(exc: BaseException) -> str:
+    return f"could not be stored: {short_description(exc)}"
