@@ -130,7 +130,7 @@ async def _follow(service: ServiceProcess, db: asyncpg.Connection, result: Backl
     """Sample RSS and progress every second until every event is applied and the outbox
     is drained. Bounded: events not applied within the limit, or an outbox not drained
     within `drain_seconds` after that, are reported as such (with the rate reached)."""
-    apply_limit = max(600.0, result.events / 1000)
+    apply_limit = max(900.0, result.events / 250)
     drain_limit = None
     last_print = 0.0
     while True:
