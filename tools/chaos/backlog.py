@@ -142,18 +142,17 @@ async def _follow(service: ServiceProcess, db: asyncpg.Connection, result: Backl
         if result.applied_seconds is None and applied >= result.events:
             result.applied_seconds = now
             drain_limit = now + drain_seconds
-        if result.applied_seconds is not None:
+        if result.applied_seconds is not None or now - last_print >= 15:
             open_rows = await db.fetchval("SELECT count(*) FROM outbox WHERE status IN ('pending', 'in_progress')")
             result.outbox_rows = await db.fetchval("SELECT count(*) FROM outbox")
-            result.outbox_done = result.outbox_rows - open_rows
-            result.outbox_seconds = now
-            if open_rows == 0:
+            result.outbox_done, result.outbox_seconds = result.outbox_rows - open_rows, now
+            if result.applied_seconds is not None and open_rows == 0:
                 result.drained_seconds = now
                 return
         if now - last_print >= 15:
             last_print = now
-            print(f"  ... {now:.0f} s: {applied:,} events applied, RSS {result.samples[-1].rss_kb / 1024:.0f} MiB",
-                  flush=True)
+            print(f"  ... {now:.0f} s: {applied:,} events applied, {result.outbox_done:,} of {result.outbox_rows:,} "
+                  f"outbox rows done, RSS {result.samples[-1].rss_kb / 1024:.0f} MiB", flush=True)
         if (result.applied_seconds is None and now > apply_limit) or (drain_limit and now > drain_limit):
             return
 
@@ -165,8 +164,10 @@ def render(result: BacklogResult) -> str:
     if result.applied_seconds:
         lines.append(f"  all events applied after {result.applied_seconds:.0f} s: "
                      f"{result.events / result.applied_seconds:,.0f} events/s on the backlog")
-    else:
-        lines.append("  NOT every event applied within the time limit")
+    elif result.samples:
+        last = result.samples[-1]
+        lines.append(f"  NOT every event applied within the time limit: {last.applied:,} after {last.seconds:.0f} s "
+                     f"({last.applied / last.seconds:,.0f} events/s)")
     if result.drained_seconds:
         lines.append(f"  outbox drained ({result.outbox_rows:,} rows: records, notes, skips) after "
                      f"{result.drained_seconds:.0f} s: {result.outbox_rows / result.drained_seconds:,.0f} rows/s")
@@ -180,7 +181,7 @@ def render(result: BacklogResult) -> str:
             lines.append(f"    {mark:>4.0%} at {sample.seconds:5.0f} s: {sample.rss_kb / 1024:6.0f} MiB")
     if result.samples:
         last = result.samples[-1]
-        lines.append(f"    drained at {last.seconds:5.0f} s: {last.rss_kb / 1024:6.0f} MiB")
+        lines.append(f"    at the end, {last.seconds:5.0f} s: {last.rss_kb / 1024:6.0f} MiB")
     lines.append(f"  service peak RSS (VmHWM): {result.peak_rss_kb / 1024:.0f} MiB; "
                  f"broker peak RSS {result.broker_rss_kb / 1024:.0f} MiB")
     return "\n".join(lines)
