@@ -111,7 +111,14 @@ class ConsumerLoop:
                 *(self._apply_partition(consumer, tp, messages) for tp, messages in batches.items())
             )
             await self.commit_applied([tp for tp in applied if tp is not None])
-        self.health.refresh_metrics(consumer.highwater)
+        self.health.refresh_metrics(self._highwater_of_assigned(consumer))
+
+    @staticmethod
+    def _highwater_of_assigned(consumer: AIOKafkaConsumer):
+        # A batch in flight when its partition was revoked (a rebalance) still reports on it
+        # afterwards; aiokafka asserts on a partition that is no longer assigned.
+        assigned = consumer.assignment()
+        return lambda tp: consumer.highwater(tp) if tp in assigned else None
 
     async def commit_applied(self, partitions: Sequence[TopicPartition]) -> None:
         offsets = {tp: self._applied[tp] for tp in partitions if tp in self._applied}

@@ -116,9 +116,9 @@ async def watch_ready(replicas: Replicas, stop: asyncio.Event) -> None:
 async def kill_replicas(replicas: Replicas, faults: FaultLog, rng: random.Random, *, kills: int,
                         span: float) -> None:
     """`kills` SIGKILLs spread over `span` seconds, each followed by a restart. A victim
-    has been ready (partitions assigned) for a moment, or up for a while when the
-    database is away, so kills land in the middle of work rather than in start-ups, and
-    the group is not kept rebalancing for ever."""
+    has been ready (partitions assigned) for a moment, or up 6 s (a start-up may wait for the
+    database or a rebalance), so kills land in the middle of work rather than in start-ups,
+    and the group is not kept rebalancing for ever."""
     interval = span / max(1, kills)
     for _ in range(kills):
         await asyncio.sleep(interval * rng.uniform(0.5, 1.5))
@@ -126,7 +126,7 @@ async def kill_replicas(replicas: Replicas, faults: FaultLog, rng: random.Random
         while True:
             now = time.monotonic()
             candidates = [r for r in replicas.replicas
-                          if (r.ready_at is not None and now - r.ready_at >= working) or now - r.started_at >= 12]
+                          if (r.ready_at is not None and now - r.ready_at >= working) or now - r.started_at >= 6]
             if candidates:
                 break
             await asyncio.sleep(0.1)
