@@ -113,9 +113,10 @@ class OutboxWorker:
         self._claims[row.id] = row.claim_id
         try:
             await self.runner.run(row)
-        except Exception:
+        except Exception as exc:
             # Bookkeeping itself failed (database gone): the lease expiry will bring it back.
-            log.exception("outbox row %s could not be recorded", row.id)
+            # Expected when the database is down, so one line, no traceback.
+            log.error("outbox row %s could not be recorded, it is retried after its lease: %r", row.id, exc)
         finally:
             self._claims.pop(row.id, None)
 

@@ -37,7 +37,15 @@ from app.adapters.crm.base import (
     current_call_log,
 )
 from app.adapters.crm.budget import Priority, current_priority
-from app.adapters.db import decisions_repo, end_users_repo, events_repo, outbox_repo, records_repo, sessions_repo
+from app.adapters.db import (
+    decisions_repo,
+    end_users_repo,
+    events_repo,
+    outbox_repo,
+    records_repo,
+    sessions_repo,
+    settings_repo,
+)
 from app.adapters.db.decisions_repo import DecisionRow
 from app.adapters.db.outbox_repo import Attempt, ClaimedRow
 from app.domain.policy import ExistingRecord, Target, choose_target
@@ -85,7 +93,7 @@ def _activity(state: SessionState, title: str, contact: str | None) -> SessionAc
     return SessionActivity(
         session_id=state.session_id, title=title, medium=state.medium, session_type=state.session_type,
         started_at=state.timestamp, contact_id=contact or None, duration_seconds=state.duration_seconds,
-        disposition=state.disposition,
+        disposition=state.disposition, over=state.ended_at is not None or state.abandoned_at is not None,
     )
 
 
@@ -196,12 +204,14 @@ class OutboxRunner:
         raise NoRecord(f"unknown outbox kind {row.kind!r}")
 
     async def _record(self, row: ClaimedRow) -> Completion:
-        settings = RecordSettings.model_validate(row.payload["settings"])
         version = row.payload.get("settings_version")
         crm = self.crm.name
-        # Read what is needed in one round trip, then let the connection go: none is held
-        # across CRM calls.
+        # Read what is needed, then let the connection go: none is held across CRM calls.
         async with self.engine.connect() as conn:
+            if "settings" in row.payload:  # a row written before payloads named only the version
+                settings = RecordSettings.model_validate(row.payload["settings"])
+            else:
+                settings = await settings_repo.of_version(conn, version, row.payload.get("settings_digest"))
             context = await records_repo.record_context(
                 conn, crm, row.session_id, with_newest=settings.append_to_open_record_in_leaf_queue,
                 account=self.account,

@@ -36,6 +36,13 @@ async def record_row(service, session_id: str, status: str):
     return body if rows else None
 
 
+async def settled(service, session_id: str):
+    """True once none of the session's outbox rows is still to run (a fault switched on
+    after that cannot hit the earlier test's end-of-session note)."""
+    body = await trace(service, session_id)
+    return bool(body) and all(o["status"] in ("done", "parked") for o in body.get("outbox", []))
+
+
 async def send(crm, documents):
     settings = crm.service.settings
     await publish(settings.kafka_bootstrap_servers, settings.kafka_topic, documents)
@@ -50,11 +57,20 @@ async def test_server_errors_are_retried_until_the_record_is_made(zendesk_servic
     assert [c["status_code"] for c in failed] == [503, 503]
     assert body["outbox"][0]["attempts"] == 3
     assert len([r for r in crm.fake.records() if r.get("external_id") == "retry-5xx"]) == 1
+    # Let the session's end-of-session note finish too: the next test's one-shot fault
+    # must hit its own request, not this session's late note (a race on a busy machine).
+    await eventually(lambda: _all_done(crm.service, "retry-5xx"))
+
+
+async def _all_done(service, session_id: str) -> bool:
+    rows = (await trace(service, session_id)).get("outbox", [])
+    return bool(rows) and all(row["status"] == "done" for row in rows)
 
 
 async def test_validation_error_is_parked_with_the_crms_message(zendesk_service, engine):
     crm = zendesk_service
     # Zendesk refuses the ticket as invalid (a validation error retrying cannot fix).
+    await eventually(lambda: settled(crm.service, "retry-5xx"))
     crm.fake.set_faults(invalid_next=1)
     await send(crm, call_events("parked-1", end_user_id="eu-parked"))
     body = await eventually(lambda: record_row(crm.service, "parked-1", "parked"))
@@ -69,6 +85,7 @@ async def test_validation_error_is_parked_with_the_crms_message(zendesk_service,
 
 async def test_rate_limit_storm_slows_down_without_using_up_attempts(zendesk_service):
     crm = zendesk_service
+    await eventually(lambda: settled(crm.service, "parked-1"))
     crm.fake.set_faults(rate_limit_next=6, retry_after_seconds=0.2)
     await send(crm, call_events("storm-1"))
     body = await eventually(lambda: record_row(crm.service, "storm-1", "done"))

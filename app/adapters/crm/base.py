@@ -36,6 +36,8 @@ class SessionActivity:
     contact_id: str | None  # the end user's CRM contact, when known
     duration_seconds: float | None = None
     disposition: str | None = None
+    # The session was already over (ended or abandoned) when this was written.
+    over: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -78,7 +78,7 @@ _CLAIM = text(
     )
     UPDATE outbox SET status = 'in_progress', attempts = outbox.attempts + 1,
                       lease_until = now() + make_interval(secs => :lease), updated_at = now(),
-                      claim_id = gen_random_uuid(),
+                      claimed_at = clock_timestamp(), claim_id = gen_random_uuid(),
                       -- a row still in progress was abandoned mid-flight: its outcome is unknown
                       outcome_unknown = outbox.outcome_unknown OR outbox.status = 'in_progress'
     FROM candidates WHERE outbox.id = candidates.id

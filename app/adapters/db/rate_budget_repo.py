@@ -53,21 +53,23 @@ class PostgresBudgetStore:
 
     async def reserve(self, account: str, per_minute: float, horizon: float) -> tuple[bool, float]:
         await self._ensure(account)
+        params = {"account": account, "interval": 60.0 / per_minute, "horizon": horizon}
         async with self.engine.begin() as conn:
-            row = (
-                await conn.execute(_RESERVE, {"account": account, "interval": 60.0 / per_minute, "horizon": horizon})
-            ).one()
+            row = (await conn.execute(_RESERVE, params)).first()
+            if row is None:  # the row was removed since (an operator reset the budget)
+                await conn.execute(_ENSURE, {"account": account})
+                row = (await conn.execute(_RESERVE, params)).one()
         wait = max(0.0, float(row.wait))
         return (True, wait) if row.booked else (False, max(0.0, wait - horizon))
 
     async def set_rate(self, account: str, per_minute: float | None) -> None:
-        await self._ensure(account)
         async with self.engine.begin() as conn:
+            await conn.execute(_ENSURE, {"account": account})
             await conn.execute(_SET_RATE, {"account": account, "per_minute": per_minute})
 
     async def pause(self, account: str, seconds: float) -> None:
-        await self._ensure(account)
         async with self.engine.begin() as conn:
+            await conn.execute(_ENSURE, {"account": account})
             await conn.execute(_PAUSE, {"account": account, "seconds": seconds})
 
     async def load_rate(self, account: str) -> float | None:
