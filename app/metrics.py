@@ -56,6 +56,45 @@ crm_request_duration = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
     registry=REGISTRY,
 )
+# Requests per record (or per note) by CRM and operation:
+#   crm_records_crm_requests_total{kind="record"} / crm_records_crm_work_done_total{kind="record"}
+crm_requests = Counter(
+    "crm_records_crm_requests_total",
+    "CRM HTTP requests sent, by the kind of outbox work that sent them (record, ended_note, other)",
+    ["crm", "kind", "operation"],
+    registry=REGISTRY,
+)
+crm_work_done = Counter(
+    "crm_records_crm_work_done_total",
+    "Outbox rows finished against the CRM (kind record or ended_note), the denominator of requests per record",
+    ["crm", "kind", "action"],
+    registry=REGISTRY,
+)
+crm_quota_remaining = Gauge(
+    "crm_records_crm_quota_remaining",
+    "Requests the CRM account has left in its window, as the vendor's last answer said",
+    ["crm", "window"],
+    registry=REGISTRY,
+)
+crm_quota_limit = Gauge(
+    "crm_records_crm_quota_limit",
+    "Requests the CRM account may make per window, as the vendor announces",
+    ["crm", "window"],
+    registry=REGISTRY,
+)
+crm_quota_usable = Gauge(
+    "crm_records_crm_quota_usable",
+    "Of a daily allocation, what is left for this service above the share reserved for other integrations",
+    ["crm", "window"],
+    registry=REGISTRY,
+)
+crm_budget_wait = Histogram(
+    "crm_records_crm_budget_wait_seconds",
+    "How long a CRM request waited for the account's shared rate budget",
+    ["crm"],
+    buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+    registry=REGISTRY,
+)
 crm_credentials_accepted = Gauge(
     "crm_records_crm_credentials_accepted",
     "1 when the CRM accepted the credentials at the last check, 0 when it refused them or could not be reached",

@@ -56,16 +56,16 @@ class Settings(BaseSettings):
     zendesk_url: str | None = None
     zendesk_email: str | None = None
     zendesk_api_token: SecretStr | None = None
-    zendesk_requests_per_minute: int = Field(default=400, ge=1)
+    zendesk_requests_per_minute: int | None = Field(default=None, ge=1)
 
     freshdesk_url: str | None = None
     freshdesk_api_key: SecretStr | None = None
     freshdesk_external_id_field: str = "cf_ccai_session_id"
-    freshdesk_requests_per_minute: int = Field(default=200, ge=1)
+    freshdesk_requests_per_minute: int | None = Field(default=None, ge=1)
 
     kustomer_url: str = "https://api.kustomerapp.com"
     kustomer_api_key: SecretStr | None = None
-    kustomer_requests_per_minute: int = Field(default=1000, ge=1)
+    kustomer_requests_per_minute: int | None = Field(default=None, ge=1)
 
     salesforce_login_url: str = "https://login.salesforce.com"
     salesforce_client_id: str | None = None
@@ -74,7 +74,11 @@ class Settings(BaseSettings):
     salesforce_external_id_field: str = "CCAI_Session_Id__c"
     # The org's default open Case status (a value of its Status picklist).
     salesforce_reopen_status: str = "New"
-    salesforce_requests_per_minute: int = Field(default=1000, ge=1)
+    salesforce_requests_per_minute: int | None = Field(default=None, ge=1)
+
+    # Of Salesforce's daily API allocation (Sforce-Limit-Info), the share this service
+    # leaves to the org's other integrations: it pauses when only this much is left.
+    salesforce_daily_reserve_percent: float = Field(default=20.0, ge=0, lt=100)
     # What a record is (Case, Opportunity or Account) and how sessions are logged on it;
     # the open/closed rules per object are in app/adapters/crm/salesforce/objects.py.
     salesforce_record_object: SalesforceRecordObject = "Case"
@@ -159,6 +163,8 @@ class Settings(BaseSettings):
         return self.kafka_bootstrap_servers or f"127.0.0.1:{EMBEDDED_BROKER_PORT}"
 
     def crm_requests_per_minute(self) -> int | None:
+        """The configured ceiling of the CRM's request rate; None: follow what the vendor
+        announces on every answer (its rate-limit headers)."""
         return {
             "zendesk": self.zendesk_requests_per_minute,
             "freshdesk": self.freshdesk_requests_per_minute,

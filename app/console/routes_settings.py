@@ -14,7 +14,7 @@ from app.adapters.db import explorer_repo, settings_repo
 from app.console import i18n
 from app.console.panel import diff_rows, parse, previews
 from app.console.security import COOKIE_NAME, csrf_ok
-from app.console.web import N_, Console, Refused, redirect, safe_next
+from app.console.web import N_, SECURITY_HEADERS, Console, Refused, redirect, safe_next
 from app.domain.record_settings import RecordSettings, settings_changes
 from app.domain.whatif import OUTCOME_KINDS
 from app.service.admin import save_settings, settings_history
@@ -101,6 +101,14 @@ def settings_router(console: Console, runtime: Any) -> APIRouter:
         _, document, errors = parse(form)
         return console.render(request, "_previews.html", session=session, preview=await _previews(document),
                               errors=errors)
+
+    @router.get("/admin/settings/what-if/history")
+    async def warm_what_if(request: Request) -> Response:
+        """The panel asks for this as it opens: the history is read while the administrator looks
+        at the panel, so the first what-if waits for the replay alone."""
+        console.require_session(request)
+        await what_if.warm()
+        return Response(status_code=204, headers=SECURITY_HEADERS)
 
     @router.post("/admin/settings/what-if")
     async def preview_what_if(request: Request) -> Response:

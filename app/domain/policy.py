@@ -12,12 +12,12 @@ Two questions, asked at two places:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, NamedTuple, Protocol
 
 from app.domain.record_settings import RecordSettings
-from app.domain.session import SessionState
+from app.domain.session import SessionState, evolve
 
 DecisionKind = Literal["record_due", "skipped", "waiting", "ended_note_due"]
 VerdictOutcome = Literal["due", "skip", "wait"]
@@ -148,28 +148,32 @@ def _chat_verdict(state: PolicyFacts, settings: RecordSettings) -> tuple[str, st
     return "wait", f"waiting for the end user's messages: {sent} of {required} sent", None
 
 
+def verdict_tuple(facts: PolicyFacts, settings: RecordSettings) -> tuple[str, str, datetime | None]:
+    """Is a record due for a session in this state ("due"), should it be skipped ("skip"), or
+    do we wait ("wait")? With the reason and the moment. `decide` asks this after every event."""
+    return (_chat_verdict if facts.is_chat else _call_verdict)(facts, settings)
+
+
 def verdict(facts: PolicyFacts, settings: RecordSettings) -> Verdict:
-    """Is a record due for a session in this state, should it be skipped, or do we wait?"""
-    outcome, reason, at = (_chat_verdict if facts.is_chat else _call_verdict)(facts, settings)
-    return Verdict(outcome, reason, at)  # type: ignore[arg-type]
+    return Verdict(*verdict_tuple(facts, settings))  # type: ignore[arg-type]
 
 
 def decide(state: SessionState, settings: RecordSettings) -> tuple[SessionState, list[Decision]]:
     """Call after every event applied; returns the new state and what was newly decided."""
     decisions: list[Decision] = []
     if state.record == "pending":
-        outcome, reason, at = (_chat_verdict if state.is_chat else _call_verdict)(state, settings)
+        outcome, reason, at = verdict_tuple(state, settings)
         if outcome == "due":
-            state = replace(state, record="due", record_reason=reason, record_decided_at=at, last_wait_reason=None)
+            state = evolve(state, record="due", record_reason=reason, record_decided_at=at, last_wait_reason=None)
             decisions.append(Decision("record_due", reason, at))
         elif outcome == "skip":
-            state = replace(state, record="skipped", record_reason=reason, record_decided_at=at, last_wait_reason=None)
+            state = evolve(state, record="skipped", record_reason=reason, record_decided_at=at, last_wait_reason=None)
             decisions.append(Decision("skipped", reason, at))
         elif reason != state.last_wait_reason:
-            state = replace(state, last_wait_reason=reason)
+            state = evolve(state, last_wait_reason=reason)
             decisions.append(Decision("waiting", reason, state.header_at))
     if state.record == "due" and state.ended_at is not None and not state.ended_note_due:
-        state = replace(state, ended_note_due=True)
+        state = evolve(state, ended_note_due=True)
         decisions.append(Decision("ended_note_due", "session ended: add the summary note to its record", state.ended_at))
     return state, decisions
 

@@ -9,8 +9,9 @@ caller must drop repeated `event_id`s before they get here, as the consumer does
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from datetime import datetime
+from operator import attrgetter
 from typing import Any, Literal
 
 from app.domain.events import SessionEvent
@@ -96,6 +97,27 @@ class SessionState:
 
 
 _FIELD_NAMES = tuple(f.name for f in fields(SessionState))
+_ALL_VALUES = attrgetter(*_FIELD_NAMES)
+_POSITION = {name: n for n, name in enumerate(_FIELD_NAMES)}
+# The slots' own setters: they fill a new instance without going through the frozen
+# class's __setattr__, which is what makes __init__ (and so replace()) slow.
+_SLOT_SETTERS = tuple(getattr(SessionState, name).__set__ for name in _FIELD_NAMES)
+
+
+def evolve(state: SessionState, **changes: Any) -> SessionState:
+    """`dataclasses.replace(state, **changes)`, 2-3x cheaper: replace() walks the fields'
+    metadata and calls the frozen __init__, a quarter of the consumer's CPU per event
+    (docs/bench.md). An unknown name is refused with TypeError, as replace() does."""
+    values = list(_ALL_VALUES(state))
+    for name, value in changes.items():
+        try:
+            values[_POSITION[name]] = value
+        except KeyError:
+            raise TypeError(f"SessionState has no field {name!r}") from None
+    new = object.__new__(SessionState)
+    for set_slot, value in zip(_SLOT_SETTERS, values):
+        set_slot(new, value)
+    return new
 
 
 def _earliest(current: datetime | None, candidate: datetime) -> datetime:
@@ -152,4 +174,4 @@ def apply_event(state: SessionState | None, event: SessionEvent) -> SessionState
             disposition=event.summary.disposition,
             recording_url=event.summary.recording_url,
         )
-    return replace(state, **changes)
+    return evolve(state, **changes)

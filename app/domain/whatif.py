@@ -20,7 +20,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Literal, NamedTuple
 
-from app.domain.policy import Verdict, verdict
+from app.domain.policy import Verdict, verdict_tuple
 from app.domain.record_settings import RecordSettings
 from app.domain.session import SessionState
 
@@ -55,6 +55,11 @@ class HistoricSession:
     end_user_message_times: tuple[datetime, ...]
     first_event_at: datetime
     actual: Outcome
+    snapshots: tuple[Snapshot, ...] = ()  # worked out from the fields above when not given
+
+    def __post_init__(self) -> None:
+        if not self.snapshots:
+            object.__setattr__(self, "snapshots", snapshots(self))
 
 
 @dataclass(slots=True)
@@ -101,35 +106,50 @@ class WhatIfReport:
 
 
 _MOMENT_NAMES = ("queued_at", "assigned_at", "connected_at", "abandoned_at", "ended_at")
+# One moment of a session's past: when, then the moments reached and the end user's messages
+# sent by then (queued, assigned, connected, abandoned, ended, messages).
+Snapshot = tuple[datetime, datetime | None, datetime | None, datetime | None, datetime | None, datetime | None, int]
+
+
+def snapshots(session: HistoricSession) -> tuple[Snapshot, ...]:
+    """The session as it stood after each instant at which one of its events occurred, oldest
+    first (events sharing an instant taken together). They do not depend on the settings, so
+    a history loaded once is replayed under any settings without working them out again."""
+    moments = (session.queued_at, session.assigned_at, session.connected_at, session.abandoned_at,
+               session.ended_at)
+    messages = session.end_user_message_times
+    instants = sorted({session.first_event_at, *(m for m in moments if m is not None), *messages})
+    result: list[Snapshot] = []
+    sent = 0
+    for instant in instants:
+        while sent < len(messages) and messages[sent] <= instant:
+            sent += 1
+        queued, assigned, connected, abandoned, ended = (
+            m if m is not None and m <= instant else None for m in moments)
+        result.append((instant, queued, assigned, connected, abandoned, ended, sent))
+    return tuple(result)
+
+
+_NO_EVENTS = ("wait", "no events", None)
 
 
 def replay_verdict(session: HistoricSession, settings: RecordSettings) -> Verdict:
-    """The policy's verdict at the first moment it stops waiting, or its last wait.
+    """The policy's verdict at the first moment it stops waiting, or its last wait: the
+    session folded again moment by moment into one snapshot, as the consumer folds events."""
+    return Verdict(*_replay(session, settings))  # type: ignore[arg-type]
 
-    The session is folded again moment by moment, oldest first, into one snapshot (as the
-    consumer folds events into its state); moments that share an instant are taken together."""
-    steps: list[tuple[datetime, str]] = [(session.first_event_at, "")]
-    for name in _MOMENT_NAMES:
-        moment = getattr(session, name)
-        if moment is not None:
-            steps.append((moment, name))
-    steps += [(moment, "message") for moment in session.end_user_message_times]
-    steps.sort()
+
+def _replay(session: HistoricSession, settings: RecordSettings) -> tuple[str, str, datetime | None]:
     facts = SessionFacts(session.medium == "chat", None, None, None, None, None,
                          session.agent_id, session.agent_name, 0, None)
-    last = Verdict("wait", "no events", None)
-    count = len(steps)
-    for index, (moment, name) in enumerate(steps):
-        if name == "message":
-            facts.end_user_messages += 1
-        elif name:
-            setattr(facts, name, moment)
-        if index + 1 < count and steps[index + 1][0] == moment:
-            continue  # the next step happened at the same instant
-        facts.header_at = moment
-        last = verdict(facts, settings)
-        if last.outcome != "wait":
-            return last
+    last = _NO_EVENTS
+    for moment, queued, assigned, connected, abandoned, ended, messages in session.snapshots:
+        facts.queued_at, facts.assigned_at, facts.connected_at = queued, assigned, connected
+        facts.abandoned_at, facts.ended_at = abandoned, ended
+        facts.end_user_messages, facts.header_at = messages, moment
+        last = verdict_tuple(facts, settings)
+        if last[0] != "wait":
+            break
     return last
 
 
@@ -151,17 +171,22 @@ def propose(
 ) -> Outcome:
     """What `proposed` would have done to `session`. `earlier_record`: the end user had a record
     in this leaf queue before it (made under the proposed settings or before the window)."""
-    result = replay_verdict(session, proposed)
-    if result.outcome == "wait":
-        return Outcome("waiting", result.reason)
-    if result.outcome == "skip":
-        return Outcome("skip", result.reason)
+    return Outcome(*_propose(session, proposed, earlier_record, _append_fields(proposed) == _append_fields(current)))
+
+
+def _propose(session: HistoricSession, proposed: RecordSettings, earlier_record: bool,
+             same_appending: bool) -> tuple[OutcomeKind, str]:
+    outcome, reason, _ = _replay(session, proposed)
+    if outcome == "wait":
+        return "waiting", reason
+    if outcome == "skip":
+        return "skip", reason
     if not earlier_record or not proposed.append_to_open_record_in_leaf_queue:
-        return Outcome("record", result.reason)
-    if session.actual.kind in ("record", "attach") and _append_fields(proposed) == _append_fields(current):
+        return "record", reason
+    if same_appending and session.actual.kind in ("record", "attach"):
         # The same appending rules met the same CRM state when it happened.
-        return Outcome(session.actual.kind, result.reason)
-    return Outcome("record_or_attach", _crm_dependent_reason(result.reason, proposed))
+        return session.actual.kind, reason
+    return "record_or_attach", _crm_dependent_reason(reason, proposed)
 
 
 _AGENT = re.compile(r"assigned to agent (.+?)( and the end user sent|;|$)")
@@ -185,8 +210,8 @@ def _by_reason_group(counts: Counter[Outcome]) -> Counter[tuple[str, str]]:
     return grouped
 
 
-def _is_change(actual: Outcome, proposed: Outcome) -> bool:
-    return proposed.kind != "record_or_attach" and proposed.kind != actual.kind
+def _first_event_at(session: HistoricSession) -> datetime:
+    return session.first_event_at
 
 
 def replay(
@@ -204,18 +229,22 @@ def replay(
     proposed_counts: Counter[Outcome] = Counter()
     report = WhatIfReport(sessions=len(history))
     changed: list[ChangedSession] = []
-    for session in sorted(history, key=lambda s: s.first_event_at):
+    same_appending = _append_fields(proposed) == _append_fields(current)
+    made_records = ("record", "attach", "record_or_attach")
+    for session in sorted(history, key=_first_event_at):
         owner = (session.end_user_id, session.queue_id)
-        outcome = propose(session, proposed, current, owner in owners)
-        if outcome.kind in ("record", "attach", "record_or_attach"):
+        outcome = _propose(session, proposed, owner in owners, same_appending)
+        kind = outcome[0]
+        if kind in made_records:
             owners.add(owner)
         actual_counts[session.actual] += 1
-        proposed_counts[outcome] += 1
-        if outcome.kind == "record_or_attach":
+        proposed_counts[outcome] += 1  # type: ignore[index]
+        if kind == "record_or_attach":
             report.depends_on_crm += 1
-        elif _is_change(session.actual, outcome):
+        elif kind != session.actual.kind:
             report.changed += 1
-            changed.append(ChangedSession(session.session_id, session.first_event_at, session.actual, outcome))
+            changed.append(ChangedSession(session.session_id, session.first_event_at, session.actual,
+                                          Outcome(*outcome)))
     actual_counts, proposed_counts = _by_reason_group(actual_counts), _by_reason_group(proposed_counts)
     order = {kind: n for n, kind in enumerate(OUTCOME_KINDS)}
     keys = sorted(set(actual_counts) | set(proposed_counts), key=lambda k: (order[k[0]], k[1]))

@@ -1,6 +1,11 @@
 """The outbox worker loop: claim due rows (FOR UPDATE SKIP LOCKED), run up to
 `OUTBOX_CONCURRENCY` of them at once, and sleep until PostgreSQL notifies that new
-rows were committed or the next poll is due. Any number of replicas may run it."""
+rows were committed or the next poll is due. Any number of replicas may run it.
+
+While a row is in flight (waiting for the CRM's rate budget, or for a slow CRM) the
+worker extends its lease every third of `OUTBOX_LEASE_SECONDS`, so a row is claimed
+again only when its worker is really gone; and a worker that lost a row anyway has its
+bookkeeping refused by the claim fence, so it publishes nothing twice."""
 
 from __future__ import annotations
 
@@ -26,11 +31,13 @@ class OutboxWorker:
         self.runner = runner
         self._wake = asyncio.Event()
         self._in_flight: set[asyncio.Task] = set()
+        self._claims: dict[int, str | None] = {}  # in-flight row id -> its claim id
         self._row_ids: dict[asyncio.Task, int] = {}  # for releasing rows at shutdown
 
     async def run(self, stop: asyncio.Event) -> None:
         listener = await self._listen()
         stopping = asyncio.ensure_future(stop.wait())
+        heartbeat = asyncio.create_task(self._keep_leases(), name="outbox-lease-heartbeat")
         try:
             while not stop.is_set():
                 # Cleared before claiming: a NOTIFY that lands while we claim sets it again,
@@ -62,6 +69,7 @@ class OutboxWorker:
                 waker.cancel()
         finally:
             stopping.cancel()
+            heartbeat.cancel()
             await self._finish_or_release()
             if listener is not None:
                 with contextlib.suppress(Exception):
@@ -102,11 +110,28 @@ class OutboxWorker:
             return await outbox_repo.claim(conn, limit, self.settings.outbox_lease_seconds)
 
     async def _run_one(self, row) -> None:
+        self._claims[row.id] = row.claim_id
         try:
             await self.runner.run(row)
-        except Exception:
+        except Exception as exc:
             # Bookkeeping itself failed (database gone): the lease expiry will bring it back.
-            log.exception("outbox row %s could not be recorded", row.id)
+            # Expected when the database is down, so one line, no traceback.
+            log.error("outbox row %s could not be recorded, it is retried after its lease: %r", row.id, exc)
+        finally:
+            self._claims.pop(row.id, None)
+
+    async def _keep_leases(self) -> None:
+        lease = self.settings.outbox_lease_seconds
+        while True:
+            await asyncio.sleep(lease / 3)
+            claims = list(self._claims.items())
+            if not claims:
+                continue
+            try:
+                async with self.engine.begin() as conn:
+                    await outbox_repo.extend_leases(conn, claims, lease)
+            except Exception as exc:  # the next beat tries again; the fence guards the rest
+                log.warning("extending the leases of %d in-flight outbox rows failed: %r", len(claims), exc)
 
     async def _listen(self) -> asyncpg.Connection | None:
         try:

@@ -126,11 +126,12 @@ def context_from_traceparent(traceparent: str | None) -> Context | None:
 
 
 def current_traceparent(span: trace.Span | None = None) -> str | None:
-    """The W3C traceparent of `span` (default: the current one), None when not recording."""
-    carrier: dict[str, str] = {}
-    context = trace.set_span_in_context(span) if span is not None else None
-    _PROPAGATOR.inject(carrier, context=context)
-    return carrier.get(TRACEPARENT)
+    """The W3C traceparent of `span` (default: the current one), None when it has no
+    valid context. Formatted here rather than through the propagator: it runs per event."""
+    context = (span or trace.get_current_span()).get_span_context()
+    if not context.is_valid:
+        return None
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
 
 
 def outgoing_headers() -> list[tuple[str, bytes]]:

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.adapters.db import decisions_repo, events_repo, outbox_repo, sessions_repo, settings_repo
 from app.adapters.db.decisions_repo import DecisionRow
 from app.adapters.db.outbox_repo import NewOutboxRow
+from app.adapters.db.settings_repo import SettingsInForce
 from app.domain.events import SessionEvent
 from app.domain.policy import decide
 from app.domain.session import SessionState, apply_event
@@ -44,14 +45,16 @@ def serial_key(crm: str, state: SessionState) -> str:
     return "\x1f".join((crm, state.end_user_id, state.queue_id))
 
 
-def record_row(crm: str, state: SessionState, settings_version: int | None, settings_doc: dict) -> NewOutboxRow:
+def record_row(crm: str, state: SessionState, settings: SettingsInForce) -> NewOutboxRow:
     return NewOutboxRow(
         idempotency_key=f"record:{crm}:{state.session_id}",
         kind="record",
         session_id=state.session_id,
         serial_key=serial_key(crm, state),
-        # The settings in force when the record became due decide its title, tags and target.
-        payload={"crm": crm, "settings_version": settings_version, "settings": settings_doc},
+        # The settings in force when the record became due decide its title, tags and target;
+        # versions are never changed once saved, so the number is enough (None: the defaults),
+        # and the digest lets a worker that has seen the version skip reading it.
+        payload={"crm": crm, "settings_version": settings.version, "settings_digest": settings.digest},
     )
 
 
@@ -95,8 +98,8 @@ async def apply_batch(
     outcome = BatchOutcome()
     if not events:
         return outcome
-    version, settings = await settings_repo.current(conn)
-    settings_doc = settings.model_dump()
+    in_force = await settings_repo.in_force(conn)
+    version, settings = in_force.version, in_force.settings
 
     new_ids = await events_repo.insert_new_events(
         conn, [e.event_id for e in events], [e.session.id for e in events]
@@ -131,7 +134,7 @@ async def apply_batch(
                 DecisionRow(session_id, decision.kind, decision.reason, decision.at, version)
             )
             if decision.kind == "record_due":
-                rows.append(record_row(crm, state, version, settings_doc))
+                rows.append(record_row(crm, state, in_force))
             elif decision.kind == "skipped":
                 rows.append(skipped_row(crm, state, decision.reason))
             elif decision.kind == "ended_note_due":

@@ -2,15 +2,15 @@
 
 The CRM call happens outside any database transaction; its outcome (done, retry
 later, or parked with the CRM's reason), every HTTP attempt it took, the decision
-trace and the record bookkeeping commit together afterwards. If the process dies in
-between, the row's lease runs out and another worker repeats it: creation is
-idempotent in the CRM (its own mechanism, and a look-up by session id on retries),
-so the session still ends with exactly one record.
+trace and the record bookkeeping commit together afterwards (outbox_bookkeeping), and
+only then are the outcome events published. If the process dies in between, the row's
+lease runs out and another worker repeats it, knowing the earlier attempt's outcome is
+unknown: it looks for what that attempt may have made (the record by session id, the
+note by its marker) before writing, and the CRM's own idempotency covers the rest.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -24,16 +24,28 @@ from app import metrics
 from app.adapters.crm.base import (
     CallLog,
     CrmAdapter,
+    CrmEndUserGone,
     CrmError,
     CrmRateLimited,
     EndUserInfo,
     LogsSessionActivities,
     NewRecord,
+    NoteWrite,
     RecordRef,
     SessionActivity,
+    crm_account,
     current_call_log,
 )
-from app.adapters.db import decisions_repo, events_repo, outbox_repo, records_repo, sessions_repo
+from app.adapters.crm.budget import Priority, current_priority
+from app.adapters.db import (
+    decisions_repo,
+    end_users_repo,
+    events_repo,
+    outbox_repo,
+    records_repo,
+    sessions_repo,
+    settings_repo,
+)
 from app.adapters.db.decisions_repo import DecisionRow
 from app.adapters.db.outbox_repo import Attempt, ClaimedRow
 from app.domain.policy import ExistingRecord, Target, choose_target
@@ -49,11 +61,14 @@ from app.domain.rendering import (
 from app.domain.session import SessionState
 from app.observability import tracing
 from app.observability.logs import log_context
+from app.service.outbox_bookkeeping import Completion, CompletionWriter, Finished, LeaseLost
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
 Publisher = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+__all__ = ["Completion", "CompletionWriter", "Finished", "LeaseLost", "OutboxRunner", "note_marker"]
 
 
 class WaitForRecord(CrmError):
@@ -64,101 +79,10 @@ class NoRecord(CrmError):
     retryable = False
 
 
-@dataclass(slots=True)
-class Completion:
-    """What a successful run leaves behind, written in one transaction."""
-
-    decisions: list[DecisionRow] = field(default_factory=list)
-    output: list[dict[str, Any]] = field(default_factory=list)
-    session_record: tuple[str, str, str] | None = None  # record_id, url, action
-    new_record: RecordRef | None = None
-    contact: str | None = None
-    state: SessionState | None = None  # as read before the CRM calls, for the bookkeeping
-
-
-@dataclass(frozen=True, slots=True)
-class Finished:
-    row: ClaimedRow
-    completion: Completion
-    calls: CallLog
-
-
-class CompletionWriter:
-    """Writes the bookkeeping of rows that finish at about the same time in one transaction.
-
-    At a hundred rows a second, a commit per row is a large share of the worker's cost;
-    here a row that finishes while a write is under way joins the next one. A row is
-    reported done only once its transaction has committed."""
-
-    def __init__(self, engine: AsyncEngine, crm: str):
-        self.engine = engine
-        self.crm = crm
-        self._queue: list[tuple[Finished, asyncio.Future[None]]] = []
-        self._writer: asyncio.Task[None] | None = None
-
-    async def write(self, finished: Finished) -> None:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append((finished, future))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._drain())
-        await future
-
-    async def _drain(self) -> None:
-        while self._queue:
-            batch, self._queue = self._queue, []
-            outcomes = await self._write_batch([finished for finished, _ in batch])
-            for (_, future), error in zip(batch, outcomes):
-                if future.done():  # its waiter was cancelled (shutdown)
-                    continue
-                if error is None:
-                    future.set_result(None)
-                else:
-                    future.set_exception(error)
-
-    async def _write_batch(self, batch: list[Finished]) -> list[BaseException | None]:
-        """Write `batch` together; if the database refuses it, each row alone, so one
-        row it refuses does not hold back the others. Returns each row's error or None."""
-        try:
-            await self._write(batch)
-            return [None] * len(batch)
-        except Exception as exc:
-            if len(batch) == 1:
-                return [exc]
-        outcomes: list[BaseException | None] = []
-        for finished in batch:
-            try:
-                await self._write([finished])
-                outcomes.append(None)
-            except Exception as exc:
-                outcomes.append(exc)
-        return outcomes
-
-    async def _write(self, batch: list[Finished]) -> None:
-        contacts: dict[str, str] = {}
-        new_records: list[tuple[str, str | None, str, str, str]] = []
-        session_records: list[tuple[str, str, str | None, str]] = []
-        decisions: list[DecisionRow] = []
-        for finished in batch:
-            completion, session_id = finished.completion, finished.row.session_id
-            state = completion.state
-            if completion.contact is not None and state is not None:
-                contacts[state.end_user_id] = completion.contact
-            if completion.new_record is not None and state is not None:
-                ref = completion.new_record
-                new_records.append((ref.record_id, ref.url, state.end_user_id, state.queue_id, session_id))
-            if completion.session_record is not None:
-                session_records.append((session_id, *completion.session_record))
-            decisions.extend(completion.decisions)
-        async with self.engine.begin() as conn:
-            await records_repo.remember_contacts(conn, self.crm, contacts)
-            await records_repo.remember_records(conn, self.crm, new_records)
-            await sessions_repo.set_records(conn, self.crm, session_records)
-            await decisions_repo.insert_decisions(conn, decisions)
-            await outbox_repo.record_attempts(
-                conn, self.crm,
-                [Attempt(f.row.id, f.row.session_id, f.row.attempts, f.calls.calls) for f in batch],
-            )
-            await outbox_repo.mark_done(conn, [f.row.id for f in batch])
+def note_marker(idempotency_key: str) -> str:
+    """The line that ends every end-of-session note: the outbox row's key, by which a
+    retry finds a note an earlier attempt wrote without hearing back."""
+    return f"[ref {idempotency_key}]"
 
 
 def _end_user(state: SessionState) -> EndUserInfo:
@@ -169,7 +93,7 @@ def _activity(state: SessionState, title: str, contact: str | None) -> SessionAc
     return SessionActivity(
         session_id=state.session_id, title=title, medium=state.medium, session_type=state.session_type,
         started_at=state.timestamp, contact_id=contact or None, duration_seconds=state.duration_seconds,
-        disposition=state.disposition,
+        disposition=state.disposition, over=state.ended_at is not None or state.abandoned_at is not None,
     )
 
 
@@ -181,19 +105,26 @@ class OutboxRunner:
     settings: Settings
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc))
     completions: CompletionWriter = field(init=False)
+    account: str = field(init=False)
 
     def __post_init__(self) -> None:
-        self.completions = CompletionWriter(self.engine, self.crm.name)
+        self.account = crm_account(self.crm)
+        self.completions = CompletionWriter(
+            self.engine, self.crm.name, account=self.account, lease_seconds=self.settings.outbox_lease_seconds
+        )
 
     async def run(self, row: ClaimedRow) -> str:
-        """Carry out `row`; returns its new status (done, pending, parked)."""
+        """Carry out `row`; returns its new status (done, pending, parked, or lost when
+        another worker holds it now)."""
         calls = CallLog()
         token = current_call_log.set(calls)
+        priority = current_priority.set(Priority.NOTE if row.kind == "ended_note" else Priority.RECORD)
         try:
             with (log_context(outbox_id=row.id, session_id=row.session_id, crm=self.crm.name, outbox_kind=row.kind),
                   tracing.outbox_span(row, self.crm.name)):
                 return await self._run(row, calls)
         finally:
+            current_priority.reset(priority)
             current_call_log.reset(token)
 
     async def _run(self, row: ClaimedRow, calls: CallLog) -> str:
@@ -203,12 +134,11 @@ class OutboxRunner:
             return await self._failed(row, exc, calls)
         except Exception as exc:  # a bug or an unexpected answer: retried, and visible
             log.exception("outbox row failed unexpectedly")
-            return await self._failed(row, CrmError(f"unexpected error: {exc!r}"), calls)
-        for event in completion.output:
-            await self.publish(row.session_id, event)
-        await self.completions.write(Finished(row, completion, calls))
-        self._log_done(row, completion)
-        return "done"
+            return await self._failed(row, CrmError(f"unexpected error: {exc!r}"), calls, outcome_unknown=True)
+        status = await self._finish(row, completion, calls)
+        if status == "done":
+            self._log_done(row, completion)
+        return status
 
     @staticmethod
     def _log_done(row: ClaimedRow, completion: Completion) -> None:
@@ -217,6 +147,37 @@ class OutboxRunner:
             log.info("record %s", action, extra={"record_id": record_id, "action": action})
         elif row.kind == "ended_note":
             log.info("summary note added")
+
+    async def _finish(self, row: ClaimedRow, completion: Completion, calls: CallLog) -> str:
+        if row.kind == "publish":
+            # An outcome event whose first publisher died: published, then marked done.
+            for event in completion.output:
+                await self.publish(row.session_id, event)
+            await self.completions.write(Finished(row, completion, calls))
+            return "done"
+        self._cost(row, completion, calls)
+        try:
+            event_rows = await self.completions.write(Finished(row, completion, calls))
+        except LeaseLost as exc:
+            log.warning("outbox row %s (%s): %s; its outcome is left to that worker", row.id, row.kind, exc)
+            return "lost"
+        for event in completion.output:
+            await self.publish(row.session_id, event)
+        await self.completions.published(event_rows)
+        return "done"
+
+    def _cost(self, row: ClaimedRow, completion: Completion, calls: CallLog) -> None:
+        """Count this row's CRM requests (metrics) and say them in its decisions."""
+        crm = self.crm.name
+        for call in calls.calls:
+            metrics.crm_requests.labels(crm, row.kind, call.operation).inc()
+        action = completion.session_record[2] if completion.session_record else "note"
+        metrics.crm_work_done.labels(crm, row.kind, action).inc()
+        cost = describe_cost(calls)
+        completion.decisions = [
+            DecisionRow(d.session_id, d.kind, f"{d.reason} ({cost})", d.event_at, d.settings_version, d.record_id)
+            for d in completion.decisions
+        ]
 
     # --- the three kinds of work -------------------------------------------------------------
 
@@ -230,29 +191,27 @@ class OutboxRunner:
         raise NoRecord(f"unknown outbox kind {row.kind!r}")
 
     async def _record(self, row: ClaimedRow) -> Completion:
-        settings = RecordSettings.model_validate(row.payload["settings"])
         version = row.payload.get("settings_version")
         crm = self.crm.name
-        # Read what is needed in one round trip, then let the connection go: none is held
-        # across CRM calls.
+        # Read what is needed, then let the connection go: none is held across CRM calls.
         async with self.engine.connect() as conn:
+            if "settings" in row.payload:  # a row written before payloads named only the version
+                settings = RecordSettings.model_validate(row.payload["settings"])
+            else:
+                settings = await settings_repo.of_version(conn, version, row.payload.get("settings_digest"))
             context = await records_repo.record_context(
-                conn, crm, row.session_id, with_newest=settings.append_to_open_record_in_leaf_queue
+                conn, crm, row.session_id, with_newest=settings.append_to_open_record_in_leaf_queue,
+                account=self.account,
             )
         if context is None:
             raise NoRecord(f"session {row.session_id} is unknown")
         state = SessionState.from_document(context.state)
-        contact, newest = context.contact_id, context.newest
-
         completion = Completion(state=state)
-        if contact is None and not getattr(self.crm, "resolves_end_user", False):
-            contact = await self.crm.find_or_create_end_user(_end_user(state))
-            completion.contact = contact
         existing: ExistingRecord | None = None
-        if newest is not None:
-            existing = await self.crm.get_record(newest.record_id)
+        if context.newest is not None:
+            existing = await self.crm.get_record(context.newest.record_id)
         target = choose_target(existing, settings, self.clock(), state.record_decided_at)
-        record_id, url, action = await self._apply_target(row, state, settings, target, contact, completion)
+        record_id, url, action = await self._apply_target(row, state, settings, target, context.contact_id, completion)
         metrics.records.labels(crm, action).inc()
         if action == "created":
             completion.new_record = RecordRef(record_id, url)
@@ -265,33 +224,26 @@ class OutboxRunner:
         return completion
 
     async def _apply_target(
-        self, row: ClaimedRow, state: SessionState, settings: RecordSettings, target: Target, contact: str | None,
-        completion: Completion,
+        self, row: ClaimedRow, state: SessionState, settings: RecordSettings, target: Target,
+        known_user: str | None, completion: Completion,
     ) -> tuple[str, str, str]:
         crm = self.crm.name
         title = render_title(settings.record_title_template, state, settings.record_title_locale)
         if target.action == "create":
-            ref = None
-            if row.attempts > 1:
-                # An earlier attempt may have created it and died before hearing back.
-                ref = await self.crm.find_record_by_session(state.session_id)
-            if ref is None:
-                ref = await self.crm.create_record(
-                    NewRecord(
-                        session_id=state.session_id,
-                        title=title,
-                        description=render_description(state),
-                        contact_id=contact or "",
-                        tags=record_tags(crm, state, settings, creating=True),
-                        medium=state.medium,
-                        queue_id=state.queue_id,
-                        idempotency_key=row.idempotency_key,
-                        end_user=_end_user(state),
-                        session=_activity(state, title, contact),
-                    )
-                )
-            if ref.contact_id and ref.contact_id != contact:
-                completion.contact = ref.contact_id
+            new = NewRecord(
+                session_id=state.session_id,
+                title=title,
+                description=render_description(state),
+                contact_id=known_user,
+                tags=record_tags(crm, state, settings, creating=True),
+                medium=state.medium,
+                queue_id=state.queue_id,
+                idempotency_key=row.idempotency_key,
+                end_user=_end_user(state),
+                session=_activity(state, title, known_user),
+                retrying_unknown_outcome=row.outcome_unknown,
+            )
+            ref = await self._create(new, completion)
             return ref.record_id, ref.url, "created"
         assert target.record is not None
         existing = target.record
@@ -299,7 +251,7 @@ class OutboxRunner:
         if isinstance(self.crm, LogsSessionActivities):
             # The session is an activity of its own on the record; the reopen rides along.
             await self.crm.attach_session_activity(
-                existing.record_id, _activity(state, title, contact), render_attach_note(state, reopened),
+                existing.record_id, _activity(state, title, known_user), render_attach_note(state, reopened),
                 reopen=reopened,
             )
             return existing.record_id, existing.url or "", "reopened" if reopened else "attached"
@@ -311,6 +263,31 @@ class OutboxRunner:
             record_tags(crm, state, settings, creating=False),
         )
         return existing.record_id, existing.url or "", "reopened" if reopened else "attached"
+
+    async def _create(self, new: NewRecord, completion: Completion) -> RecordRef:
+        """Create the record with the end user's remembered CRM id; if the CRM says that
+        user is gone (deleted, merged), forget it and find the end user again, once."""
+        assert new.end_user is not None
+        resolves = getattr(self.crm, "resolves_end_user", False)
+        for remembered in (True, False):
+            known = new.contact_id if remembered else None
+            if known is None and not resolves:
+                known = await self.crm.find_or_create_end_user(new.end_user)
+                completion.contact = known
+            try:
+                ref = await self.crm.create_record(
+                    NewRecord(**{**_fields(new), "contact_id": known})
+                )
+            except CrmEndUserGone:
+                if not remembered or new.contact_id is None:
+                    raise
+                async with self.engine.begin() as conn:
+                    await end_users_repo.forget(conn, self.account, new.end_user.id, new.contact_id)
+                continue
+            if ref.contact_id and ref.contact_id != new.contact_id:
+                completion.contact = ref.contact_id
+            return ref
+        raise AssertionError("unreachable")
 
     async def _ended_note(self, row: ClaimedRow) -> Completion:
         async with self.engine.connect() as conn:
@@ -329,14 +306,19 @@ class OutboxRunner:
             if state.is_chat:
                 lines = [TranscriptLine(*line) for line in await events_repo.transcript(conn, row.session_id)]
         note = render_ended_note(state, lines)
+        marker = note_marker(row.idempotency_key)
+        body = f"{note}\n\n{marker}"
+        write_note = getattr(self.crm, "write_note", None)
         if isinstance(self.crm, LogsSessionActivities):
             # The session's Task already names the Contact and the title: only the outcome is new.
             await self.crm.complete_session_activity(
                 record_id, _activity(state, "", None), note, key=row.idempotency_key,
-                outcome_unknown=row.attempts > 1,
+                outcome_unknown=row.outcome_unknown,
             )
+        elif write_note is not None:
+            await write_note(NoteWrite(record_id, body, marker, row.idempotency_key, row.outcome_unknown))
         else:
-            await self.crm.add_note(record_id, note)
+            await self.crm.add_note(record_id, body)
         reason = "session ended: summary note added"
         return Completion(
             decisions=[DecisionRow(state.session_id, "ended_note_added", f"{reason} to record {record_id}",
@@ -361,27 +343,30 @@ class OutboxRunner:
         base = self.settings.outbox_backoff_base_seconds * (2 ** max(0, attempts - 1))
         return min(self.settings.outbox_backoff_max_seconds, base) * random.uniform(0.5, 1.0)
 
-    async def _failed(self, row: ClaimedRow, exc: CrmError, calls: CallLog) -> str:
+    async def _failed(self, row: ClaimedRow, exc: CrmError, calls: CallLog, *, outcome_unknown: bool = False) -> str:
         crm = self.crm.name
         message = str(exc) or type(exc).__name__
+        unknown = outcome_unknown or bool(getattr(exc, "outcome_unknown", False))
+        held = {"claim_id": row.claim_id}
         async with self.engine.begin() as conn:
             await outbox_repo.record_attempts(conn, crm, [Attempt(row.id, row.session_id, row.attempts, calls.calls)])
-            if isinstance(exc, CrmRateLimited):
-                log.info("CRM asked to slow down; retrying in %.1f s", exc.retry_after)
-                await outbox_repo.reschedule(
-                    conn, row.id, delay_seconds=exc.retry_after, error=message, count_attempt=False
-                )
-                return "pending"
-            if isinstance(exc, WaitForRecord):
-                await outbox_repo.reschedule(conn, row.id, delay_seconds=1.0, error=message, count_attempt=False)
+            if isinstance(exc, (CrmRateLimited, WaitForRecord)):
+                # Being told to wait is not a failure: it does not use up an attempt.
+                delay = exc.retry_after if isinstance(exc, CrmRateLimited) else 1.0
+                if isinstance(exc, CrmRateLimited):
+                    log.info("CRM asked to slow down; retrying in %.1f s", exc.retry_after)
+                await outbox_repo.reschedule(conn, row.id, delay_seconds=delay, error=message, count_attempt=False,
+                                             outcome_unknown=unknown, **held)
                 return "pending"
             if exc.retryable and row.attempts < self.settings.outbox_max_attempts:
                 delay = self._backoff(row.attempts)
                 log.warning("attempt %d failed, retrying in %.1f s: %s", row.attempts, delay, message)
-                await outbox_repo.reschedule(conn, row.id, delay_seconds=delay, error=message, count_attempt=True)
+                await outbox_repo.reschedule(conn, row.id, delay_seconds=delay, error=message,
+                                             count_attempt=True, outcome_unknown=unknown, **held)
                 return "pending"
             reason = message if not exc.retryable else f"gave up after {row.attempts} attempts: {message}"
-            await outbox_repo.park(conn, row.id, reason)
+            if not await outbox_repo.park(conn, row.id, reason, **held):
+                return "lost"
             await decisions_repo.insert_decision(
                 conn, DecisionRow(row.session_id, f"{row.kind}_parked", f"parked, will not be retried: {reason}",
                                   None, row.payload.get("settings_version"))
@@ -389,3 +374,17 @@ class OutboxRunner:
         metrics.outbox_parked.labels(crm, row.kind).inc()
         log.error("outbox row parked, will not be retried: %s", reason)
         return "parked"
+
+
+def _fields(record: NewRecord) -> dict[str, Any]:
+    return {name: getattr(record, name) for name in NewRecord.__dataclass_fields__}
+
+
+def describe_cost(calls: CallLog) -> str:
+    """`2 CRM requests: find_or_create_end_user GET /users/search, create_record POST /tickets`."""
+    count = len(calls.calls)
+    if not count:
+        return "no CRM request"
+    listed = ", ".join(f"{c.operation} {c.method} {c.path}" for c in calls.calls[:8])
+    more = f", +{count - 8} more" if count > 8 else ""
+    return f"{count} CRM request{'s' if count != 1 else ''}: {listed}{more}"

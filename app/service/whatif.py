@@ -1,11 +1,17 @@
-"""Use case: the what-if preview. Loads the window's history once (kept for a short while,
-since an administrator asks again at every change of the form) and replays it through the
-pure policy (app/domain/whatif.py)."""
+"""Use case: the what-if preview. Replays the sessions of the last N days through the pure
+policy (app/domain/whatif.py).
+
+The history is loaded from PostgreSQL once and then kept up to date: each later request
+reads only the sessions updated since the previous read, so an administrator who tries
+setting after setting waits for the replay alone. The console starts the first load in the
+background when the panel opens. An unused history is dropped after a while."""
 
 from __future__ import annotations
 
+import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -15,7 +21,10 @@ from app.domain.whatif import HistoricSession, WhatIfReport, replay
 
 DEFAULT_DAYS = 7
 MAX_DAYS = 90
-HISTORY_KEPT_SECONDS = 30.0
+# A session row committed late by a transaction that began before the previous read can carry
+# an `updated_at` a little older than that read: reading back this far again catches it.
+REREAD_MARGIN = timedelta(seconds=60)
+DROP_UNUSED_AFTER_SECONDS = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,48 +32,102 @@ class WhatIfResult:
     days: int
     report: WhatIfReport
     current_version: int | None
-    load_seconds: float  # 0 when the history was already loaded
+    load_seconds: float  # reading the history (all of it, or what changed since the last read)
     replay_seconds: float
 
 
 @dataclass(slots=True)
-class _LoadedHistory:
+class _History:
     days: int
-    crm: str
-    loaded_at: float
-    sessions: list[HistoricSession]
-    owners_before: list[tuple[str, str]]
+    read_at: datetime  # the database's clock when the last read began
+    sessions: dict[str, history_repo.WindowSession] = field(default_factory=dict)
+    owners_before: list[tuple[str, str]] = field(default_factory=list)
+    last_used: float = 0.0
+    generation: int = 0  # grows whenever a read brings changed sessions
 
 
 class WhatIf:
-    """One per process; safe to share between requests (loads are idempotent reads)."""
+    """One per process, shared by requests."""
 
-    def __init__(self, engine: AsyncEngine, crm: str, keep_seconds: float = HISTORY_KEPT_SECONDS) -> None:
+    def __init__(self, engine: AsyncEngine, crm: str) -> None:
         self.engine = engine
         self.crm = crm
-        self.keep_seconds = keep_seconds
-        self._loaded: _LoadedHistory | None = None
+        self._history: _History | None = None
+        self._lock = asyncio.Lock()
+        # The last answer: a change of the title or the tags decides nothing, so the same
+        # history under the same deciding settings gives the same report.
+        self._last: tuple[tuple, WhatIfReport] | None = None
 
-    async def _history(self, days: int) -> tuple[_LoadedHistory, float]:
-        loaded = self._loaded
-        now = time.monotonic()
-        if loaded and loaded.days == days and now - loaded.loaded_at < self.keep_seconds:
-            return loaded, 0.0
+    async def _read(self, days: int) -> float:
+        started = time.monotonic()
+        history = self._history
         async with self.engine.connect() as conn:
-            sessions = await history_repo.sessions_since(conn, days)
-            owners = await history_repo.owners_with_records_before(conn, self.crm, days)
-        loaded = _LoadedHistory(days, self.crm, time.monotonic(), sessions, owners)
-        self._loaded = loaded
-        return loaded, loaded.loaded_at - now
+            now = await history_repo.database_now(conn)
+            if history is None or history.days != days:
+                history = _History(days, now)
+                for row in await history_repo.sessions_since(conn, days):
+                    history.sessions[row.session.session_id] = row
+            else:
+                changed = False
+                for row in await history_repo.sessions_updated_since(conn, history.read_at - REREAD_MARGIN):
+                    changed = changed or history.sessions.get(row.session.session_id) != row
+                    history.sessions[row.session.session_id] = row
+                history.read_at = now
+                history.generation += changed
+            history.owners_before = await history_repo.owners_with_records_before(conn, self.crm, history.days)
+        window_start = now - timedelta(days=history.days)
+        history.sessions = {k: v for k, v in history.sessions.items() if v.created_at >= window_start}
+        history.last_used = time.monotonic()
+        self._history = history
+        return time.monotonic() - started
+
+    async def warm(self, days: int = DEFAULT_DAYS) -> None:
+        """Load the history ahead of the first request (the panel calls this when it opens)."""
+        async with self._lock:
+            if self._history is None or self._history.days != days:
+                await self._read(days)
+                asyncio.get_running_loop().call_later(DROP_UNUSED_AFTER_SECONDS, self._drop_if_unused)
+
+    def _drop_if_unused(self) -> None:
+        history = self._history
+        if history is None:
+            return
+        if time.monotonic() - history.last_used >= DROP_UNUSED_AFTER_SECONDS:
+            self._history = None
+        else:
+            asyncio.get_running_loop().call_later(DROP_UNUSED_AFTER_SECONDS, self._drop_if_unused)
 
     async def run(self, proposed: RecordSettings, days: int = DEFAULT_DAYS, *, fresh: bool = False) -> WhatIfResult:
         if not 1 <= days <= MAX_DAYS:
             raise ValueError(f"days must be between 1 and {MAX_DAYS}")
-        if fresh:
-            self._loaded = None
-        async with self.engine.connect() as conn:
-            version, current = await settings_repo.current(conn)
-        history, load_seconds = await self._history(days)
-        started = time.monotonic()
-        report = replay(history.sessions, proposed, current, history.owners_before)
-        return WhatIfResult(days, report, version, load_seconds, time.monotonic() - started)
+        async with self._lock:
+            if fresh:
+                self._history = None
+            new = self._history is None
+            load_seconds = await self._read(days)
+            if new:
+                asyncio.get_running_loop().call_later(DROP_UNUSED_AFTER_SECONDS, self._drop_if_unused)
+            history = self._history
+            assert history is not None
+            async with self.engine.connect() as conn:
+                version, current = await settings_repo.current(conn)
+            window_start = history.read_at - timedelta(days=days)
+            sessions: list[HistoricSession] = [
+                row.session for row in history.sessions.values() if row.created_at >= window_start
+            ]
+            started = time.monotonic()
+            key = (id(history), history.generation, days, version, _deciding(proposed))
+            if self._last is not None and self._last[0] == key:
+                report = self._last[1]
+            else:
+                report = replay(sessions, proposed, current, history.owners_before)
+                self._last = (key, report)
+            return WhatIfResult(days, report, version, load_seconds, time.monotonic() - started)
+
+
+# Settings that only shape what a record says: they change no outcome.
+_WORDING = ("record_title_template", "record_title_locale", "add_session_type_tags", "add_platform_tag")
+
+
+def _deciding(settings: RecordSettings) -> tuple:
+    return tuple(v for k, v in settings.model_dump().items() if k not in _WORDING)

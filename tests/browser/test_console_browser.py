@@ -165,6 +165,11 @@ async def test_change_each_setting_watch_the_previews_and_the_what_if(browser, c
     await title.type(" - ")
     await page.get_by_role("button", name="{MENU_PATH}").click()
     await expect(title).to_have_value("{CALL_TYPE}{CALL_ID} - {MENU_PATH}")
+    await page.get_by_role("button", name="{LANGUAGE}").focus()  # the keyboard alone inserts a chip too
+    await page.keyboard.press("Enter")
+    await expect(title).to_have_value("{CALL_TYPE}{CALL_ID} - {MENU_PATH}{LANGUAGE}")
+    await title.press("Backspace")
+    await title.fill("{CALL_TYPE}{CALL_ID} - {MENU_PATH}")
     await page.get_by_label("Language of the session type in titles").select_option("pt-BR")
     await expect(preview).to_have_text(
         re.compile(r"^(Chamada de URA|Chamada recebida \(app\)|Chat na Web)(call|chat)-\d+ - Billing > Refunds$"))

@@ -58,6 +58,7 @@ class Faults:
     server_error_next: int = 0  # answer the next N requests with 500/503
     delay_seconds: float = 0.0  # answer every request this much later
     drop_after_create_next: int = 0  # create the record, then drop the connection, N times
+    invalid_next: int = 0  # refuse the next N requests as invalid (the vendor's validation error)
 
 
 Handler = Callable[[Request], Response]
@@ -99,6 +100,9 @@ class FakeServer:
     def server_error_response(self) -> Response:
         return Response(503, {"error": "service unavailable"})
 
+    def invalid_response(self) -> Response:
+        return Response(422, {"error": "invalid", "description": "refused as invalid"})
+
     # --- plumbing ----------------------------------------------------------------------------
     def route(self, method: str, pattern: str, handler: Handler, *, authenticated: bool = True) -> None:
         compiled = re.compile("^" + pattern + "$")
@@ -139,6 +143,9 @@ class FakeServer:
             if self.faults.server_error_next > 0:
                 self.faults.server_error_next -= 1
                 return self.server_error_response()
+            if self.faults.invalid_next > 0:
+                self.faults.invalid_next -= 1
+                return self.invalid_response()
         for method, pattern, handler in self._routes:
             match = pattern.match(request.path)
             if match and method == request.method:

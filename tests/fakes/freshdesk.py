@@ -211,6 +211,7 @@ class FreshdeskFake(FakeServer):
         self.route("GET", API + r"/tickets/(?P<id>\d+)", self._api(self.view_ticket))
         self.route("PUT", API + r"/tickets/(?P<id>\d+)", self._api(self.update_ticket))
         self.route("POST", API + r"/tickets/(?P<id>\d+)/notes", self._api(self.create_note))
+        self.route("GET", API + r"/tickets/(?P<id>\d+)/conversations", self._api(self.list_conversations))
 
     def authenticate(self, request: Request) -> Response | None:
         header = request.headers.get("authorization", "")
@@ -400,6 +401,11 @@ class FreshdeskFake(FakeServer):
             return []
         if body.get("email"):
             return []
+        if body.get("phone"):
+            # Freshdesk: with a phone and no email, the name is mandatory (it names the new contact).
+            if not body.get("name"):
+                return [field_error("name", "It should be a/an String", "missing_field")]
+            return []
         return [field_error(
             "requester_id", "Please fill at least 1 of requester_id, phone, email, twitter_id, facebook_id, "
             "unique_external_id fields", "missing_field",
@@ -421,7 +427,7 @@ class FreshdeskFake(FakeServer):
         return errors
 
     def _store_ticket(self, body: dict[str, Any], created_at: datetime | None = None) -> dict[str, Any]:
-        requester_id = body.get("requester_id") or self._requester_for_email(body["email"])
+        requester_id = body.get("requester_id") or self._requester_for(body)
         created = created_at or utc_now()
         custom = {name: None for name in self.custom_ticket_fields}
         custom.update(body.get("custom_fields") or {})
@@ -448,9 +454,16 @@ class FreshdeskFake(FakeServer):
         }
         return ticket
 
-    def _requester_for_email(self, email: str) -> int:
-        holder = next((c for c in self._contacts.values() if self._contact_has(c, "email", email)), None)
-        return holder["id"] if holder else self._store_contact({"name": email, "email": email})["id"]
+    def _requester_for(self, body: dict[str, Any]) -> int:
+        """The contact a ticket created with `email` and/or `phone` (+ `name`) belongs to: the
+        one holding the email, else the phone (as phone or mobile), else a new contact."""
+        email, phone = body.get("email"), body.get("phone")
+        for field, value in (("email", email), ("phone", phone), ("mobile", phone)):
+            holder = next((c for c in self._contacts.values() if value and self._contact_has(c, field, value)), None)
+            if holder is not None:
+                return holder["id"]
+        fields = {"name": body.get("name") or email or phone, "email": email, "phone": phone}
+        return self._store_contact({k: v for k, v in fields.items() if v})["id"]
 
     def _present(self, ticket: dict[str, Any], includes: tuple[str, ...] = ()) -> dict[str, Any]:
         shown = copy.deepcopy(ticket)
@@ -618,6 +631,20 @@ class FreshdeskFake(FakeServer):
         return lambda t: str(t.get(key)) == value
 
     # --- notes ----------------------------------------------------------------------------------
+    def list_conversations(self, request: Request) -> Response:
+        """`GET /tickets/{id}/conversations`: replies and notes, oldest first, 30 a page."""
+        ticket = self._tickets.get(int(request.params["id"]))
+        if ticket is None:
+            return Response(404, None)
+        page = int(request.arg("page") or 1)
+        per_page = min(100, int(request.arg("per_page") or 30))
+        notes = self._notes[ticket["id"]]
+        chunk = notes[(page - 1) * per_page: page * per_page]
+        headers = {}
+        if len(notes) > page * per_page:
+            headers["Link"] = f'<{self.base_url}{API}/tickets/{ticket["id"]}/conversations?page={page + 1}>; rel="next"'
+        return Response(200, [copy.deepcopy(n) for n in chunk], headers)
+
     def create_note(self, request: Request) -> Response:
         ticket = self._tickets.get(int(request.params["id"]))
         if ticket is None:

@@ -197,6 +197,9 @@ class ZendeskFake(FakeServer):
             {"Retry-After": f"{seconds:g}"},
         )
 
+    def invalid_response(self) -> Response:
+        return invalid("subject", "Subject: is too long (maximum is 150 characters)", "TooLong")
+
     def server_error_response(self) -> Response:
         headers = {}
         if self.server_error_retry_after is not None:
@@ -373,6 +376,10 @@ class ZendeskFake(FakeServer):
         requester = fields.get("requester_id")
         if requester is not None and self._users.get(self._int(requester)) is None:
             return invalid("requester", "Requester: is invalid")
+        inline = fields.get("requester")
+        if inline is not None and (not isinstance(inline, dict) or not str(inline.get("email") or "").strip()):
+            # Zendesk identifies an inline requester by email.
+            return invalid("requester", "Requester: Email is invalid")
         status = fields.get("status")
         if status is not None and status not in STATUSES:
             return invalid("status", f"Status: {status} is not valid")
@@ -383,7 +390,8 @@ class ZendeskFake(FakeServer):
         now = zendesk_time()
         comment = fields.get("comment") or {}
         body = str(comment.get("body") or comment.get("html_body") or fields.get("description"))
-        requester = self._int(fields.get("requester_id")) or self.agent_id
+        requester = self._int(fields.get("requester_id")) or self._inline_requester(fields.get("requester")) \
+            or self.agent_id
         ticket = {
             "id": ticket_id,
             "subject": fields.get("subject"),
@@ -410,6 +418,17 @@ class ZendeskFake(FakeServer):
         if ticket["status"] in SOLVED_STATUSES:
             ticket["solved_at"] = now
         return ticket
+
+    def _inline_requester(self, inline: Any) -> int | None:
+        """`ticket.requester: {name, email, locale_id}`: the user holding the email, else a
+        new end user with that name and email (Zendesk's "ticket with a new requester")."""
+        if not isinstance(inline, dict) or not inline.get("email"):
+            return None
+        email = str(inline["email"]).lower()
+        for user in self._users.values():
+            if (user["email"] or "").lower() == email:
+                return user["id"]
+        return self._new_user(str(inline.get("name") or inline["email"]), inline["email"], None, None, "end-user")
 
     def show_ticket(self, request: Request) -> Response:
         ticket = self._tickets.get(int(request.params["id"]))

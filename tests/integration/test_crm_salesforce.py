@@ -21,7 +21,7 @@ from app.adapters.crm.base import (
     NewRecord,
     SessionActivity,
 )
-from app.adapters.crm.salesforce import SalesforceAdapter, soql_literal, split_comment
+from app.adapters.crm.salesforce import SalesforceAdapter, salesforce_quota, soql_literal, split_comment
 from app.settings import Settings
 from tests.fakes.salesforce import SalesforceFake
 
@@ -308,7 +308,7 @@ async def test_account_without_a_status_field_is_always_open(case_fake: Salesfor
         ref = await crm.create_record(new_record("sess-acc"))
         existing = await crm.get_record(ref.record_id)
         assert existing is not None and not existing.is_closed
-        assert "every Account counts as open" in crm.setup().open_closed_rule
+        assert "every Account counts as open" in crm.object.rule()
     finally:
         await crm.aclose()
 
@@ -344,6 +344,13 @@ async def test_end_of_session_note_completes_the_task_exactly_once(
     [task] = fake.tasks_for(ref.record_id)
     assert (task["Status"], task["Description"]) == ("Completed", "Session sess-e ended.")
     assert (task["CallDurationInSeconds"], task["CallDisposition"], task["TaskSubtype"]) == (185, "resolved", "Call")
+
+
+async def test_a_session_already_over_gets_a_completed_task(fake: SalesforceFake, adapter: SalesforceAdapter) -> None:
+    record = new_record("sess-ab")
+    ref = await adapter.create_record(replace(record, session=replace(record.session, over=True)))
+    [task] = fake.tasks_for(ref.record_id)
+    assert task["Status"] == "Completed" and task["IsClosed"] is True
 
 
 async def test_retried_attach_repairs_the_create_only_field(case_fake: SalesforceFake) -> None:
@@ -412,12 +419,14 @@ async def test_rate_limits_and_server_errors(case_fake: SalesforceFake) -> None:
         await crm.aclose()
 
 
-async def test_limit_info_header_is_read(case_fake: SalesforceFake) -> None:
+async def test_limit_info_header_feeds_the_budget(case_fake: SalesforceFake) -> None:
     crm = SalesforceAdapter.from_settings(make_settings(case_fake))
     try:
         case_fake.api_usage = 41
         await crm.find_record_by_session("s")
-        assert crm.client.api_usage == (42, case_fake.api_limit)
+        state = crm.client.rest.budget.state()
+        assert (state.vendor_limit, state.vendor_remaining) == (case_fake.api_limit, case_fake.api_limit - 42)
+        assert salesforce_quota({"Sforce-Limit-Info": "api-usage=10018/100000; api-bursts=1/750"}).remaining == 89982
     finally:
         await crm.aclose()
 

@@ -57,6 +57,17 @@ async def test_records_are_claimed_before_older_notes_and_each_serial_key_in_ord
         assert [r.idempotency_key for r in await outbox_repo.claim(conn, 10, lease_seconds=30)] == ["record-b2"]
 
 
+async def test_a_claim_notes_when_it_was_made(clean_db):
+    async with clean_db.begin() as conn:
+        await outbox_repo.enqueue(conn, [_row("r-1", "record", "k-1")])
+    async with clean_db.begin() as conn:
+        assert (await conn.execute(text("SELECT claimed_at FROM outbox"))).scalar_one() is None
+        before = (await conn.execute(text("SELECT clock_timestamp()"))).scalar_one()
+        await outbox_repo.claim(conn, 1, lease_seconds=30)
+        claimed_at, created_at = (await conn.execute(text("SELECT claimed_at, created_at FROM outbox"))).one()
+    assert claimed_at >= before and claimed_at > created_at
+
+
 async def _claimed_record_rows(engine, session_ids: list[str]):
     async with engine.begin() as conn:
         states = [apply_event(None, to_event(call_events(sid, end_user_id=f"eu-{sid}")[0])) for sid in session_ids]
@@ -88,7 +99,7 @@ async def test_rows_finishing_together_are_written_together_and_a_bad_one_fails_
         writer.write(_finished(rows["w3"], states["w3"], "created")),
         return_exceptions=True,
     )
-    assert results[0] is None and results[2] is None
+    assert not isinstance(results[0], Exception) and not isinstance(results[2], Exception)
     assert isinstance(results[1], Exception)
 
     async with clean_db.connect() as conn:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from app.adapters.db import records_repo
 
 from tests.conftest import eventually, new_topics, run_in_process, service_settings
 from tests.factories import call_events
@@ -37,6 +36,13 @@ async def record_row(service, session_id: str, status: str):
     return body if rows else None
 
 
+async def settled(service, session_id: str):
+    """True once none of the session's outbox rows is still to run (a fault switched on
+    after that cannot hit the earlier test's end-of-session note)."""
+    body = await trace(service, session_id)
+    return bool(body) and all(o["status"] in ("done", "parked") for o in body.get("outbox", []))
+
+
 async def send(crm, documents):
     settings = crm.service.settings
     await publish(settings.kafka_bootstrap_servers, settings.kafka_topic, documents)
@@ -51,17 +57,25 @@ async def test_server_errors_are_retried_until_the_record_is_made(zendesk_servic
     assert [c["status_code"] for c in failed] == [503, 503]
     assert body["outbox"][0]["attempts"] == 3
     assert len([r for r in crm.fake.records() if r.get("external_id") == "retry-5xx"]) == 1
+    # Let the session's end-of-session note finish too: the next test's one-shot fault
+    # must hit its own request, not this session's late note (a race on a busy machine).
+    await eventually(lambda: _all_done(crm.service, "retry-5xx"))
+
+
+async def _all_done(service, session_id: str) -> bool:
+    rows = (await trace(service, session_id)).get("outbox", [])
+    return bool(rows) and all(row["status"] == "done" for row in rows)
 
 
 async def test_validation_error_is_parked_with_the_crms_message(zendesk_service, engine):
     crm = zendesk_service
-    # The service remembers a requester id that Zendesk does not know: the ticket is refused.
-    async with engine.begin() as conn:
-        await records_repo.remember_contacts(conn, "zendesk", {"eu-parked": "999999"})
+    # Zendesk refuses the ticket as invalid (a validation error retrying cannot fix).
+    await eventually(lambda: settled(crm.service, "retry-5xx"))
+    crm.fake.set_faults(invalid_next=1)
     await send(crm, call_events("parked-1", end_user_id="eu-parked"))
     body = await eventually(lambda: record_row(crm.service, "parked-1", "parked"))
     parked = [d for d in body["decisions"] if d["kind"] == "record_parked"]
-    assert parked and "422" in parked[0]["reason"] and "requester" in parked[0]["reason"].lower()
+    assert parked and "422" in parked[0]["reason"] and "subject" in parked[0]["reason"].lower()
     assert body["outbox"][0]["attempts"] == 1  # not retried: retrying cannot help
     async with crm.service.client() as client:
         metrics = (await client.get("/metrics")).text
@@ -71,6 +85,7 @@ async def test_validation_error_is_parked_with_the_crms_message(zendesk_service,
 
 async def test_rate_limit_storm_slows_down_without_using_up_attempts(zendesk_service):
     crm = zendesk_service
+    await eventually(lambda: settled(crm.service, "parked-1"))
     crm.fake.set_faults(rate_limit_next=6, retry_after_seconds=0.2)
     await send(crm, call_events("storm-1"))
     body = await eventually(lambda: record_row(crm.service, "storm-1", "done"))

@@ -90,6 +90,7 @@ async def test_bare_consumer_applies_a_stream_once(database_url, kafka_bootstrap
     try:
         rows = {r["session_id"]: orjson.loads(r["state"]) for r in await db.fetch("SELECT * FROM bare_sessions")}
     finally:
+        await db.execute("DROP TABLE bare_events, bare_sessions")  # not the service's schema
         await db.close()
     assert set(rows) == set(stream.session_ids)
     counts = defaultdict(int)

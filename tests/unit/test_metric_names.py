@@ -11,7 +11,7 @@ from app import metrics
 
 # Labels whose values come from small fixed sets; an id or free text here would make
 # one series per session.
-BOUNDED_LABELS = {"reason", "kind", "crm", "action", "status", "operation", "outcome", "partition"}
+BOUNDED_LABELS = {"reason", "kind", "crm", "action", "status", "operation", "outcome", "partition", "window"}
 
 
 def _collectors():

@@ -143,3 +143,21 @@ def test_events_with_offsets_compare_as_instants():
     assert state.first_event_at == at(0)
     assert state.assigned_at == at(20)
     assert state.header_at == at(20)
+
+
+def test_evolve_is_dataclasses_replace_for_session_states():
+    import dataclasses
+
+    import pytest
+
+    from app.domain.session import evolve
+    from tests.factories import chat_events, to_event
+
+    state = None
+    for document in chat_events("chat-evolve", end_user_messages=3):
+        state = apply_event(state, to_event(document))
+    changes = {"record": "due", "record_reason": "why", "end_user_messages": 9, "queue_path": ("A", "B")}
+    assert evolve(state, **changes) == dataclasses.replace(state, **changes)
+    assert evolve(state) == state and evolve(state) is not state
+    with pytest.raises(TypeError):
+        evolve(state, no_such_field=1)

@@ -24,6 +24,7 @@ import asyncio
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import uuid
@@ -47,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="bare consumer runs around the service's (before, after)")
     parser.add_argument("--latency-rates", default="500,1000", help="events/s, comma-separated; empty: none")
     parser.add_argument("--latency-seconds", type=float, default=15.0)
+    parser.add_argument("--ingest-only", action="store_true",
+                        help="stop waiting when every event is applied (records and notes may still be due); "
+                             "for peak RSS at many sessions")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="py-spy the first service process through the service's phases into this file "
+                             "(collapsed stacks; summarise with python -m tools.bench.profile_table)")
     return parser
 
 
@@ -101,7 +108,9 @@ async def _bench(settings: Settings, args: argparse.Namespace, resources: Resour
             return CpuWindow({"service": resources.service_pids, "bench": [os.getpid()],
                               "broker": resources.broker_pids}, resources.database or "", {probe.backend_pid})
 
-        report.ingest = await phases.run_ingest(resources, probe, topics["events"], stream, window(), window())
+        profiler = _start_profiler(args.profile, resources.service_pids[0]) if args.profile else None
+        report.ingest = await phases.run_ingest(resources, probe, topics["events"], stream, window(), window(),
+                                                wait_for_outbox=not args.ingest_only)
         print(f"service: {report.ingest.events_per_second:,.0f} events/s", flush=True)
         if args.bare_runs == 2:
             report.bare.append(await _bare_run(resources, topics["bare"], len(stream.messages), settings, "after"))
@@ -109,6 +118,10 @@ async def _bench(settings: Settings, args: argparse.Namespace, resources: Resour
             report.latency.append(
                 await phases.run_latency(resources, probe, topics["events"], rate, args.latency_seconds, window())
             )
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+            await asyncio.to_thread(profiler.wait, 30)
+            print(f"profile: {args.profile}", flush=True)
     finally:
         await probe.close()
     resources.check_alive()
@@ -116,6 +129,16 @@ async def _bench(settings: Settings, args: argparse.Namespace, resources: Resour
     report.peak_rss_kb = [r.peak_rss_kb for r in resources.replicas]
     report.print()
     return 0
+
+
+def _start_profiler(output: Path, pid: int) -> subprocess.Popen:
+    """py-spy (pip install py-spy) sampling the service at 250 Hz, CPU only (idle excluded)."""
+    spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+    if spy is None:
+        raise BenchError("--profile needs py-spy: .venv/bin/pip install py-spy")
+    return subprocess.Popen([spy, "record", "--pid", str(pid), "--rate", "250", "--format", "raw",
+                             "--output", str(output), "--nonblocking"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def main(argv: list[str] | None = None) -> int:

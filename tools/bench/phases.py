@@ -65,7 +65,7 @@ class IngestResult:
 
 
 async def run_ingest(resources: Resources, probe: Probe, topic: str, stream: synthetic.Traffic,
-                     ingest_cpu: CpuWindow, total_cpu: CpuWindow) -> IngestResult:
+                     ingest_cpu: CpuWindow, total_cpu: CpuWindow, *, wait_for_outbox: bool = True) -> IngestResult:
     total, sessions = len(stream.messages), len(stream.session_ids)
     apply_limit = max(120.0, total / 200)  # a slow service is a result, as long as it progresses
     drain_limit = apply_limit + max(120.0, sessions / 25)
@@ -85,6 +85,8 @@ async def run_ingest(resources: Resources, probe: Probe, topic: str, stream: syn
             if applied_at is None and progress.events_applied >= total:
                 applied_at = now
                 ingest_cpu.stop()
+                if not wait_for_outbox:
+                    break
             if applied_at is not None and records_at is None and progress.records >= sessions:
                 records_at = now
             if records_at is not None and progress.outbox_not_done == 0:

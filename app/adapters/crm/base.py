@@ -36,6 +36,8 @@ class SessionActivity:
     contact_id: str | None  # the end user's CRM contact, when known
     duration_seconds: float | None = None
     disposition: str | None = None
+    # The session was already over (ended or abandoned) when this was written.
+    over: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,24 +45,48 @@ class NewRecord:
     session_id: str  # stored as the record's external id
     title: str
     description: str
-    contact_id: str  # what find_or_create_end_user returned ("" when the adapter makes it itself)
+    # The CRM's id for the end user when it is known (remembered, or what
+    # find_or_create_end_user returned); None when an adapter that `resolves_end_user`
+    # is to find or create the end user itself from `end_user` (e.g. inline on the create).
+    contact_id: str | None
     tags: list[str]
     medium: str  # "call" or "chat": some CRMs set the record's channel from it
     queue_id: str
     # Stable for the session's record: a retried create must not make a second record.
     idempotency_key: str
     # For adapters that find or create the end user in the same request as the record
-    # (`creates_end_user_with_record`), and log the session as an activity.
+    # (`resolves_end_user`), and log the session as an activity.
     end_user: EndUserInfo | None = None
     session: SessionActivity | None = None
+    # True only when an earlier attempt may have made the record without us hearing back
+    # (timeout, dropped connection, 5xx after sending, a claimer that died): only then is
+    # the record looked up by session id first. A first attempt never looks.
+    retrying_unknown_outcome: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class RecordRef:
     record_id: str
     url: str
-    # The end user's CRM contact, when the adapter found or made it with the record.
+    # The CRM's id for the end user the record belongs to, when the adapter knows it:
+    # the worker remembers it (crm_end_users) so the next record of this end user costs
+    # no look-up.
     contact_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NoteWrite:
+    """An end-of-session note, written at most once where the CRM allows it.
+
+    `body` already carries `marker` (the outbox row's key) as its last line, so a retry
+    whose earlier attempt's outcome is unknown can look for it before writing again;
+    `idempotency_key` goes in the vendor's idempotency header where one is documented."""
+
+    record_id: str
+    body: str
+    marker: str
+    idempotency_key: str
+    retrying_unknown_outcome: bool = False
 
 
 # --- errors: how the worker must react ----------------------------------------------------------
@@ -78,7 +104,15 @@ class CrmError(Exception):
 
 
 class CrmTransientError(CrmError):
-    """5xx, timeouts, dropped connections: retried with backoff."""
+    """5xx, timeouts, dropped connections: retried with backoff.
+
+    `outcome_unknown` says the request may have been carried out although no answer
+    said so (a timeout or dropped connection after sending, a 5xx to a write): the
+    retry must look for what the first attempt may have made before writing again."""
+
+    def __init__(self, message: str, *, status: int | None = None, outcome_unknown: bool = False):
+        super().__init__(message, status=status)
+        self.outcome_unknown = outcome_unknown
 
 
 class CrmRateLimited(CrmTransientError):
@@ -102,6 +136,11 @@ class CrmPermanentError(CrmError):
 
 class CrmNotConfigured(CrmPermanentError):
     """A required variable (URL, credential) is missing."""
+
+
+class CrmEndUserGone(CrmError):
+    """The CRM no longer knows the remembered end-user id (deleted: 404, or merged into
+    another user). The worker forgets the mapping and finds the end user again."""
 
 
 def required_setting(settings: object, field: str) -> str:
@@ -143,6 +182,13 @@ def log_call(call: CrmCall) -> None:
         log.calls.append(call)
 
 
+def crm_account(adapter: object) -> str:
+    """The CRM account an adapter speaks to (e.g. `zendesk:https://acme.zendesk.com`): the
+    key of the end-user mapping and of the shared rate budget. An adapter without an
+    `account` attribute counts as one account per CRM."""
+    return getattr(adapter, "account", None) or getattr(adapter, "name")
+
+
 @runtime_checkable
 class LogsSessionActivities(Protocol):
     """A CRM where every session is an activity on its record (Salesforce Tasks): attaching
@@ -161,6 +207,16 @@ class LogsSessionActivities(Protocol):
 
 
 class CrmAdapter(Protocol):
+    """What the worker calls. Optional, detected with getattr so older adapters keep working:
+
+    * `account: str`: see crm_account();
+    * `resolves_end_user: bool`: True when create_record accepts `contact_id=None` with
+      `end_user` set and finds or creates the end user itself (returning its id in
+      RecordRef.contact_id); the worker then never calls find_or_create_end_user first;
+    * `async write_note(note: NoteWrite)`: an end-of-session note written at most once
+      (marker look-up on retries, vendor idempotency key); otherwise add_note is used.
+    """
+
     name: str  # "salesforce", "zendesk", "kustomer", "freshdesk", "sandbox"
 
     async def check_credentials(self) -> None:

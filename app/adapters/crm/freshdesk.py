@@ -8,16 +8,23 @@ with the API key as user name and `X` as password):
   with name, phone, email and `unique_external_id` (the platform's end-user id). Freshdesk
   keeps emails and external ids unique: a second create answers 409 `duplicate_value` naming
   the existing contact in `additional_info.user_id`, which is used as the answer.
-* `POST /tickets` with subject, HTML description, `requester_id`, status 2 (Open), priority 1
-  (Low), source 3 (Phone) or 7 (Chat), tags and the session id in the custom ticket field
-  `FRESHDESK_EXTERNAL_ID_FIELD`.
+* `POST /tickets` with subject, HTML description, status 2 (Open), priority 1 (Low), source
+  3 (Phone) or 7 (Chat), tags and the session id in the custom ticket field
+  `FRESHDESK_EXTERNAL_ID_FIELD`; the requester as `requester_id` when the service remembers
+  the end user's contact, else as `email` and/or `phone` + `name`: Freshdesk finds the
+  contact holding them or creates one, so a new end user costs one request (the ticket's
+  `requester_id` answer is remembered for the next time). A remembered contact Freshdesk
+  no longer has (deleted, merged) is refused with `invalid_value` on `requester_id`.
 * Freshdesk has no idempotency key and cannot filter the ticket list by a custom field. The
   filter API (`GET /search/tickets?query="cf_x:'...'"`) can, but its index lags by minutes,
-  exactly the window in which a retried create happens. So the guards read the ticket list
-  itself, which is never stale, and compare the custom field: `create_record` lists the
-  requester's newest tickets; `find_record_by_session`, which has no requester, lists the
-  newest tickets of the last hour and only then asks the filter API (for older tickets,
-  which are indexed by then).
+  exactly the window in which a retried create happens. So only a retry whose earlier
+  attempt's outcome is unknown looks, and it reads the ticket list itself, which is never
+  stale, comparing the custom field: the requester's newest tickets when the requester is
+  known, else the newest tickets of the last hour and only then the filter API (for older
+  tickets, which are indexed by then).
+* End-of-session notes end with a marker line (the outbox row's key); a retry whose
+  earlier attempt's outcome is unknown lists the ticket's conversations
+  (`GET /tickets/{id}/conversations`) and writes the note only when no note carries it.
 * `GET /tickets/{id}?include=stats` (closing times), `PUT /tickets/{id}` for the status and
   the tags (a PUT replaces the whole tag list, so the current tags are read and the union
   written), `POST /tickets/{id}/notes` with `"private": true`.
@@ -37,11 +44,14 @@ import httpx
 
 from app.adapters.crm.base import (
     required_setting,
+    CrmEndUserGone,
     CrmPermanentError,
     EndUserInfo,
     NewRecord,
+    NoteWrite,
     RecordRef,
 )
+from app.adapters.crm.budget import RateBudget, VendorQuota, header_int
 from app.adapters.crm.http import CrmHttp, default_describe
 from app.domain.policy import ExistingRecord
 from app.settings import Settings
@@ -120,6 +130,15 @@ def _refuses_field(response: httpx.Response, field: str) -> bool:
     )
 
 
+def freshdesk_quota(headers: httpx.Headers) -> VendorQuota | None:
+    """`X-RateLimit-Total` / `X-RateLimit-Remaining`: the account's calls per minute."""
+    limit = header_int(headers, "X-RateLimit-Total")
+    remaining = header_int(headers, "X-RateLimit-Remaining")
+    if limit is None and remaining is None:
+        return None
+    return VendorQuota(limit=limit, remaining=remaining)
+
+
 # --- small conversions ------------------------------------------------------------------------
 
 
@@ -166,8 +185,20 @@ def _merged_tags(current: list[str], added: list[str]) -> list[str]:
     return merged
 
 
+def _requester_gone(response: httpx.Response) -> bool:
+    """A 400 refusing `requester_id` as no contact: the remembered contact is gone."""
+    try:
+        errors = response.json().get("errors") or []
+    except (ValueError, AttributeError):
+        return False
+    return any(isinstance(e, dict) and e.get("field") == "requester_id" and e.get("code") == "invalid_value"
+               for e in errors)
+
+
 class FreshdeskAdapter:
     name = "freshdesk"
+    # create_record finds or creates the requester itself (email / phone + name on the ticket).
+    resolves_end_user = True
 
     def __init__(
         self,
@@ -178,8 +209,10 @@ class FreshdeskAdapter:
         timeout_seconds: float,
         requests_per_minute: int | None,
         transport: httpx.AsyncBaseTransport | None = None,
+        budget: RateBudget | None = None,
     ):
         self.base_url = base_url.rstrip("/")
+        self.account = budget.account if budget is not None else f"freshdesk:{self.base_url}"
         self.external_id_field = external_id_field
         self.http = CrmHttp(
             self.name,
@@ -189,16 +222,19 @@ class FreshdeskAdapter:
             auth=httpx.BasicAuth(api_key, "X"),
             describe_error=describe_freshdesk_error,
             transport=transport,
+            budget=budget,
+            read_quota=freshdesk_quota,
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> FreshdeskAdapter:
+    def from_settings(cls, settings: Settings, *, budget: RateBudget | None = None) -> FreshdeskAdapter:
         return cls(
             required_setting(settings, "freshdesk_url"),
             required_setting(settings, "freshdesk_api_key"),
             external_id_field=required_setting(settings, "freshdesk_external_id_field"),
             timeout_seconds=settings.crm_timeout_seconds,
             requests_per_minute=settings.freshdesk_requests_per_minute,
+            budget=budget,
         )
 
     def record_url(self, ticket_id: str) -> str:
@@ -229,30 +265,61 @@ class FreshdeskAdapter:
         return await self._create_contact(operation, user)
 
     async def find_record_by_session(self, session_id: str) -> RecordRef | None:
-        operation = "find_record_by_session"
-        ticket = await self._recent_ticket(operation, session_id) or await self._searched_ticket(operation, session_id)
+        ticket = await self._session_ticket("find_record_by_session", session_id, None)
         return self._ref(ticket) if ticket else None
 
     async def create_record(self, record: NewRecord) -> RecordRef:
         operation = "create_record"
-        requester_id = _requester_id(record.contact_id)
-        # No idempotency key in Freshdesk: a retry after a create that timed out or lost its
-        # answer finds the ticket among the requester's newest ones (a direct read).
-        existing = await self._requester_ticket(operation, requester_id, record.session_id)
-        if existing:
-            return self._ref(existing)
+        requester_id = _requester_id(record.contact_id) if record.contact_id else None
+        if record.retrying_unknown_outcome:
+            # No idempotency key in Freshdesk: an earlier attempt that timed out or lost its
+            # answer may have made the ticket; find it by the session id before creating.
+            existing = await self._session_ticket(operation, record.session_id, requester_id)
+            if existing:
+                return self._ref_with_requester(existing)
         body = {
             "subject": record.title[:SUBJECT_MAX_CHARS],
             "description": html_text(record.description),
-            "requester_id": requester_id,
             "status": STATUS_OPEN,
             "priority": PRIORITY_LOW,
             "source": SOURCE_CHAT if record.medium == "chat" else SOURCE_PHONE,
             "tags": list(dict.fromkeys(t for t in record.tags if t)),
             "custom_fields": {self.external_id_field: record.session_id},
+            **self._requester(requester_id, record.end_user),
         }
-        response = await self.http.request(operation, "POST", f"{API}/tickets", json=body)
-        return self._ref(response.json())
+        response = await self.http.request(operation, "POST", f"{API}/tickets", json=body, accept=(400,))
+        if response.status_code == 400:
+            message = describe_freshdesk_error(response)
+            if requester_id is not None and _requester_gone(response):
+                raise CrmEndUserGone(f"freshdesk {operation}: contact {requester_id} is gone: {message}", status=400)
+            raise self.http.classify(response, operation, message)
+        return self._ref_with_requester(response.json())
+
+    @staticmethod
+    def _requester(requester_id: int | None, user: EndUserInfo | None) -> dict[str, Any]:
+        """The ticket's requester fields: the known contact, else what Freshdesk finds or
+        creates the contact by (email and/or phone; a name is required with a phone)."""
+        if requester_id is not None:
+            return {"requester_id": requester_id}
+        if user is None or not (user.email or user.phone):
+            raise CrmPermanentError("freshdesk create_record: the end user has neither email nor phone, "
+                                    "which Freshdesk needs to name a requester")
+        fields: dict[str, Any] = {"name": user.name or user.email or user.phone}
+        if user.email:
+            fields["email"] = user.email
+        if user.phone:
+            fields["phone"] = user.phone
+        return fields
+
+    def _ref_with_requester(self, ticket: dict[str, Any]) -> RecordRef:
+        requester = ticket.get("requester_id")
+        return RecordRef(str(ticket["id"]), self.record_url(str(ticket["id"])),
+                         str(requester) if requester is not None else None)
+
+    async def _session_ticket(self, operation: str, session_id: str, requester_id: int | None) -> dict[str, Any] | None:
+        if requester_id is not None:
+            return await self._requester_ticket(operation, requester_id, session_id)
+        return await self._recent_ticket(operation, session_id) or await self._searched_ticket(operation, session_id)
 
     async def get_record(self, record_id: str) -> ExistingRecord | None:
         response = await self.http.request(
@@ -284,6 +351,27 @@ class FreshdeskAdapter:
 
     async def add_note(self, record_id: str, note: str) -> None:
         await self._add_note("add_note", record_id, note)
+
+    async def write_note(self, note: NoteWrite) -> None:
+        """At most once: a retry whose earlier attempt's outcome is unknown first reads the
+        ticket's conversations for the note's marker (a direct read, never stale)."""
+        operation = "add_note"
+        if note.retrying_unknown_outcome and await self._has_note_marked(operation, note.record_id, note.marker):
+            return
+        await self._add_note(operation, note.record_id, note.body)
+
+    async def _has_note_marked(self, operation: str, record_id: str, marker: str) -> bool:
+        escaped = html.escape(marker)
+        for page in range(1, RECENT_PAGES + 1):
+            response = await self.http.request(
+                operation, "GET", f"{_ticket_path(record_id)}/conversations", params={"page": page, "per_page": PAGE_SIZE}
+            )
+            entries = response.json() if isinstance(response.json(), list) else []
+            if any(marker in str(e.get("body_text") or "") or escaped in str(e.get("body") or "") for e in entries):
+                return True
+            if len(entries) < PAGE_SIZE:
+                return False
+        return False
 
     async def aclose(self) -> None:
         await self.http.aclose()

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from app import metrics
+from app.adapters.crm.budget import PROVISIONAL_PER_MINUTE, QuotaReader, RateBudget
 from app.adapters.crm.base import (
     CrmAuthError,
     CrmCall,
@@ -45,7 +46,10 @@ class RequestBudget:
     def pause(self, seconds: float) -> None:
         self._paused_until = max(self._paused_until, self._clock() + max(0.0, seconds))
 
-    async def acquire(self) -> None:
+    def observe(self, quota: object) -> None:
+        """A fixed budget: what the vendor announces does not change it."""
+
+    async def acquire(self, priority: object = None) -> None:
         async with self._lock:
             while True:
                 now = self._clock()
@@ -98,9 +102,20 @@ class CrmHttp:
         headers: dict[str, str] | None = None,
         describe_error: ErrorDescriber = default_describe,
         transport: httpx.AsyncBaseTransport | None = None,
+        budget: RateBudget | RequestBudget | None = None,
+        read_quota: QuotaReader | None = None,
     ):
         self.crm = crm
-        self.budget = RequestBudget(requests_per_minute) if requests_per_minute else None
+        # The account's shared budget when the service passes one; otherwise one of this
+        # client's own, paced by the vendor's headers and `requests_per_minute` as ceiling.
+        if budget is None:
+            budget = RateBudget(
+                crm, crm, ceiling_per_minute=requests_per_minute,
+                provisional_per_minute=PROVISIONAL_PER_MINUTE if read_quota is not None else None,
+            )
+        self.budget = budget
+        # Reads the vendor's rate-limit headers of every answer into a VendorQuota.
+        self.read_quota = read_quota
         self.describe_error = describe_error
         self.client = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
@@ -121,17 +136,28 @@ class CrmHttp:
         **kwargs: Any,
     ) -> httpx.Response:
         if self.budget is not None:
-            await self.budget.acquire()
+            waited = await self.budget.acquire()
+            if waited:
+                metrics.crm_budget_wait.labels(self.crm).observe(waited)
         started = time.perf_counter()
         path = httpx.URL(url).path if "://" in url else url.split("?", 1)[0]
         try:
             response = await self.client.request(method, url, **kwargs)
         except httpx.TimeoutException as exc:
             self._record(operation, method, path, None, started, f"timeout: {type(exc).__name__}")
-            raise CrmTransientError(f"{self.crm} {operation}: timed out ({type(exc).__name__})") from None
+            # A connect timeout sent nothing; any other may have been carried out.
+            raise CrmTransientError(
+                f"{self.crm} {operation}: timed out ({type(exc).__name__})",
+                outcome_unknown=not isinstance(exc, httpx.ConnectTimeout),
+            ) from None
         except httpx.TransportError as exc:
             self._record(operation, method, path, None, started, f"connection: {exc!r}")
-            raise CrmTransientError(f"{self.crm} {operation}: connection failed ({type(exc).__name__})") from None
+            raise CrmTransientError(
+                f"{self.crm} {operation}: connection failed ({type(exc).__name__})",
+                outcome_unknown=not isinstance(exc, httpx.ConnectError),
+            ) from None
+        if self.budget is not None and self.read_quota is not None:
+            self.budget.observe(self.read_quota(response.headers))
         status = response.status_code
         if status < 300 or status in accept:
             self._record(operation, method, path, status, started, None)
@@ -153,8 +179,10 @@ class CrmHttp:
         if status in (401, 403):
             return CrmAuthError(text, status=status)
         if status >= 500 or status in (408, 409, 423):
-            # 409/423: a conflicting concurrent write; the CRM asks to try again.
-            return CrmTransientError(text, status=status)
+            # 409/423: a conflicting concurrent write; the CRM asks to try again. A 5xx to
+            # a write may come after the write was made.
+            unknown = status >= 500 and response.request.method not in ("GET", "HEAD")
+            return CrmTransientError(text, status=status, outcome_unknown=unknown)
         metrics.crm_validation_errors.labels(self.crm).inc()
         return CrmPermanentError(text, status=status)
 

@@ -3,12 +3,20 @@
 What it speaks (Kustomer REST API v1, JSON:API envelopes, `Authorization: Bearer <API key>`):
 
 * `GET /v1/users/current`: the cheap authenticated call behind `check_credentials`.
-* `GET /v1/customers/phone={phone}`, `.../email={email}`, `.../externalId={id}` (404 when
-  none), then `POST /v1/customers` with name, `externalId` (the platform's end-user id),
-  `phones` and `emails`.
+* A new end user (`create_record` with no remembered customer, `resolves_end_user`):
+  `POST /v1/customers` with name, `externalId` (the platform's end-user id), `phones` and
+  `emails` first. Kustomer keeps a customer's email, phone and external id unique in the
+  org and refuses a second customer holding one (409): only then is the holder looked up
+  (`GET /v1/customers/email=...`, `phone=...`, `externalId=...`, 404 when none). A look-up
+  made before the create would find nothing for a new end user: it is dropped.
 * `GET /v1/conversations/externalId={session id}`: the direct look-up of a record by the
-  session it was made for; `POST /v1/conversations` with `customer`, `name` (the title),
-  `externalId` (the session id) and `status: open`.
+  session it was made for, made only when an earlier attempt's outcome is unknown;
+  `POST /v1/conversations` with `customer`, `name` (the title), `externalId` (the session
+  id) and `status: open`. A remembered customer Kustomer no longer has is refused on
+  `/customer` and reported as CrmEndUserGone.
+* A record costs: the conversation, its description note, and one append of its tags
+  when it has any (the create's own `tags` field takes tag ids, which would cost a tag
+  look-up; the append takes names). A returning end user: two requests.
 * `POST /v1/conversations/{id}/tags` with a list of tag names: Kustomer appends them and
   creates tags it does not know yet (the conversation's own `tags` attribute holds tag ids
   and replaces the whole list, so it is never written here).
@@ -34,7 +42,17 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from app import metrics
-from app.adapters.crm.base import CrmRateLimited, EndUserInfo, NewRecord, RecordRef, required_setting
+from app.adapters.crm.base import (
+    CrmEndUserGone,
+    CrmPermanentError,
+    CrmRateLimited,
+    EndUserInfo,
+    NewRecord,
+    NoteWrite,
+    RecordRef,
+    required_setting,
+)
+from app.adapters.crm.budget import RateBudget, VendorQuota, header_int
 from app.adapters.crm.http import CrmHttp, default_describe, parse_retry_after
 from app.domain.policy import ExistingRecord
 from app.settings import Settings
@@ -95,6 +113,15 @@ def kustomer_retry_after(headers: httpx.Headers) -> float:
         return parse_retry_after(headers.get("Retry-After"))
     reset = _reset_seconds(headers.get("x-ratelimit-reset"))
     return reset if reset is not None else parse_retry_after(None)
+
+
+def kustomer_quota(headers: httpx.Headers) -> VendorQuota | None:
+    """`x-ratelimit-limit` / `x-ratelimit-remaining` (per minute), `x-ratelimit-reset`."""
+    limit = header_int(headers, "x-ratelimit-limit")
+    remaining = header_int(headers, "x-ratelimit-remaining")
+    if limit is None and remaining is None:
+        return None
+    return VendorQuota(limit=limit, remaining=remaining, reset_seconds=_reset_seconds(headers.get("x-ratelimit-reset")))
 
 
 class KustomerHttp(CrmHttp):
@@ -175,8 +202,28 @@ def _segment(value: str) -> str:
     return quote(value, safe="")
 
 
+def _refuses_customer(response: httpx.Response) -> bool:
+    """A refusal of the conversation's `customer`: that customer does not exist (any more)."""
+    if response.status_code == 404:
+        return True
+    try:
+        errors = response.json().get("errors") or []
+    except (ValueError, AttributeError):
+        return False
+    for error in errors:
+        if not isinstance(error, dict):
+            continue
+        source = error.get("source") if isinstance(error.get("source"), dict) else {}
+        text = f"{error.get('detail') or ''} {error.get('message') or ''}".lower()
+        if source.get("pointer") == "/customer" and ("not exist" in text or "not found" in text):
+            return True
+    return False
+
+
 class KustomerAdapter:
     name = "kustomer"
+    # create_record finds or creates the customer itself (create first, look up on conflict).
+    resolves_end_user = True
 
     def __init__(
         self,
@@ -186,8 +233,10 @@ class KustomerAdapter:
         timeout_seconds: float,
         requests_per_minute: int | None,
         transport: httpx.AsyncBaseTransport | None = None,
+        budget: RateBudget | None = None,
     ):
         self.app_base = agent_app_base(base_url, api_key)
+        self.account = budget.account if budget is not None else f"kustomer:{base_url.rstrip('/')}"
         self.http = KustomerHttp(
             self.name,
             base_url,
@@ -196,15 +245,18 @@ class KustomerAdapter:
             headers={"Authorization": f"Bearer {api_key}"},
             describe_error=describe_kustomer_error,
             transport=transport,
+            budget=budget,
+            read_quota=kustomer_quota,
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> KustomerAdapter:
+    def from_settings(cls, settings: Settings, *, budget: RateBudget | None = None) -> KustomerAdapter:
         return cls(
             required_setting(settings, "kustomer_url"),
             required_setting(settings, "kustomer_api_key"),
             timeout_seconds=settings.crm_timeout_seconds,
             requests_per_minute=settings.kustomer_requests_per_minute,
+            budget=budget,
         )
 
     def record_url(self, conversation_id: str, customer_id: str | None) -> str:
@@ -214,7 +266,8 @@ class KustomerAdapter:
 
     def _ref(self, conversation: dict[str, Any]) -> RecordRef:
         conversation_id = str(conversation["id"])
-        return RecordRef(conversation_id, self.record_url(conversation_id, _related_id(conversation, "customer")))
+        customer = _related_id(conversation, "customer")
+        return RecordRef(conversation_id, self.record_url(conversation_id, customer), customer)
 
     # --- the CrmAdapter protocol ------------------------------------------------------------
 
@@ -251,20 +304,44 @@ class KustomerAdapter:
 
     async def create_record(self, record: NewRecord) -> RecordRef:
         operation = "create_record"
-        # Kustomer has no idempotency key: the session id is the conversation's external id,
-        # looked up directly (not through search) before creating. A retry after a create
-        # that timed out or lost its answer finds the conversation and finishes it instead.
-        existing = await self._conversation_by_session(operation, record.session_id)
-        if existing:
-            await self._finish(operation, existing, record)
-            return self._ref(existing)
-        body = {"customer": record.contact_id, "name": record.title, "externalId": record.session_id,
-                "status": OPEN_STATUS}
-        response = await self.http.request(operation, "POST", "/v1/conversations", json=body)
+        if record.retrying_unknown_outcome:
+            # Kustomer has no idempotency key: the session id is the conversation's external
+            # id, looked up directly (not through search). A retry after a create that timed
+            # out or lost its answer finds the conversation and finishes it instead.
+            existing = await self._conversation_by_session(operation, record.session_id)
+            if existing:
+                await self._finish(operation, existing, record)
+                return self._ref(existing)
+        customer = record.contact_id or await self._new_customer(record.end_user)
+        body = {"customer": customer, "name": record.title, "externalId": record.session_id, "status": OPEN_STATUS}
+        response = await self.http.request(operation, "POST", "/v1/conversations", json=body, accept=(400, 404))
+        if response.status_code in (400, 404):
+            message = describe_kustomer_error(response)
+            if record.contact_id and _refuses_customer(response):
+                raise CrmEndUserGone(f"kustomer {operation}: customer {customer} is gone: {message}",
+                                     status=response.status_code)
+            raise self.http.classify(response, operation, message)
         created = _resource(response)
         await self._append_tags(operation, str(created["id"]), record.tags)
         await self._add_note(operation, str(created["id"]), record.description)
         return self._ref(created)
+
+    async def _new_customer(self, user: EndUserInfo | None) -> str:
+        """Create the customer; when Kustomer refuses because one already holds the email,
+        phone or external id, that one is the end user."""
+        if user is None:
+            raise CrmPermanentError("kustomer create_record: neither a customer id nor the end user was given")
+        operation = "find_or_create_end_user"
+        response = await self.http.request(operation, "POST", "/v1/customers", json=self._customer_body(user),
+                                           accept=(409,))
+        if response.status_code != 409:
+            return str(_resource(response)["id"])
+        for field, value in (("email", user.email), ("phone", user.phone), ("externalId", user.id)):
+            if value:
+                found = await self._get_or_none(operation, f"/v1/customers/{field}={_segment(value)}")
+                if found:
+                    return str(found["id"])
+        raise self.http.classify(response, operation, describe_kustomer_error(response))
 
     async def _finish(self, operation: str, conversation: dict[str, Any], record: NewRecord) -> None:
         """Complete a conversation an earlier attempt created: appending tags is idempotent,
@@ -301,6 +378,19 @@ class KustomerAdapter:
 
     async def add_note(self, record_id: str, note: str) -> None:
         await self._add_note("add_note", record_id, note)
+
+    async def write_note(self, note: NoteWrite) -> None:
+        """At most once: Kustomer documents no idempotency key for notes, so a retry whose
+        earlier attempt's outcome is unknown lists the conversation's notes for the note's
+        marker first."""
+        operation = "add_note"
+        if note.retrying_unknown_outcome:
+            path = f"/v1/conversations/{_segment(note.record_id)}/notes"
+            response = await self.http.request(operation, "GET", path, params={"pageSize": 100})
+            notes = response.json().get("data") or []
+            if any(note.marker in str((n.get("attributes") or {}).get("body") or "") for n in notes):
+                return
+        await self._add_note(operation, note.record_id, note.body)
 
     async def aclose(self) -> None:
         await self.http.aclose()

@@ -13,7 +13,15 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from app.adapters.crm.base import CrmCall, CrmPermanentError, EndUserInfo, NewRecord, RecordRef, log_call
+from app.adapters.crm.base import (
+    CrmCall,
+    CrmPermanentError,
+    EndUserInfo,
+    NewRecord,
+    NoteWrite,
+    RecordRef,
+    log_call,
+)
 from app.adapters.db import sandbox_repo
 from app.domain.policy import ExistingRecord
 
@@ -121,6 +129,16 @@ class SandboxAdapter:
     async def add_note(self, record_id: str, note: str) -> None:
         async def work(conn: AsyncConnection):
             await sandbox_repo.add_note(conn, int(record_id), note)
+
+        await self._call("add_note", work)
+
+    async def write_note(self, note: NoteWrite) -> None:
+        """An end-of-session note, exactly once: the note row carries the outbox row's
+        key under a unique constraint, so a retry after a crash between this write and
+        the worker's bookkeeping adds nothing."""
+
+        async def work(conn: AsyncConnection):
+            await sandbox_repo.add_note(conn, int(note.record_id), note.body, note.idempotency_key)
 
         await self._call("add_note", work)
 

@@ -9,11 +9,22 @@ auth: username `{email}/token`, password the token):
   only when the phone or email really is the user's), then `GET /users/search?external_id=...`
   (a direct look-up that also finds a user created moments ago), then `POST /users`
   with role `end-user`, name, phone, email and `external_id` = the platform's end-user id.
+* The cheap path for a record (`create_record`, `resolves_end_user`): a remembered requester
+  is named by `requester_id` (one request). A new end user costs one user search, by
+  phone (the identity an inline requester cannot carry); when it finds nobody, the ticket
+  names its requester inline (`requester: {name, email}`), which Zendesk matches to the
+  user holding that email or creates (two requests). Only an end user with a phone and no
+  email is created first with `POST /users` (three requests). The ticket's `requester_id`
+  is remembered. A remembered requester Zendesk no longer has is refused with 422
+  `Requester: is invalid`, which is reported as CrmEndUserGone.
 * `GET /tickets?external_id=...`: the documented List Tickets filter, a direct look-up of
-  the ticket made for a session (the search API lags, so it is not used for this).
+  the ticket made for a session (the search API lags, so it is not used for this), made
+  only when an earlier attempt's outcome is unknown.
 * `POST /tickets` with the `Idempotency-Key` header: Zendesk answers a repeat of the same
   request within two hours with the original ticket (`x-idempotency-lookup: hit`), and a
   different request under the same key with 400 `IdempotentRequestError`.
+* End-of-session notes end with a marker line (the outbox row's key); a retry whose
+  earlier attempt's outcome is unknown reads `GET /tickets/{id}/comments` first.
 * `GET /tickets/{id}`, `GET /tickets/{id}/metrics` (`ticket_metric.solved_at`: tickets
   have no closing-time field), `PUT /tickets/{id}` for the status, private comments and
   `additional_tags` (which adds tags; `tags` would replace them).
@@ -34,6 +45,8 @@ from app import metrics
 from app.adapters.crm.base import (
     required_setting,
     CrmAuthError,
+    CrmEndUserGone,
+    NoteWrite,
     CrmPermanentError,
     CrmRateLimited,
     CrmTransientError,
@@ -41,6 +54,7 @@ from app.adapters.crm.base import (
     NewRecord,
     RecordRef,
 )
+from app.adapters.crm.budget import RateBudget, VendorQuota, header_int
 from app.adapters.crm.http import CrmHttp, default_describe, parse_retry_after
 from app.domain.policy import ExistingRecord
 from app.settings import Settings
@@ -119,6 +133,17 @@ def zendesk_retry_after(headers: httpx.Headers) -> float:
     return parse_retry_after(headers.get("Retry-After") or headers.get("ratelimit-reset"))
 
 
+def zendesk_quota(headers: httpx.Headers) -> VendorQuota | None:
+    """`X-Rate-Limit` / `X-Rate-Limit-Remaining` (the account's per-minute limit) and the
+    `ratelimit-limit` / `-remaining` / `-reset` headers Zendesk sends alongside."""
+    limit = header_int(headers, "X-Rate-Limit", "ratelimit-limit")
+    remaining = header_int(headers, "X-Rate-Limit-Remaining", "ratelimit-remaining")
+    if limit is None and remaining is None:
+        return None
+    reset = header_int(headers, "ratelimit-reset")
+    return VendorQuota(limit=limit, remaining=remaining, reset_seconds=float(reset) if reset is not None else None)
+
+
 class ZendeskHttp(CrmHttp):
     """CrmHttp with Zendesk's quirks: a 503 carrying `Retry-After` asks to wait that long,
     the idempotency-key conflict gets its own class, and a user create refused because
@@ -181,8 +206,15 @@ def _api_base(url: str) -> str:
     return url[: -len(API)] if url.endswith(API) else url
 
 
+def _requester_refused(response: httpx.Response) -> bool:
+    details = _body(response).get("details")
+    return response.status_code == 422 and isinstance(details, dict) and "requester" in details
+
+
 class ZendeskAdapter:
     name = "zendesk"
+    # create_record finds the requester itself (one search, or inline on the ticket).
+    resolves_end_user = True
 
     def __init__(
         self,
@@ -193,8 +225,10 @@ class ZendeskAdapter:
         timeout_seconds: float,
         requests_per_minute: int | None,
         transport: httpx.AsyncBaseTransport | None = None,
+        budget: RateBudget | None = None,
     ):
         self.base_url = _api_base(base_url)
+        self.account = budget.account if budget is not None else f"zendesk:{self.base_url}"
         self.http = ZendeskHttp(
             self.name,
             self.base_url + API,
@@ -203,16 +237,19 @@ class ZendeskAdapter:
             auth=httpx.BasicAuth(f"{email}/token", api_token),
             describe_error=describe_zendesk_error,
             transport=transport,
+            budget=budget,
+            read_quota=zendesk_quota,
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ZendeskAdapter:
+    def from_settings(cls, settings: Settings, *, budget: RateBudget | None = None) -> ZendeskAdapter:
         return cls(
             required_setting(settings, "zendesk_url"),
             required_setting(settings, "zendesk_email"),
             required_setting(settings, "zendesk_api_token"),
             timeout_seconds=settings.crm_timeout_seconds,
             requests_per_minute=settings.zendesk_requests_per_minute,
+            budget=budget,
         )
 
     def record_url(self, ticket_id: str) -> str:
@@ -220,7 +257,8 @@ class ZendeskAdapter:
 
     def _ref(self, ticket: dict[str, Any]) -> RecordRef:
         ticket_id = str(ticket["id"])
-        return RecordRef(ticket_id, self.record_url(ticket_id))
+        requester = ticket.get("requester_id")
+        return RecordRef(ticket_id, self.record_url(ticket_id), str(requester) if requester is not None else None)
 
     # --- the CrmAdapter protocol ------------------------------------------------------------
 
@@ -277,18 +315,21 @@ class ZendeskAdapter:
 
     async def create_record(self, record: NewRecord) -> RecordRef:
         operation = "create_record"
-        # First the direct look-up: it covers an earlier attempt whose answer was lost even
-        # after Zendesk has forgotten the idempotency key (two hours).
-        existing = await self._ticket_by_session(operation, record.session_id)
-        if existing:
-            return self._ref(existing)
+        if record.retrying_unknown_outcome:
+            # The direct look-up covers an earlier attempt whose answer was lost even after
+            # Zendesk has forgotten the idempotency key (two hours).
+            existing = await self._ticket_by_session(operation, record.session_id)
+            if existing:
+                return self._ref(existing)
+        requester = await self._requester(record)
         try:
             response = await self.http.request(
                 operation,
                 "POST",
                 "/tickets",
-                json={"ticket": self._ticket_body(record)},
+                json={"ticket": {**self._ticket_body(record), **requester}},
                 headers={"Idempotency-Key": record.idempotency_key},
+                accept=(422,),
             )
         except ZendeskIdempotencyConflict:
             # The key made a ticket from a different request (e.g. another requester found
@@ -297,14 +338,50 @@ class ZendeskAdapter:
             if existing is None:
                 raise
             return self._ref(existing)
+        if response.status_code == 422:
+            message = describe_zendesk_error(response)
+            if record.contact_id and _requester_refused(response):
+                raise CrmEndUserGone(f"zendesk {operation}: requester {record.contact_id} is gone: {message}",
+                                     status=422)
+            raise self.http.classify(response, operation, message)
         return self._ref(response.json()["ticket"])
+
+    async def _requester(self, record: NewRecord) -> dict[str, Any]:
+        """How the ticket names its requester: the remembered id, the user a phone search
+        finds, inline by email, or (phone only) a user created first."""
+        if record.contact_id:
+            return {"requester_id": _zendesk_id(record.contact_id)}
+        user = record.end_user
+        if user is None:
+            raise CrmPermanentError("zendesk create_record: neither a requester id nor the end user was given")
+        if user.phone:
+            found = _oldest([u for u in await self._search_users("find_end_user", user.phone)
+                             if _same_phone(u, user.phone)])
+            if found:
+                return {"requester_id": found["id"]}
+        if user.email:
+            return {"requester": {"name": user.name or user.email, "email": user.email}}
+        return {"requester_id": _zendesk_id(await self._create_user("find_or_create_end_user", user))}
+
+    async def _create_user(self, operation: str, user: EndUserInfo) -> str:
+        """A new end user; one an earlier attempt made (external id taken) is found directly."""
+        try:
+            response = await self.http.request(operation, "POST", "/users", json={"user": self._user_body(user)})
+        except CrmTransientError as exc:
+            if exc.status != 422:
+                raise
+            response = await self.http.request(operation, "GET", "/users/search", params={"external_id": user.id})
+            found = _oldest(response.json().get("users") or [])
+            if found is None:
+                raise
+            return str(found["id"])
+        return str(response.json()["user"]["id"])
 
     @staticmethod
     def _ticket_body(record: NewRecord) -> dict[str, Any]:
         return {
             "subject": record.title,
             "comment": {"body": record.description, "public": False},
-            "requester_id": _zendesk_id(record.contact_id),
             "tags": list(dict.fromkeys(record.tags)),
             "external_id": record.session_id,
         }
@@ -344,6 +421,16 @@ class ZendeskAdapter:
 
     async def add_note(self, record_id: str, note: str) -> None:
         await self._update("add_note", record_id, {"comment": {"body": note, "public": False}})
+
+    async def write_note(self, note: NoteWrite) -> None:
+        """At most once: Zendesk documents no idempotency key for ticket updates, so a retry
+        whose earlier attempt's outcome is unknown reads the ticket's comments (a direct
+        read) for the note's marker first."""
+        if note.retrying_unknown_outcome:
+            response = await self.http.request("add_note", "GET", f"/tickets/{note.record_id}/comments")
+            if any(note.marker in str(c.get("body") or "") for c in response.json().get("comments") or []):
+                return
+        await self.add_note(note.record_id, note.body)
 
     async def aclose(self) -> None:
         await self.http.aclose()

@@ -1,37 +1,51 @@
-"""What the what-if replay reads: the sessions first seen in the last N days, each with the
-moments and end-user message times the policy looks at, and what actually happened to it."""
+"""What the what-if replay reads: sessions with the moments and end-user message times the
+policy looks at, and what actually happened to each."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.domain.whatif import HistoricSession, actual_outcome
 
-# One statement: the window's sessions with the policy's facts taken out of the state
-# document in PostgreSQL, and each chat's end-user message times aggregated beside them.
-_HISTORY = text(
-    """
-    WITH window_sessions AS (
-        SELECT session_id, state, record, record_action FROM sessions
-        WHERE created_at >= now() - make_interval(days => :days)
+
+@dataclass(frozen=True, slots=True)
+class WindowSession:
+    created_at: datetime  # when the service first saw the session: what "the last N days" counts
+    session: HistoricSession
+
+
+# The policy's facts come out of the state document in one pass (jsonb_to_record), and each
+# chat's end-user message times are aggregated beside them. JIT compilation costs more than
+# it saves on a statement read once.
+_SELECT = """
+    WITH chosen AS (
+        SELECT session_id, state, record, record_action, created_at FROM sessions WHERE {where}
     ), end_user_messages AS (
         SELECT m.session_id, array_agg(m.occurred_at ORDER BY m.occurred_at) AS times
-        FROM session_messages m JOIN window_sessions w USING (session_id)
+        FROM session_messages m JOIN chosen c ON c.session_id = m.session_id
         WHERE m.sender = 'end_user'
         GROUP BY m.session_id
     )
-    SELECT w.session_id, w.state->>'medium', w.state->>'end_user_id', w.state->>'queue_id',
-           w.state->>'agent_id', w.state->>'agent_name',
-           CAST(w.state->>'queued_at' AS timestamptz), CAST(w.state->>'assigned_at' AS timestamptz),
-           CAST(w.state->>'connected_at' AS timestamptz), CAST(w.state->>'abandoned_at' AS timestamptz),
-           CAST(w.state->>'ended_at' AS timestamptz),
-           CAST(COALESCE(w.state->>'first_event_at', w.state->>'header_at') AS timestamptz),
-           w.record, w.record_action, w.state->>'record_reason', w.state->>'last_wait_reason', m.times
-    FROM window_sessions w LEFT JOIN end_user_messages m USING (session_id)
-    """
-)
-
+    SELECT c.session_id, f.medium, f.end_user_id, f.queue_id, f.agent_id, f.agent_name,
+           f.queued_at, f.assigned_at, f.connected_at, f.abandoned_at, f.ended_at,
+           COALESCE(f.first_event_at, f.header_at), c.record, c.record_action, f.record_reason,
+           f.last_wait_reason, m.times, c.created_at
+    FROM chosen c
+    CROSS JOIN LATERAL jsonb_to_record(c.state) AS f(
+        medium text, end_user_id text, queue_id text, agent_id text, agent_name text,
+        queued_at timestamptz, assigned_at timestamptz, connected_at timestamptz, abandoned_at timestamptz,
+        ended_at timestamptz, first_event_at timestamptz, header_at timestamptz, record_reason text,
+        last_wait_reason text)
+    LEFT JOIN end_user_messages m ON m.session_id = c.session_id
+"""
+_IN_WINDOW = text(_SELECT.format(where="created_at >= now() - make_interval(days => :days)"))
+_UPDATED_SINCE = text(_SELECT.format(where="updated_at >= :since"))
+_NO_JIT = text("SET LOCAL jit = off")
+_NOW = text("SELECT now()")
 _OWNERS_BEFORE = text(
     """
     SELECT DISTINCT end_user_id, queue_id FROM crm_records
@@ -40,17 +54,30 @@ _OWNERS_BEFORE = text(
 )
 
 
-async def sessions_since(conn: AsyncConnection, days: int) -> list[HistoricSession]:
-    result = await conn.execute(_HISTORY, {"days": days})
-    history = []
-    for (session_id, medium, end_user_id, queue_id, agent_id, agent_name, queued_at, assigned_at, connected_at,
-         abandoned_at, ended_at, first_event_at, record, action, reason, wait_reason, times) in result:
-        history.append(HistoricSession(
-            session_id, medium, end_user_id or "", queue_id or "", agent_id, agent_name, queued_at, assigned_at,
-            connected_at, abandoned_at, ended_at, tuple(times) if times else (), first_event_at,
-            actual_outcome(record, action, reason, wait_reason),
-        ))
-    return history
+def _window_session(row) -> WindowSession:
+    (session_id, medium, end_user_id, queue_id, agent_id, agent_name, queued_at, assigned_at, connected_at,
+     abandoned_at, ended_at, first_event_at, record, action, reason, wait_reason, times, created_at) = row
+    return WindowSession(created_at, HistoricSession(
+        session_id, medium, end_user_id or "", queue_id or "", agent_id, agent_name, queued_at, assigned_at,
+        connected_at, abandoned_at, ended_at, tuple(times) if times else (), first_event_at or created_at,
+        actual_outcome(record, action, reason, wait_reason),
+    ))
+
+
+async def database_now(conn: AsyncConnection) -> datetime:
+    return (await conn.execute(_NOW)).scalar_one()
+
+
+async def sessions_since(conn: AsyncConnection, days: int) -> list[WindowSession]:
+    """The sessions first seen in the last `days` days."""
+    await conn.execute(_NO_JIT)
+    return [_window_session(row) for row in await conn.execute(_IN_WINDOW, {"days": days})]
+
+
+async def sessions_updated_since(conn: AsyncConnection, since: datetime) -> list[WindowSession]:
+    """The sessions changed (new events, a record made) since `since`."""
+    await conn.execute(_NO_JIT)
+    return [_window_session(row) for row in await conn.execute(_UPDATED_SINCE, {"since": since})]
 
 
 async def owners_with_records_before(conn: AsyncConnection, crm: str, days: int) -> list[tuple[str, str]]:

@@ -37,6 +37,11 @@ class ClaimedRow:
     serial_key: str | None
     payload: dict[str, Any]
     attempts: int  # including this one
+    # This claim's fence: bookkeeping is accepted only while the row still carries it.
+    claim_id: str | None = None
+    # An earlier attempt may have done the work without hearing back (it timed out, lost
+    # its connection, got a 5xx to a write, or its claimer died mid-flight).
+    outcome_unknown: bool = False
     trace_context: str | None = None
 
 
@@ -70,10 +75,14 @@ _CLAIM = text(
         FOR UPDATE SKIP LOCKED
     )
     UPDATE outbox SET status = 'in_progress', attempts = outbox.attempts + 1,
-                      lease_until = now() + make_interval(secs => :lease), updated_at = now()
+                      lease_until = now() + make_interval(secs => :lease), updated_at = now(),
+                      claimed_at = clock_timestamp(), claim_id = gen_random_uuid(),
+                      -- a row still in progress was abandoned mid-flight: its outcome is unknown
+                      outcome_unknown = outbox.outcome_unknown OR outbox.status = 'in_progress'
     FROM candidates WHERE outbox.id = candidates.id
     RETURNING outbox.id, outbox.idempotency_key, outbox.kind, outbox.session_id, outbox.serial_key,
-              outbox.payload, outbox.attempts, outbox.trace_context
+              outbox.payload, outbox.attempts, outbox.claim_id::text AS claim_id, outbox.outcome_unknown,
+              outbox.trace_context
     """
 )
 
@@ -138,7 +147,9 @@ _MARK_DONE = text(
 _RELEASE = text(
     """
     UPDATE outbox SET status = 'pending', attempts = GREATEST(attempts - 1, 0), lease_until = NULL,
-                      due_at = now(), updated_at = now()
+                      due_at = now(), updated_at = now(),
+                      -- cancelled mid-flight: the CRM may have done the work
+                      outcome_unknown = true
     WHERE id = ANY(CAST(:ids AS bigint[])) AND status = 'in_progress'
     """
 )
@@ -156,7 +167,44 @@ async def mark_done(conn: AsyncConnection, outbox_ids: Sequence[int]) -> None:
         await conn.execute(_MARK_DONE, {"ids": sorted(outbox_ids)})
 
 
-async def reschedule(conn: AsyncConnection, outbox_id: int, *, delay_seconds: float, error: str, count_attempt: bool):
+_MARK_DONE_CLAIMED = text(
+    """
+    UPDATE outbox SET status = 'done', done_at = now(), updated_at = now(), lease_until = NULL, last_error = NULL
+    FROM unnest(CAST(:ids AS bigint[]), CAST(:claims AS uuid[])) AS c(id, claim_id)
+    WHERE outbox.id = c.id AND outbox.claim_id = c.claim_id AND outbox.status = 'in_progress'
+    RETURNING outbox.id
+    """
+)
+
+
+async def mark_done_claimed(conn: AsyncConnection, claims: Sequence[tuple[int, str | None]]) -> set[int]:
+    """Mark done the rows still held by these claims; returns the ids it marked. A row
+    another worker claimed since (this claim's lease ran out) is left alone."""
+    if not claims:
+        return set()
+    ordered = sorted(claims)
+    result = await conn.execute(
+        _MARK_DONE_CLAIMED, {"ids": [i for i, _ in ordered], "claims": [c for _, c in ordered]}
+    )
+    return {row[0] for row in result}
+
+
+def _held(outbox_id: int, claim_id: str | None):
+    condition = outbox.c.id == outbox_id
+    return condition & (outbox.c.claim_id == claim_id) if claim_id is not None else condition
+
+
+async def reschedule(
+    conn: AsyncConnection,
+    outbox_id: int,
+    *,
+    delay_seconds: float,
+    error: str,
+    count_attempt: bool,
+    claim_id: str | None = None,
+    outcome_unknown: bool = False,
+) -> bool:
+    """Put the row back for later; False when this claim no longer holds it."""
     values: dict[str, Any] = {
         "status": "pending",
         "due_at": func.now() + func.make_interval(0, 0, 0, 0, 0, 0, delay_seconds),
@@ -164,18 +212,79 @@ async def reschedule(conn: AsyncConnection, outbox_id: int, *, delay_seconds: fl
         "last_error": error,
         "updated_at": func.now(),
     }
+    if outcome_unknown:
+        values["outcome_unknown"] = True
     if not count_attempt:
         # Being told to slow down is not a failure: it does not use up an attempt.
         values["attempts"] = outbox.c.attempts - 1
-    await conn.execute(update(outbox).where(outbox.c.id == outbox_id).values(**values))
+    result = await conn.execute(update(outbox).where(_held(outbox_id, claim_id)).values(**values))
+    return bool(result.rowcount)
 
 
-async def park(conn: AsyncConnection, outbox_id: int, error: str) -> None:
-    await conn.execute(
+async def park(conn: AsyncConnection, outbox_id: int, error: str, *, claim_id: str | None = None) -> bool:
+    result = await conn.execute(
         update(outbox)
-        .where(outbox.c.id == outbox_id)
+        .where(_held(outbox_id, claim_id))
         .values(status="parked", last_error=error, lease_until=None, updated_at=func.now())
     )
+    return bool(result.rowcount)
+
+
+_EXTEND_LEASES = text(
+    """
+    UPDATE outbox SET lease_until = now() + make_interval(secs => :lease)
+    FROM unnest(CAST(:ids AS bigint[]), CAST(:claims AS uuid[])) AS c(id, claim_id)
+    WHERE outbox.id = c.id AND outbox.claim_id = c.claim_id AND outbox.status = 'in_progress'
+    RETURNING outbox.id
+    """
+)
+
+
+async def extend_leases(conn: AsyncConnection, claims: Sequence[tuple[int, str | None]], lease_seconds: float) -> set[int]:
+    """Keep in-flight rows' leases from running out (the worker's heartbeat); returns the
+    ids still held."""
+    if not claims:
+        return set()
+    ordered = sorted(claims)
+    result = await conn.execute(
+        _EXTEND_LEASES, {"ids": [i for i, _ in ordered], "claims": [c for _, c in ordered], "lease": lease_seconds}
+    )
+    return {row[0] for row in result}
+
+
+_ENQUEUE_CLAIMED = text(
+    """
+    INSERT INTO outbox (idempotency_key, kind, session_id, payload, status, attempts, lease_until, claim_id)
+    SELECT r.key, 'publish', r.session_id, CAST(r.payload AS jsonb), 'in_progress', 1,
+           now() + make_interval(secs => :lease), CAST(:claim_id AS uuid)
+    FROM unnest(CAST(:keys AS text[]), CAST(:session_ids AS text[]), CAST(:payloads AS text[]))
+         WITH ORDINALITY AS r(key, session_id, payload, n)
+    ORDER BY r.n
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING id
+    """
+)
+
+
+async def enqueue_publishing(
+    conn: AsyncConnection, rows: Sequence[NewOutboxRow], *, claim_id: str, lease_seconds: float
+) -> list[int]:
+    """Outcome events to publish, written with the work they report and already claimed by
+    this worker, which publishes them right after the commit; if it dies first, another
+    worker publishes them when the lease runs out. Returns the new rows' ids."""
+    if not rows:
+        return []
+    result = await conn.execute(
+        _ENQUEUE_CLAIMED,
+        {
+            "keys": [r.idempotency_key for r in rows],
+            "session_ids": [r.session_id for r in rows],
+            "payloads": [orjson.dumps(r.payload).decode() for r in rows],
+            "claim_id": claim_id,
+            "lease": lease_seconds,
+        },
+    )
+    return [row[0] for row in result]
 
 
 async def record_attempts(conn: AsyncConnection, crm: str, attempts: Sequence[Attempt]) -> None:

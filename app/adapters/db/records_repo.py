@@ -30,22 +30,14 @@ _REMEMBER_RECORDS = text(
     ON CONFLICT ON CONSTRAINT uq_crm_records_record DO NOTHING
     """
 )
-_REMEMBER_CONTACTS = text(
-    """
-    INSERT INTO crm_contacts (crm, end_user_id, contact_id)
-    SELECT :crm, c.end_user_id, c.contact_id
-    FROM unnest(CAST(:end_user_ids AS text[]), CAST(:contact_ids AS text[])) AS c(end_user_id, contact_id)
-    ON CONFLICT (crm, end_user_id) DO UPDATE SET contact_id = EXCLUDED.contact_id, updated_at = now()
-    """
-)
 # Everything the worker reads before deciding a record, in one round trip: the session's
-# state, the end user's known CRM contact, and (with append on) the newest record of that
-# end user in that leaf queue.
+# state, the CRM's id for the end user in this CRM account (crm_end_users), and (with
+# append on) the newest record of that end user in that leaf queue.
 _RECORD_CONTEXT = text(
     """
-    SELECT s.state, c.contact_id, r.record_id, r.record_url, r.session_id AS record_session_id
+    SELECT s.state, c.crm_user_id AS contact_id, r.record_id, r.record_url, r.session_id AS record_session_id
     FROM sessions s
-    LEFT JOIN crm_contacts c ON c.crm = :crm AND c.end_user_id = s.state->>'end_user_id'
+    LEFT JOIN crm_end_users c ON c.crm_account = :account AND c.end_user_id = s.state->>'end_user_id'
     LEFT JOIN LATERAL (
         SELECT record_id, record_url, session_id FROM crm_records
         WHERE :with_newest AND crm = :crm AND end_user_id = s.state->>'end_user_id'
@@ -65,11 +57,11 @@ class RecordContext:
 
 
 async def record_context(
-    conn: AsyncConnection, crm: str, session_id: str, *, with_newest: bool
+    conn: AsyncConnection, crm: str, session_id: str, *, with_newest: bool, account: str | None = None
 ) -> RecordContext | None:
-    row = (
-        await conn.execute(_RECORD_CONTEXT, {"crm": crm, "session_id": session_id, "with_newest": with_newest})
-    ).first()
+    """`account` keys the end-user mapping (the CRM's name when not given)."""
+    params = {"crm": crm, "account": account or crm, "session_id": session_id, "with_newest": with_newest}
+    row = (await conn.execute(_RECORD_CONTEXT, params)).first()
     if row is None:
         return None
     newest = KnownRecord(row.record_id, row.record_url, row.record_session_id) if row.record_id else None
@@ -94,19 +86,6 @@ async def remember_records(
             "session_ids": [r[4] for r in records],
         },
     )
-
-
-async def remember_contacts(conn: AsyncConnection, crm: str, contacts: dict[str, str]) -> None:
-    """Remember CRM contact ids by end user id; sorted, so concurrent writers lock in one order."""
-    if not contacts:
-        return
-    ordered = sorted(contacts.items())
-    await conn.execute(
-        _REMEMBER_CONTACTS,
-        {"crm": crm, "end_user_ids": [k for k, _ in ordered], "contact_ids": [v for _, v in ordered]},
-    )
-
-
 
 
 async def list_records(conn: AsyncConnection, limit: int = 100) -> list[dict[str, Any]]:

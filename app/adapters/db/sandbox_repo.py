@@ -92,8 +92,13 @@ async def add_tags(conn: AsyncConnection, record_id: int, tags: list[str]) -> No
     )
 
 
-async def add_note(conn: AsyncConnection, record_id: int, body: str) -> None:
-    await conn.execute(insert(sandbox_notes).values(record_id=record_id, body=body))
+async def add_note(conn: AsyncConnection, record_id: int, body: str, idempotency_key: str | None = None) -> bool:
+    """Add a note; with a key, only once per key. Returns whether a note was added."""
+    statement = insert(sandbox_notes).values(record_id=record_id, body=body, idempotency_key=idempotency_key)
+    if idempotency_key is not None:
+        statement = statement.on_conflict_do_nothing(index_elements=[sandbox_notes.c.idempotency_key])
+    result = await conn.execute(statement)
+    return bool(result.rowcount)
 
 
 async def list_records(conn: AsyncConnection, limit: int = 100, session_id: str | None = None) -> list[dict[str, Any]]:

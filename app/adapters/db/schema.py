@@ -22,7 +22,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
 metadata = MetaData()
 
@@ -101,6 +101,14 @@ outbox = Table(
     Column("created_at", Timestamp, nullable=False, server_default=func.now()),
     Column("updated_at", Timestamp, nullable=False, server_default=func.now()),
     Column("done_at", Timestamp),
+    # The last claim: created_at -> claimed_at is the wait for a worker, claimed_at ->
+    # done_at the work (the bench splits its latency so).
+    Column("claimed_at", Timestamp),
+    # Set by each claim: only the current claimer may finish the row (a claimer whose
+    # lease ran out finds its bookkeeping refused and publishes nothing).
+    Column("claim_id", UUID(as_uuid=False)),
+    # An earlier attempt may have done the work without hearing back: look before writing.
+    Column("outcome_unknown", Boolean, nullable=False, server_default=text("false")),
     # W3C traceparent of the work that made the row: the CRM call joins that trace.
     Column("trace_context", Text),
     Index(
@@ -153,15 +161,27 @@ crm_records = Table(
     Index("ix_crm_records_owner", "crm", "end_user_id", "queue_id", "id"),
 )
 
-# The CRM's id for each end user, so a known user costs no look-up.
-crm_contacts = Table(
-    "crm_contacts",
+# The CRM's id for each end user, per CRM account, so a returning end user costs no
+# look-up; forgotten when the CRM says that user is gone (deleted or merged).
+crm_end_users = Table(
+    "crm_end_users",
     metadata,
-    Column("crm", Text, nullable=False),
+    Column("crm_account", Text, nullable=False),
     Column("end_user_id", Text, nullable=False),
-    Column("contact_id", Text, nullable=False),
+    Column("crm_user_id", Text, nullable=False),
     Column("updated_at", Timestamp, nullable=False, server_default=func.now()),
-    PrimaryKeyConstraint("crm", "end_user_id"),
+    PrimaryKeyConstraint("crm_account", "end_user_id"),
+)
+
+# One request schedule per CRM account, shared by every replica (app.adapters.crm.budget).
+crm_rate_budgets = Table(
+    "crm_rate_budgets",
+    metadata,
+    Column("account", Text, primary_key=True),
+    Column("next_slot", Timestamp, nullable=False, server_default=func.now()),
+    Column("per_minute", Float),
+    Column("paused_until", Timestamp),
+    Column("updated_at", Timestamp, nullable=False, server_default=func.now()),
 )
 
 settings_versions = Table(
@@ -214,7 +234,10 @@ sandbox_notes = Table(
     Column("body", Text, nullable=False),
     Column("private", Boolean, nullable=False, server_default=text("true")),
     Column("created_at", Timestamp, nullable=False, server_default=func.now()),
+    # Set for end-of-session notes (the outbox row's key): a retried write adds nothing.
+    Column("idempotency_key", Text),
     Index("ix_sandbox_notes_record", "record_id", "id"),
+    UniqueConstraint("idempotency_key", name="uq_sandbox_notes_idempotency_key"),
 )
 
 # The Kafka cluster each consumer group last read from: a new cluster (an embedded

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
+from hashlib import blake2b
 from typing import Any
 
 from sqlalchemy import insert, select, text
@@ -12,7 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.adapters.db.schema import settings_versions
 from app.domain.record_settings import DEFAULT_RECORD_SETTINGS, RecordSettings
 
-_CURRENT = text("SELECT version, document FROM settings_versions ORDER BY version DESC LIMIT 1")
+# The document as text: a version's text is its cache key below, so a document is
+# validated once per process, not once per consumer batch or outbox row.
+_CURRENT = text("SELECT version, CAST(document AS text) FROM settings_versions ORDER BY version DESC LIMIT 1")
+_OF_VERSION = text("SELECT CAST(document AS text) FROM settings_versions WHERE version = :version")
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,12 +30,63 @@ class SettingsVersion:
     document: dict[str, Any]
 
 
-async def current(conn: AsyncConnection) -> tuple[int | None, RecordSettings]:
-    """The settings in force (version None: nothing saved yet, the defaults apply)."""
+@dataclass(frozen=True, slots=True)
+class SettingsInForce:
+    version: int | None  # None: nothing saved yet, the defaults apply
+    # A digest of the version's document: with the version, what a record row names, so a
+    # worker that knows the pair needs no read (and a renumbered database is never trusted).
+    digest: str | None
+    settings: RecordSettings
+
+
+@lru_cache(maxsize=64)
+def _parsed(document: str) -> tuple[str, RecordSettings]:
+    # Keyed by the content, not the version number: a database whose versions were
+    # truncated and numbered again (tests) can never get another version's settings.
+    return blake2b(document.encode(), digest_size=8).hexdigest(), RecordSettings.model_validate_json(document)
+
+
+# (version, digest) -> settings, for the versions this process has seen: immutable once saved.
+_known: dict[tuple[int, str], RecordSettings] = {}
+
+
+def _remember(version: int, document: str) -> tuple[str, RecordSettings]:
+    digest, settings = _parsed(document)
+    if len(_known) > 256:
+        _known.clear()
+    _known[(version, digest)] = settings
+    return digest, settings
+
+
+async def in_force(conn: AsyncConnection) -> SettingsInForce:
+    """The settings in force: one small read, validated only when the version is new."""
     row = (await conn.execute(_CURRENT)).first()
     if row is None:
-        return None, DEFAULT_RECORD_SETTINGS
-    return row.version, RecordSettings.model_validate(row.document)
+        return SettingsInForce(None, None, DEFAULT_RECORD_SETTINGS)
+    digest, settings = _remember(row[0], row[1])
+    return SettingsInForce(row[0], digest, settings)
+
+
+async def current(conn: AsyncConnection) -> tuple[int | None, RecordSettings]:
+    """The settings in force (version None: nothing saved yet, the defaults apply)."""
+    found = await in_force(conn)
+    return found.version, found.settings
+
+
+async def of_version(conn: AsyncConnection, version: int | None, digest: str | None = None) -> RecordSettings:
+    """The settings of one saved version (None: the defaults, in force before any save);
+    no read when this process already knows (version, digest)."""
+    if version is None:
+        return DEFAULT_RECORD_SETTINGS
+    if digest is not None and (known := _known.get((version, digest))) is not None:
+        return known
+    document = (await conn.execute(_OF_VERSION, {"version": version})).scalar_one_or_none()
+    if document is None:
+        raise LookupError(f"settings version {version} does not exist")
+    found_digest, settings = _remember(version, document)
+    if digest is not None and found_digest != digest:
+        raise LookupError(f"settings version {version} is not the document the row was decided under")
+    return settings
 
 
 async def lock_for_save(conn: AsyncConnection) -> None:

@@ -2,14 +2,13 @@
 session is a Task on its record. See adapter.py for the requests each step costs."""
 
 from app.adapters.crm.salesforce.activity import split_comment
-from app.adapters.crm.salesforce.adapter import SalesforceAdapter, SalesforceSetup
-from app.adapters.crm.salesforce.client import parse_limit_info, parse_salesforce_datetime, soql_literal
+from app.adapters.crm.salesforce.adapter import SalesforceAdapter
+from app.adapters.crm.salesforce.client import parse_salesforce_datetime, salesforce_quota, soql_literal
 
 __all__ = [
     "SalesforceAdapter",
-    "SalesforceSetup",
-    "parse_limit_info",
     "parse_salesforce_datetime",
+    "salesforce_quota",
     "soql_literal",
     "split_comment",
 ]

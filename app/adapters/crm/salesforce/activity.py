@@ -59,6 +59,10 @@ def task_body(record_ref: str, contact_ref: str | None, session: SessionActivity
         body["CallType"] = direction
     if session.started_at is not None:
         body["ActivityDate"] = session.started_at.date().isoformat()
+    if session.over:
+        # An abandoned session's record (or one made late) must not leave an open Task in
+        # agents' lists; the end-of-session note, if one comes, fills in the rest.
+        body["Status"] = COMPLETED
     return body
 
 

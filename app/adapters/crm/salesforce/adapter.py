@@ -18,7 +18,7 @@ answer was lost is found by the session id on the retry (`find_record_by_session
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import date, datetime, timezone
 from typing import Any
 
@@ -29,6 +29,7 @@ from app.adapters.crm.base import (
     SessionActivity,
     required_setting,
 )
+from app.adapters.crm.budget import RateBudget
 from app.adapters.crm.salesforce import activity
 from app.adapters.crm.salesforce.client import (
     CRM,
@@ -48,16 +49,6 @@ CREATE_ONLY_REFUSED = "INVALID_FIELD_FOR_INSERT_UPDATE"
 # A remembered Contact that was deleted or merged away.
 CONTACT_GONE = {"INVALID_CROSS_REFERENCE_KEY", "ENTITY_IS_DELETED"}
 CONTACT_FIELDS = {"ContactId", "WhoId"}
-
-
-@dataclass(frozen=True, slots=True)
-class SalesforceSetup:
-    """What the admin API shows about the Salesforce side."""
-
-    record_object: str
-    open_closed_rule: str
-    session_log: str
-    tags: str = "Salesforce has no tags: the tag options change nothing there"
 
 
 def contact_ref(contact_id: str, account_id: str | None, account_known: bool) -> str:
@@ -107,9 +98,13 @@ class SalesforceAdapter:
         self.session_log = session_log
         self._field = record_object.external_id_field
         self._today = today
+        # The CRM account: the key of the end-user mapping and of the rate budget.
+        self.account = CRM
 
     @classmethod
-    def from_settings(cls, settings: Settings, **client_options: Any) -> SalesforceAdapter:
+    def from_settings(
+        cls, settings: Settings, *, budget: RateBudget | None = None, **client_options: Any
+    ) -> SalesforceAdapter:
         client = SalesforceClient(
             login_url=required_setting(settings, "salesforce_login_url"),
             client_id=required_setting(settings, "salesforce_client_id"),
@@ -117,12 +112,12 @@ class SalesforceAdapter:
             api_version=settings.salesforce_api_version,
             timeout_seconds=settings.crm_timeout_seconds,
             requests_per_minute=settings.salesforce_requests_per_minute,
+            budget=budget,
             **client_options,
         )
-        return cls(client, build_record_object(settings), session_log=settings.salesforce_session_log)
-
-    def setup(self) -> SalesforceSetup:
-        return SalesforceSetup(self.object.name, self.object.rule(), self.session_log)
+        adapter = cls(client, build_record_object(settings), session_log=settings.salesforce_session_log)
+        adapter.account = budget.account if budget is not None else f"{CRM}:{settings.salesforce_login_url}"
+        return adapter
 
     @property
     def _tasks(self) -> bool:
@@ -203,7 +198,12 @@ class SalesforceAdapter:
         return nodes
 
     async def create_record(self, record: NewRecord) -> RecordRef:
-        """One composite request: [Contact] + record upsert + Task upsert, all or nothing."""
+        """One composite request: [Contact] + record upsert + Task upsert, all or nothing.
+        Only when an earlier attempt's outcome is unknown is the record looked up first."""
+        if record.retrying_unknown_outcome:
+            found = await self.find_record_by_session(record.session_id)
+            if found is not None:
+                return found
         contact, new_contact = await self._contact_link(record)
         nodes = self._create_nodes(record, contact, new_contact)
         result = await self.client.composite("create_record", nodes)
@@ -328,4 +328,4 @@ class SalesforceAdapter:
         await self.client.aclose()
 
 
-__all__ = ["SalesforceAdapter", "SalesforceSetup", "contact_ref", "parse_contact_ref", "quoted"]
+__all__ = ["SalesforceAdapter", "contact_ref", "parse_contact_ref", "quoted"]

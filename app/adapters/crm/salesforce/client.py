@@ -10,7 +10,6 @@ A node may use an earlier node's answer through `@{referenceId.field}`.
 from __future__ import annotations
 
 import asyncio
-import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -19,6 +18,7 @@ import httpx
 
 from app import metrics
 from app.adapters.crm.base import CrmAuthError, CrmPermanentError, CrmRateLimited, CrmTransientError
+from app.adapters.crm.budget import RateBudget, VendorQuota, parse_sforce_limit_info
 from app.adapters.crm.http import CrmHttp, default_describe
 
 CRM = "salesforce"
@@ -161,14 +161,9 @@ def parse_salesforce_datetime(value: str | None) -> datetime | None:
     return moment.astimezone(timezone.utc)
 
 
-_API_USAGE = re.compile(r"api-usage=(\d+)/(\d+)")
-
-
-def parse_limit_info(value: str | None) -> tuple[int, int] | None:
-    """`Sforce-Limit-Info: api-usage=18/5000; api-bursts=1/750` -> (18, 5000): the org's
-    API requests used in the last 24 hours and its allocation."""
-    match = _API_USAGE.search(value or "")
-    return (int(match.group(1)), int(match.group(2))) if match else None
+def salesforce_quota(headers: Any) -> VendorQuota | None:
+    """The org's daily allocation from `Sforce-Limit-Info: api-usage=N/M` (every answer)."""
+    return parse_sforce_limit_info(headers.get("Sforce-Limit-Info"))
 
 
 # --- composite graph ----------------------------------------------------------------------------
@@ -216,6 +211,7 @@ class SalesforceClient:
         timeout_seconds: float,
         requests_per_minute: int | None,
         transport: httpx.AsyncBaseTransport | None = None,
+        budget: RateBudget | None = None,
     ):
         self._client_id = client_id
         self._client_secret = client_secret
@@ -226,14 +222,15 @@ class SalesforceClient:
             describe_error=describe_salesforce_error, transport=transport,
         )
         # The instance URL is known only after the token, so REST calls use absolute URLs.
+        # Every answer's Sforce-Limit-Info feeds the account's budget (shared by replicas
+        # when the service passes one).
         self.rest = _RestHttp(
             CRM, "", timeout_seconds=timeout_seconds, requests_per_minute=requests_per_minute,
-            describe_error=describe_salesforce_error, transport=transport,
+            describe_error=describe_salesforce_error, transport=transport, budget=budget,
+            read_quota=salesforce_quota,
         )
         self._session: _Session | None = None
         self._session_lock = asyncio.Lock()
-        # The org's API usage as the last answer's Sforce-Limit-Info said: (used, allocation).
-        self.api_usage: tuple[int, int] | None = None
         # Org facts read once per process (e.g. the closed Opportunity stages).
         self.cache: dict[str, Any] = {}
 
@@ -292,9 +289,6 @@ class SalesforceClient:
                 operation, method, session.instance_url + self.api_path(path), headers=session.headers,
                 accept=accept, **kwargs,
             )
-        usage = parse_limit_info(response.headers.get("Sforce-Limit-Info"))
-        if usage is not None:
-            self.api_usage = usage
         return response
 
     async def query(self, operation: str, soql: str) -> list[dict[str, Any]]:
@@ -350,6 +344,8 @@ class SalesforceClient:
         if result.failed_reference:
             text += f" (in {result.failed_reference})"
         if "REQUEST_LIMIT_EXCEEDED" in codes:
+            if self.rest.budget is not None:
+                self.rest.budget.pause(REQUEST_LIMIT_WAIT_SECONDS)
             return CrmRateLimited(text, retry_after=REQUEST_LIMIT_WAIT_SECONDS, status=403)
         if codes & RETRYABLE_CODES or status >= 500 or not items:
             return CrmTransientError(text, status=status)

@@ -1,0 +1,165 @@
+"""The outbox worker's bookkeeping: what a finished row leaves behind, written in one
+transaction shared by the rows that finish at about the same time.
+
+The transaction is fenced by the row's claim: a worker whose lease ran out (another
+worker claimed the row since) has its bookkeeping refused (LeaseLost) and publishes
+nothing. The outcome events are written in the same transaction as outbox rows already
+claimed by this worker, which publishes them right after the commit; a worker that dies
+in between leaves them to whoever claims them after the lease."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from app.adapters.crm.base import CallLog, RecordRef
+from app.adapters.db import decisions_repo, end_users_repo, outbox_repo, records_repo, sessions_repo
+from app.adapters.db.decisions_repo import DecisionRow
+from app.adapters.db.outbox_repo import Attempt, ClaimedRow, NewOutboxRow
+from app.domain.session import SessionState
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+class LeaseLost(Exception):
+    """Another worker claimed the row after this claim's lease ran out: this claim's
+    outcome is not recorded and its events are not published (the other claimer's are)."""
+
+
+@dataclass(slots=True)
+class Completion:
+    """What a successful run leaves behind, written in one transaction."""
+
+    decisions: list[DecisionRow] = field(default_factory=list)
+    output: list[dict[str, Any]] = field(default_factory=list)
+    session_record: tuple[str, str, str] | None = None  # record_id, url, action
+    new_record: RecordRef | None = None
+    contact: str | None = None  # the CRM's id for the session's end user, to remember
+    state: SessionState | None = None  # as read before the CRM calls, for the bookkeeping
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    row: ClaimedRow
+    completion: Completion
+    calls: CallLog
+
+
+class Batcher(Generic[Item, Result]):
+    """Runs `write(items)` for items submitted at about the same time, together: an item
+    that arrives while a write is under way joins the next one. If the write fails for a
+    batch, each item is written alone, so one bad item does not hold back the others."""
+
+    def __init__(self, write: Callable[[list[Item]], Awaitable[list[Result]]]):
+        self._write_many = write
+        self._queue: list[tuple[Item, asyncio.Future[Result]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def submit(self, item: Item) -> Result:
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._queue.append((item, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue, []
+            outcomes = await self._write_batch([item for item, _ in batch])
+            for (_, future), outcome in zip(batch, outcomes):
+                if future.done():  # its waiter was cancelled (shutdown)
+                    continue
+                if isinstance(outcome, BaseException):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
+
+    async def _write_batch(self, batch: list[Item]) -> list[Any]:
+        try:
+            return list(await self._write_many(batch))
+        except Exception as exc:
+            if len(batch) == 1:
+                return [exc]
+        outcomes: list[Any] = []
+        for item in batch:
+            try:
+                outcomes.extend(await self._write_many([item]))
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes
+
+
+class CompletionWriter:
+    """Writes finished rows' bookkeeping; `write` returns the ids of the outcome-event
+    rows to mark done once the events are published."""
+
+    def __init__(self, engine: AsyncEngine, crm: str, *, account: str | None = None, lease_seconds: float = 60.0):
+        self.engine = engine
+        self.crm = crm
+        self.account = account or crm
+        self.lease_seconds = lease_seconds
+        self._batcher: Batcher[Finished, list[int]] = Batcher(self._write)
+        self._published: Batcher[list[int], None] = Batcher(self._mark_published)
+
+    async def write(self, finished: Finished) -> list[int]:
+        return await self._batcher.submit(finished)
+
+    async def published(self, event_row_ids: list[int]) -> None:
+        if event_row_ids:
+            await self._published.submit(event_row_ids)
+
+    async def _mark_published(self, batches: list[list[int]]) -> list[None]:
+        async with self.engine.begin() as conn:
+            await outbox_repo.mark_done(conn, [i for ids in batches for i in ids])
+        return [None] * len(batches)
+
+    async def _write(self, batch: list[Finished]) -> list[list[int]]:
+        async with self.engine.begin() as conn:
+            held = await outbox_repo.mark_done_claimed(conn, [(f.row.id, f.row.claim_id) for f in batch])
+            lost = [f.row.id for f in batch if f.row.id not in held]
+            if lost:
+                # Rolled back: the rows still held are written again, each alone.
+                raise LeaseLost(f"outbox rows {lost} were claimed by another worker after this claim's lease ran out")
+            await self._record_effects(conn, batch)
+            return [await self._enqueue_events(conn, f) for f in batch]
+
+    async def _record_effects(self, conn: AsyncConnection, batch: Sequence[Finished]) -> None:
+        users: dict[str, str] = {}
+        new_records: list[tuple[str, str | None, str, str, str]] = []
+        session_records: list[tuple[str, str, str | None, str]] = []
+        decisions: list[DecisionRow] = []
+        for finished in batch:
+            completion, session_id = finished.completion, finished.row.session_id
+            state = completion.state
+            if completion.contact is not None and state is not None:
+                users[state.end_user_id] = completion.contact
+            if completion.new_record is not None and state is not None:
+                ref = completion.new_record
+                new_records.append((ref.record_id, ref.url, state.end_user_id, state.queue_id, session_id))
+            if completion.session_record is not None:
+                session_records.append((session_id, *completion.session_record))
+            decisions.extend(completion.decisions)
+        await end_users_repo.remember(conn, self.account, users)
+        await records_repo.remember_records(conn, self.crm, new_records)
+        await sessions_repo.set_records(conn, self.crm, session_records)
+        await decisions_repo.insert_decisions(conn, decisions)
+        await outbox_repo.record_attempts(
+            conn, self.crm, [Attempt(f.row.id, f.row.session_id, f.row.attempts, f.calls.calls) for f in batch]
+        )
+
+    async def _enqueue_events(self, conn: AsyncConnection, finished: Finished) -> list[int]:
+        row = finished.row
+        if row.kind == "publish" or not finished.completion.output or row.claim_id is None:
+            return []
+        events = [
+            NewOutboxRow(f"{row.idempotency_key}:event:{n}", "publish", row.session_id, None, event)
+            for n, event in enumerate(finished.completion.output)
+        ]
+        return await outbox_repo.enqueue_publishing(
+            conn, events, claim_id=row.claim_id, lease_seconds=self.lease_seconds
+        )

@@ -1,0 +1,79 @@
+"""The what-if against the real database: sessions stored by the consumer's own use case,
+replayed by the service the console and the CLI use, kept up to date between requests."""
+
+from __future__ import annotations
+
+import orjson
+
+from app.domain.record_settings import RecordSettings
+from app.entrypoints.cli import main as cli_main
+from app.service.consume import apply_batch
+from app.service.whatif import WhatIf
+from tests.factories import event_doc, header, to_event
+
+
+async def consume(engine, documents):
+    async with engine.begin() as conn:
+        await apply_batch(conn, [to_event(d) for d in documents], "sandbox")
+
+
+def unanswered_call(session_id: str, end_user_id: str = "eu-1") -> list[dict]:
+    session = header(session_id, end_user_id=end_user_id)
+    return [event_doc(session, "queued", 0), event_doc(session, "assigned", 5), event_doc(session, "ended", 30)]
+
+
+def short_abandoned_chat(session_id: str) -> list[dict]:
+    session = header(session_id, medium="chat", end_user_id="eu-chat")
+    return [event_doc(session, "queued", 0), event_doc(session, "message", 1), event_doc(session, "message", 2),
+            event_doc(session, "abandoned", 4)]
+
+
+async def test_replays_stored_sessions_and_reads_only_what_changed_afterwards(clean_db):
+    await consume(clean_db, unanswered_call("call-1") + short_abandoned_chat("chat-1"))
+    what_if = WhatIf(clean_db, "sandbox")
+    proposed = RecordSettings(delay_call_record_until_connected=True, create_records_for_abandoned_chats="min_messages",
+                              abandoned_chat_min_messages=2)
+    first = await what_if.run(proposed)
+    assert first.report.sessions == 2
+    assert first.report.changed == 2
+    by_id = {c.session_id: c for c in first.report.sample}
+    assert by_id["call-1"].proposed.reason == "call ended without being connected to an agent " \
+                                              "(records are delayed until connected)"
+    assert by_id["chat-1"].proposed.kind == "record"
+    assert "the end user sent 2 messages, at least the 2 required" in by_id["chat-1"].proposed.reason
+
+    # a new session and more events of a known one: the next request sees both
+    await consume(clean_db, unanswered_call("call-2", end_user_id="eu-2"))
+    second = await what_if.run(proposed)
+    assert second.report.sessions == 3 and second.report.changed == 3
+    assert second.current_version is None  # compared with the defaults: nothing saved
+
+
+async def test_the_cli_prints_the_report(clean_db, database_url, tmp_path, monkeypatch, capsys):
+    await consume(clean_db, unanswered_call("call-9"))
+    settings_file = tmp_path / "proposed.json"
+    settings_file.write_bytes(orjson.dumps({"delay_call_record_until_connected": True}))
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("CRM_PROVIDER", "sandbox")
+    import asyncio
+    code = await asyncio.to_thread(cli_main, ["what-if", "--settings", str(settings_file), "--days", "7"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "1 sessions" in out and "sessions whose outcome would change: 1" in out
+    assert "call-9: new record (call assigned to agent" in out
+
+    settings_file.write_bytes(orjson.dumps({"record_title_locale": "fr"}))
+    code = await asyncio.to_thread(cli_main, ["what-if", "--settings", str(settings_file)])
+    assert code == 2
+    assert "record_title_locale" in capsys.readouterr().err
+
+
+async def test_a_wording_change_reuses_the_replay_a_deciding_change_does_not(clean_db):
+    await consume(clean_db, unanswered_call("call-5"))
+    what_if = WhatIf(clean_db, "sandbox")
+    first = await what_if.run(RecordSettings(delay_call_record_until_connected=True))
+    reworded = await what_if.run(RecordSettings(delay_call_record_until_connected=True,
+                                                record_title_template="{CALL_ID}", add_platform_tag=True))
+    assert reworded.report is first.report
+    undone = await what_if.run(RecordSettings())
+    assert undone.report is not first.report and undone.report.changed == 0 and first.report.changed == 1
