@@ -63,14 +63,22 @@ async def test_duplicate_delivery_changes_nothing(clean_db, make_settings, kafka
         # Everything again, later, and once more in a shuffled order.
         await publish(kafka_bootstrap, topics.events, events + events[::-1])
         group_offsets = await eventually(lambda: _committed(service.settings, len(events) * 3))
-        async with service.client() as client:
-            after = (await client.get("/api/sessions/dup-1")).json()
+
+        async def settled_trace():
+            async with service.client() as client:
+                trace = (await client.get("/api/sessions/dup-1")).json()
+            return trace if {o["status"] for o in trace["outbox"]} == {"done"} else None
+
+        after = await eventually(settled_trace)
     assert group_offsets == len(events) * 3
     assert await count(clean_db, sandbox_records) == 2
     assert await count(clean_db, processed_events) == len(events)
     assert after["state"] == before["state"]
     assert after["decisions"] == before["decisions"]
-    assert [o["status"] for o in after["outbox"]] == ["done", "done"]
+    # One record row and one note row (plus the outcome events they published), all done.
+    assert all(o["status"] == "done" for o in after["outbox"]), after["outbox"]
+    assert sorted(o["kind"] for o in after["outbox"] if o["kind"] != "publish") == ["ended_note", "record"]
+    assert len([o for o in after["outbox"] if o["kind"] == "publish"]) == 2  # record.created, record.updated
 
 
 async def _records_with_notes(engine, expected: int) -> bool:
