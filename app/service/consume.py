@@ -13,13 +13,23 @@ from dataclasses import dataclass, field, replace
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.adapters.db import decisions_repo, events_repo, outbox_repo, sessions_repo, settings_repo
+from app.adapters.db import batch_writes, events_repo, sessions_repo, settings_repo
 from app.adapters.db.decisions_repo import DecisionRow
 from app.adapters.db.outbox_repo import NewOutboxRow
 from app.adapters.db.settings_repo import SettingsInForce
 from app.domain.events import SessionEvent
 from app.domain.policy import decide
 from app.domain.session import SessionState, apply_event
+
+
+class EventNotApplicable(Exception):
+    """The session state machine or the policy raised on this event. They are pure, so
+    the event's data is the cause: it is dead-lettered, never retried in place."""
+
+    def __init__(self, event_id: str, reason: str):
+        super().__init__(reason)
+        self.event_id = event_id
+        self.reason = reason
 
 
 @dataclass(slots=True)
@@ -110,8 +120,11 @@ async def apply_batch(
     messages = []
     for event in fresh:
         session_id = event.session.id
-        state = apply_event(states.get(session_id), event)
-        state, decided = decide(state, settings)
+        try:
+            state = apply_event(states.get(session_id), event)
+            state, decided = decide(state, settings)
+        except Exception as exc:  # pure code, no I/O: only this event's data can cause it
+            raise EventNotApplicable(event.event_id, f"{type(exc).__name__}: {exc}") from exc
         states[session_id] = touched[session_id] = state
         if event.event_type == "message" and event.message is not None:
             messages.append((session_id, event.event_id, event.occurred_at, event.message.sender, event.message.text))
@@ -131,10 +144,5 @@ async def apply_batch(
             rows = [replace(row, trace_context=traceparent) for row in rows]
         outcome.outbox_rows.extend(rows)
 
-    await sessions_repo.save_states(conn, list(touched.values()))
-    await events_repo.insert_messages(conn, messages)
-    await decisions_repo.insert_decisions(conn, outcome.decisions)
-    await outbox_repo.enqueue(conn, outcome.outbox_rows)
-    if outcome.outbox_rows:
-        await outbox_repo.notify_workers(conn)
+    await batch_writes.write_batch(conn, list(touched.values()), messages, outcome.decisions, outcome.outbox_rows)
     return outcome

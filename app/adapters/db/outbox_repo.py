@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -43,6 +44,7 @@ class ClaimedRow:
     # its connection, got a 5xx to a write, or its claimer died mid-flight).
     outcome_unknown: bool = False
     trace_context: str | None = None
+    created_at: datetime | None = None
 
 
 _ENQUEUE = text(
@@ -82,7 +84,7 @@ _CLAIM = text(
     FROM candidates WHERE outbox.id = candidates.id
     RETURNING outbox.id, outbox.idempotency_key, outbox.kind, outbox.session_id, outbox.serial_key,
               outbox.payload, outbox.attempts, outbox.claim_id::text AS claim_id, outbox.outcome_unknown,
-              outbox.trace_context
+              outbox.trace_context, outbox.created_at
     """
 )
 
@@ -110,20 +112,24 @@ class Attempt:
     calls: Sequence[CrmCall]
 
 
+def enqueue_parameters(rows: Sequence[NewOutboxRow]) -> dict[str, list]:
+    return {
+        "keys": [r.idempotency_key for r in rows],
+        "kinds": [r.kind for r in rows],
+        "session_ids": [r.session_id for r in rows],
+        "serial_keys": [r.serial_key for r in rows],
+        "payloads": [orjson.dumps(r.payload).decode() for r in rows],
+        "trace_contexts": [r.trace_context for r in rows],
+    }
+
+
+ENQUEUE = _ENQUEUE  # for batch_writes
+
+
 async def enqueue(conn: AsyncConnection, rows: Sequence[NewOutboxRow]) -> None:
     if not rows:
         return
-    await conn.execute(
-        _ENQUEUE,
-        {
-            "keys": [r.idempotency_key for r in rows],
-            "kinds": [r.kind for r in rows],
-            "session_ids": [r.session_id for r in rows],
-            "serial_keys": [r.serial_key for r in rows],
-            "payloads": [orjson.dumps(r.payload).decode() for r in rows],
-            "trace_contexts": [r.trace_context for r in rows],
-        },
-    )
+    await conn.execute(_ENQUEUE, enqueue_parameters(rows))
 
 
 async def notify_workers(conn: AsyncConnection) -> None:
