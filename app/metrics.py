@@ -120,7 +120,14 @@ consumer_partition_stalled = Gauge(
     registry=REGISTRY,
 )
 
-DEAD_LETTER_REASONS = ("invalid JSON", "schema", "unknown schema_version", "could not be stored", "undecodable batch", "too large")
+DEAD_LETTER_REASONS = (
+    "invalid JSON",
+    "schema",
+    "unknown schema_version",
+    "could not be stored",
+    "undecodable batch",
+    "too large",
+)
 
 
 def dead_letter_reason_class(reason: str) -> str:

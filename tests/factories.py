@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import itertools
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 
 from app.domain.events import SessionEvent
 
-BASE_TIME = datetime(2026, 11, 23, 13, 0, 0, tzinfo=timezone.utc)
+BASE_TIME = datetime(2026, 11, 23, 13, 0, 0, tzinfo=UTC)
 _ids = itertools.count(1)
 
 

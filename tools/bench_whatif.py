@@ -18,7 +18,7 @@ import statistics
 import sys
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -109,7 +109,7 @@ def with_what_happened(state: SessionState, messages: list[datetime]) -> Session
 
 async def fill(dsn: str, count: int, seed: int) -> None:
     rng = random.Random(seed)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     session_rows, message_rows = [], []
     for n in range(count):
         state, messages = synthetic_session(n, rng, now)

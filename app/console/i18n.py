@@ -6,7 +6,7 @@ committed so `make run`, the tests and the image have them). Chosen by the `lang
 from __future__ import annotations
 
 import gettext
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from babel import Locale, negotiate_locale
@@ -20,7 +20,7 @@ DEFAULT_LANGUAGE = "en"
 LANGUAGE_COOKIE = "lang"
 
 
-@lru_cache(maxsize=None)
+@cache
 def translations(language: str) -> gettext.NullTranslations:
     if language == DEFAULT_LANGUAGE:
         return gettext.NullTranslations()

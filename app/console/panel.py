@@ -4,7 +4,7 @@ back, the previews (title, tags) and the field errors, in the API's own words.""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -39,7 +39,7 @@ EXAMPLE_SESSION = SessionState(
     language="pt-BR",
     phone_number="+551130000000",
     end_user_id="eu-1",
-    started_at=datetime(2026, 11, 23, 13, 0, tzinfo=timezone.utc),
+    started_at=datetime(2026, 11, 23, 13, 0, tzinfo=UTC),
 )
 
 

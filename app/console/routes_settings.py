@@ -57,7 +57,9 @@ def settings_router(console: Console, runtime: Any) -> APIRouter:
         session = console.require_session(request)  # any role may sign out, with this session's CSRF token
         form = await request.form()
         if not csrf_ok(session, str(form.get("csrf_token") or "")):
-            raise Refused(403, N_("The form is stale or did not come from this console: reload the page and try again."))
+            raise Refused(
+                403, N_("The form is stale or did not come from this console: reload the page and try again.")
+            )
         response = redirect("/admin/sign-in")
         response.delete_cookie(COOKIE_NAME, path="/admin", httponly=True, samesite="strict")
         return response
@@ -126,7 +128,9 @@ def settings_router(console: Console, runtime: Any) -> APIRouter:
         return console.render(request, "_what_if.html", session=session, result=result, errors={},
                               kinds=OUTCOME_KINDS, bad_days=False, max_days=MAX_DAYS)
 
-    async def _review(request: Request, proposed: RecordSettings, session: Any, restoring: int | None = None) -> Response:
+    async def _review(
+        request: Request, proposed: RecordSettings, session: Any, restoring: int | None = None
+    ) -> Response:
         version, current = await _current()
         changes = settings_changes(current, proposed)  # the defaults when nothing was saved yet
         return console.render(
@@ -148,7 +152,9 @@ def settings_router(console: Console, runtime: Any) -> APIRouter:
         try:
             proposed = RecordSettings.model_validate_json(form.get("document") or "")
         except ValidationError:
-            raise Refused(422, N_("The reviewed settings were altered on the way: start again from the panel.")) from None
+            raise Refused(
+                422, N_("The reviewed settings were altered on the way: start again from the panel.")
+            ) from None
         version, _ = await _current()
         if str(version or 0) != form.get("base_version"):
             # someone saved in between: show the diff against what is in force now

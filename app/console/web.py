@@ -4,7 +4,7 @@ checks, and the security headers."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -29,7 +29,7 @@ SECURITY_HEADERS = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def environment(language: str) -> Environment:
     env = Environment(
         loader=FileSystemLoader(TEMPLATES),
@@ -90,7 +90,9 @@ class Console:
         session = self.require_session(request)
         form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
         if not csrf_ok(session, form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER)):
-            raise Refused(403, N_("The form is stale or did not come from this console: reload the page and try again."))
+            raise Refused(
+                403, N_("The form is stale or did not come from this console: reload the page and try again.")
+            )
         if not session.principal.can_change:
             raise Refused(403, N_("The token %(name)s has the viewer role: it may look at everything, not change it."),
                           name=session.principal.name)

@@ -74,7 +74,11 @@ def _call_verdict(state: PolicyFacts, settings: RecordSettings) -> tuple[str, st
         return "due", f"call assigned to agent{agent}", trigger_at
     if abandoned_before_connect:
         if settings.create_records_for_abandoned_calls:
-            return "due", "call abandoned before it was connected; records for abandoned calls are on", state.abandoned_at
+            return (
+                "due",
+                "call abandoned before it was connected; records for abandoned calls are on",
+                state.abandoned_at,
+            )
         if delayed:
             return (
                 "skip",
@@ -174,7 +178,9 @@ def decide(state: SessionState, settings: RecordSettings) -> tuple[SessionState,
             decisions.append(Decision("waiting", reason, state.header_at))
     if state.record == "due" and state.ended_at is not None and not state.ended_note_due:
         state = evolve(state, ended_note_due=True)
-        decisions.append(Decision("ended_note_due", "session ended: add the summary note to its record", state.ended_at))
+        decisions.append(
+            Decision("ended_note_due", "session ended: add the summary note to its record", state.ended_at)
+        )
     return state, decisions
 
 

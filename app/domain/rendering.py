@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from app.domain.field_limits import cut, limits_for
 from app.domain.record_settings import TEMPLATE_REFERENCE, RecordSettings
@@ -19,7 +19,7 @@ def format_timestamp(moment: datetime | None) -> str:
     if moment is None:
         return ""
     try:
-        moment = moment.astimezone(timezone.utc)
+        moment = moment.astimezone(UTC)
     except OverflowError:
         pass
     date = f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}"
@@ -96,7 +96,8 @@ def render_attach_note(state: SessionState, reopened: bool) -> str:
     opening = "Reopened for" if reopened else "Attached"
     return (
         f"{opening} session {state.session_id} ({session_type_name(state)}, "
-        f"menu path {' > '.join(state.queue_path) or 'none'}, started {format_timestamp(state.timestamp) or 'unknown'})."
+        f"menu path {' > '.join(state.queue_path) or 'none'}, "
+        f"started {format_timestamp(state.timestamp) or 'unknown'})."
     )
 
 

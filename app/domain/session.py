@@ -115,7 +115,7 @@ def evolve(state: SessionState, **changes: Any) -> SessionState:
         except KeyError:
             raise TypeError(f"SessionState has no field {name!r}") from None
     new = object.__new__(SessionState)
-    for set_slot, value in zip(_SLOT_SETTERS, values):
+    for set_slot, value in zip(_SLOT_SETTERS, values, strict=True):
         set_slot(new, value)
     return new
 

@@ -265,7 +265,9 @@ def actual_outcome(record: str, record_action: str | None, reason: str | None, w
     return Outcome("waiting", wait_reason or "not decided yet")
 
 
-def historic_session(state: SessionState, end_user_message_times: Sequence[datetime], actual: Outcome) -> HistoricSession:
+def historic_session(
+    state: SessionState, end_user_message_times: Sequence[datetime], actual: Outcome
+) -> HistoricSession:
     """A stored session's state, as the replay takes it."""
     return HistoricSession(
         session_id=state.session_id,

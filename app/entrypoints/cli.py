@@ -194,7 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_dlq_parser(commands)
     what_if = commands.add_parser(
         "what-if", help="what a settings document would have done to the sessions of the last N days")
-    what_if.add_argument("--settings", type=Path, required=True, help="a settings document (JSON), as PUT /api/settings")
+    what_if.add_argument(
+        "--settings", type=Path, required=True, help="a settings document (JSON), as PUT /api/settings"
+    )
     what_if.add_argument("--days", type=int, default=7)
     what_if.add_argument("--json", action="store_true", help="the full report as JSON")
     what_if.set_defaults(handler=_cmd_what_if)

@@ -7,7 +7,7 @@ import argparse
 import asyncio
 import re
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from app.adapters.kafka.dlq_reader import read_letters, republish
 from app.service.dlq import plan_replay, summarize
@@ -22,17 +22,20 @@ def parse_since(text: str) -> datetime:
     if match:
         amount, unit = int(match.group(1)), match.group(2)
         seconds = amount * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
-        return datetime.now(timezone.utc) - timedelta(seconds=seconds)
+        return datetime.now(UTC) - timedelta(seconds=seconds)
     try:
         parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"--since: {text!r} is neither RFC 3339 nor an age like 6h") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 async def _list(settings: Settings, since: datetime | None) -> int:
     letters = await read_letters(settings, since)
-    print(f"{len(letters)} dead letter(s) in {settings.kafka_dlq_topic}" + (f" since {since.isoformat()}" if since else ""))
+    print(
+        f"{len(letters)} dead letter(s) in {settings.kafka_dlq_topic}"
+        + (f" since {since.isoformat()}" if since else "")
+    )
     for group in summarize(letters):
         span = f"{group.first_at:%Y-%m-%d %H:%M:%S} .. {group.last_at:%Y-%m-%d %H:%M:%S} UTC"
         stand_ins = f", {group.stand_ins} stand-in(s) without the original bytes" if group.stand_ins else ""
@@ -41,7 +44,9 @@ async def _list(settings: Settings, since: datetime | None) -> int:
             print(f"  {count:>6}  {reason[:160]}")
         print("  samples:")
         for sample in group.samples:
-            print(f"    {sample.partition}/{sample.offset} at {sample.dead_lettered_at:%Y-%m-%d %H:%M:%S}: {sample.what}")
+            print(
+                f"    {sample.partition}/{sample.offset} at {sample.dead_lettered_at:%Y-%m-%d %H:%M:%S}: {sample.what}"
+            )
     return 0
 
 

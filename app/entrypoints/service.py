@@ -10,30 +10,30 @@ import logging
 import signal
 import time
 from collections.abc import Coroutine
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
 
 from app import metrics
-from app.observability import tracing
 from app.adapters.crm.base import CrmAdapter, CrmAuthError
 from app.adapters.crm.factory import build_crm_adapter
 from app.adapters.db.engine import build_engine
 from app.adapters.kafka.producer import KafkaPublisher
 from app.adapters.kafka.topics import ensure_topics
-from app.service.consumer_health import ConsumerHealth
-from app.service.startup import StartupProgress, keep_trying
 from app.entrypoints.consumer import ConsumerLoop
 from app.entrypoints.http import Runtime, create_app
 from app.entrypoints.http.server import build_http_server
 from app.entrypoints.worker import OutboxWorker
+from app.observability import tracing
 from app.service.auth import TokenBook
 from app.service.broker_identity import check_cluster
+from app.service.consumer_health import ConsumerHealth
 from app.service.gauges import refresh_gauges_periodically
 from app.service.outbox import OutboxRunner
 from app.service.readiness import CrmHealth
+from app.service.startup import StartupProgress, keep_trying
 from app.settings import PROJECT_ROOT, Settings
 
 log = logging.getLogger("app")
@@ -77,7 +77,7 @@ async def watch_crm_credentials(crm: CrmAdapter, health: CrmHealth, stop: asynci
             health.ok, health.detail = False, f"{crm.name} refused the credentials: {exc.message}"
         except Exception as exc:
             health.ok, health.detail = False, f"{crm.name} could not be reached: {exc}"
-        health.checked_at = datetime.now(timezone.utc)
+        health.checked_at = datetime.now(UTC)
         metrics.crm_credentials_accepted.labels(crm.name).set(1 if health.ok else 0)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=30 if health.ok else 5)
@@ -225,6 +225,6 @@ async def _run_components(settings: Settings, engine, crm: CrmAdapter, publisher
             log.error("%s did not stop within the shutdown deadline; cancelled", task.get_name())
             task.cancel()
         results = await asyncio.gather(*tasks, return_exceptions=True)
-        for task, result in zip(tasks, results):
+        for task, result in zip(tasks, results, strict=True):
             if isinstance(result, Exception):
                 log.error("%s ended with %r", task.get_name(), result)

@@ -88,4 +88,6 @@ def plan_replay(letters: Sequence[StoredLetter], reason: str | None, since: date
             or letter.reason.startswith(reason))
         and (since is None or letter.dead_lettered_at >= since)
     ]
-    return ReplayPlan([l for l in chosen if not l.stand_in], [l for l in chosen if l.stand_in])
+    return ReplayPlan(
+        [letter for letter in chosen if not letter.stand_in], [letter for letter in chosen if letter.stand_in]
+    )

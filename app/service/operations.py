@@ -63,7 +63,9 @@ async def timeline(conn: AsyncConnection, session_id: str, state: dict) -> list[
     for moment in MOMENTS:
         at = state.get(f"{moment}_at")
         if at:
-            detail = state.get("agent_name") or state.get("agent_id") or "" if moment in ("assigned", "connected") else ""
+            detail = (
+                state.get("agent_name") or state.get("agent_id") or "" if moment in ("assigned", "connected") else ""
+            )
             entries.append(TimelineEntry(datetime.fromisoformat(at), moment, detail))
     for at, sender, _text in await events_repo.transcript(conn, session_id):
         entries.append(TimelineEntry(at, "message", sender))

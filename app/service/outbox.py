@@ -15,7 +15,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -104,7 +104,7 @@ class OutboxRunner:
     crm: CrmAdapter
     publish: Publisher
     settings: Settings
-    clock: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc))
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     # Whether an outcome event is already on the topic (session id, event, written since):
     # asked before publishing again an event an earlier attempt may have published.
     published_since: Callable[[str, dict[str, Any], datetime], Awaitable[bool]] | None = None

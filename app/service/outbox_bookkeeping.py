@@ -71,7 +71,7 @@ class Batcher(Generic[Item, Result]):
         while self._queue:
             batch, self._queue = self._queue, []
             outcomes = await self._write_batch([item for item, _ in batch])
-            for (_, future), outcome in zip(batch, outcomes):
+            for (_, future), outcome in zip(batch, outcomes, strict=True):
                 if future.done():  # its waiter was cancelled (shutdown)
                     continue
                 if isinstance(outcome, BaseException):

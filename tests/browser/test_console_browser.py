@@ -107,7 +107,9 @@ def watch_console(page) -> list[str]:
 
 
 async def new_page(browser, service, token: str, locale: str = "en-US"):
-    context = await browser.new_context(base_url=service.base_url, locale=locale, viewport={"width": 1280, "height": 900})
+    context = await browser.new_context(
+        base_url=service.base_url, locale=locale, viewport={"width": 1280, "height": 900}
+    )
     page = await context.new_page()
     page.errors = watch_console(page)
     await page.goto("/admin")
@@ -266,8 +268,9 @@ async def test_session_trace_and_requeue_a_parked_row(browser, console_service, 
 
     async def requeued():
         async with engine.connect() as conn:
-            return (await conn.execute(text(
-                "SELECT status FROM outbox WHERE session_id = 'call-3003' AND kind = 'record'"))).scalar_one() != "parked"
+            return (
+                await conn.execute(text("SELECT status FROM outbox WHERE session_id = 'call-3003' AND kind = 'record'"))
+            ).scalar_one() != "parked"
 
     assert await eventually(requeued)
     assert page.errors == []

@@ -62,7 +62,7 @@ import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -106,11 +106,11 @@ AGENT_ID = 43000000001
 
 def fd_time(moment: datetime) -> str:
     """Freshdesk's timestamp form: UTC, seconds, a Z."""
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def parse_input_time(value: str) -> datetime | None:
@@ -120,7 +120,7 @@ def parse_input_time(value: str) -> datetime | None:
         moment = datetime.fromisoformat(text)
     except ValueError:
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def field_error(field: str, message: str, code: str) -> dict[str, str]:

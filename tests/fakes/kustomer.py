@@ -45,11 +45,11 @@ import re
 import threading
 import time
 from collections import deque
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote
 
-from tests.fakes.base import DropConnection, Faults, FakeServer, Request, Response
+from tests.fakes.base import DropConnection, FakeServer, Faults, Request, Response
 
 DEFAULT_API_KEY = "kustomer-test-api-key"
 STATUSES = ("open", "snoozed", "done")
@@ -58,13 +58,13 @@ _OBJECT_ID = re.compile(r"^[0-9a-f]{24}$")
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _iso(moment: datetime | None) -> str | None:
     if moment is None:
         return None
-    moment = moment.astimezone(timezone.utc)
+    moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
@@ -170,8 +170,13 @@ class KustomerFake(FakeServer):
         for key in ("createdAt", "updatedAt", "modifiedAt"):
             attributes[key] = _iso(customer[key])
         attributes["displayName"] = customer.get("name") or ""
-        return {"type": "customer", "id": customer["id"], "attributes": attributes,
-                "relationships": {"org": _relation("org", ORG_ID)}, "links": {"self": f"/v1/customers/{customer['id']}"}}
+        return {
+            "type": "customer",
+            "id": customer["id"],
+            "attributes": attributes,
+            "relationships": {"org": _relation("org", ORG_ID)},
+            "links": {"self": f"/v1/customers/{customer['id']}"},
+        }
 
     def _conversation_resource(self, conversation: dict[str, Any]) -> dict[str, Any]:
         last_done = conversation["lastDoneAt"]
@@ -193,7 +198,10 @@ class KustomerFake(FakeServer):
             "type": "conversation",
             "id": conversation["id"],
             "attributes": attributes,
-            "relationships": {"org": _relation("org", ORG_ID), "customer": _relation("customer", conversation["customer"])},
+            "relationships": {
+                "org": _relation("org", ORG_ID),
+                "customer": _relation("customer", conversation["customer"]),
+            },
             "links": {"self": f"/v1/conversations/{conversation['id']}"},
         }
 
@@ -201,9 +209,15 @@ class KustomerFake(FakeServer):
         return {
             "type": "note",
             "id": note["id"],
-            "attributes": {"body": note["body"], "createdAt": _iso(note["createdAt"]), "updatedAt": _iso(note["createdAt"])},
-            "relationships": {"conversation": _relation("conversation", conversation["id"]),
-                              "customer": _relation("customer", conversation["customer"])},
+            "attributes": {
+                "body": note["body"],
+                "createdAt": _iso(note["createdAt"]),
+                "updatedAt": _iso(note["createdAt"]),
+            },
+            "relationships": {
+                "conversation": _relation("conversation", conversation["id"]),
+                "customer": _relation("customer", conversation["customer"]),
+            },
             "links": {"self": f"/v1/notes/{note['id']}"},
         }
 
@@ -276,9 +290,17 @@ class KustomerFake(FakeServer):
             "id": self._new_id(),
             "name": body.get("name"),
             "externalId": body.get("externalId"),
-            "emails": [{"type": e.get("type", "home"), "email": e["email"], "verified": False} for e in body.get("emails") or []],
-            "phones": [{"type": p.get("type", "mobile"), "phone": p["phone"], "verified": False} for p in body.get("phones") or []],
-            "createdAt": now, "updatedAt": now, "modifiedAt": now,
+            "emails": [
+                {"type": e.get("type", "home"), "email": e["email"], "verified": False}
+                for e in body.get("emails") or []
+            ],
+            "phones": [
+                {"type": p.get("type", "mobile"), "phone": p["phone"], "verified": False}
+                for p in body.get("phones") or []
+            ],
+            "createdAt": now,
+            "updatedAt": now,
+            "modifiedAt": now,
         }
         self._customers[customer["id"]] = customer
         return Response(201, {"data": self._customer_resource(customer)})

@@ -51,7 +51,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
@@ -203,7 +203,7 @@ class SalesforceFake(FakeServer):
 
     def _insert(self, name: str, fields: dict[str, Any]) -> dict[str, Any]:
         spec = self.specs[name]
-        now = sf_datetime(datetime.now(timezone.utc))
+        now = sf_datetime(datetime.now(UTC))
         row = {"Id": self._new_id(spec.prefix), **spec.defaults, "CreatedDate": now, "LastModifiedDate": now}
         if name == "Case":
             row["CaseNumber"] = f"{next(self._case_numbers):08d}"
@@ -212,9 +212,11 @@ class SalesforceFake(FakeServer):
         self._derive(name, row, previous=None)
         return row
 
-    def _derive(self, name: str, row: dict[str, Any], previous: dict[str, Any] | None, at: datetime | None = None) -> None:
+    def _derive(
+        self, name: str, row: dict[str, Any], previous: dict[str, Any] | None, at: datetime | None = None
+    ) -> None:
         """What Salesforce computes: IsClosed and ClosedDate, stage history, contact roles."""
-        moment = sf_datetime(at or datetime.now(timezone.utc))
+        moment = sf_datetime(at or datetime.now(UTC))
         if previous is not None:
             row["LastModifiedDate"] = moment
         if name == "Case" and (previous is None or previous.get("Status") != row.get("Status")):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 
 from tests.fakes.base import Response
@@ -34,7 +34,7 @@ SYSTEM_FIELDS = {"Id", "CreatedDate", "LastModifiedDate"}
 
 def sf_datetime(moment: datetime) -> str:
     """Salesforce's dateTime form: milliseconds and a +0000 offset."""
-    utc = moment.astimezone(timezone.utc)
+    utc = moment.astimezone(UTC)
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}+0000"
 
 
@@ -65,7 +65,9 @@ class ObjectSpec:
     def all_fields(self) -> set[str]:
         return self.writable | self.create_only | self.read_only | SYSTEM_FIELDS
 
-    def check_value(self, name: str, value: Any, tables: dict[str, dict[str, Any]], raising: type | None = None) -> None:
+    def check_value(
+        self, name: str, value: Any, tables: dict[str, dict[str, Any]], raising: type | None = None
+    ) -> None:
         problem = self._problem(name, value, tables)
         if problem is None:
             return
@@ -99,7 +101,7 @@ class ObjectSpec:
             if not ID_SHAPE.match(text) or text[:3] not in prefixes:
                 return error(400, "MALFORMED_ID", f"{name}: id value of incorrect type: {text}", [name])
             if not any(text in tables[t] for t in targets):
-                return error(400, "INVALID_CROSS_REFERENCE_KEY", f"invalid cross reference id", [name])
+                return error(400, "INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", [name])
         return None
 
 

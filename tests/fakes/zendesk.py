@@ -70,7 +70,7 @@ import math
 import re
 import time
 from collections import deque
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from tests.fakes.base import DropConnection, FakeServer, Faults, Request, Response
@@ -92,7 +92,7 @@ ANONYMOUS_USER = {
 
 
 def zendesk_time(moment: datetime | None = None) -> str:
-    return (moment or datetime.now(timezone.utc)).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return (moment or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def error(status: int, code: str, description: str) -> Response:

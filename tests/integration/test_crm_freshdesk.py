@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import asyncio
+import dataclasses
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -258,7 +257,7 @@ async def test_find_record_by_session_reads_past_the_search_lag(fake, adapter):
 async def test_find_record_by_session_finds_older_tickets_through_the_filter_api(fake, adapter):
     requester = fake.add_contact(name="Old", email="old@example.com")
     old_id = fake.add_ticket(
-        requester, created_at=datetime.now(timezone.utc) - timedelta(days=2),
+        requester, created_at=datetime.now(UTC) - timedelta(days=2),
         custom_fields={"cf_ccai_session_id": "old-session"},
     )
     fake.add_ticket(requester, custom_fields={"cf_ccai_session_id": "old-session-2"})
@@ -332,14 +331,14 @@ async def test_get_record_open_pending_and_custom_statuses(fake, adapter):
 
 async def test_get_record_resolved_and_closed_with_closing_time(fake, adapter):
     ref = await adapter.create_record(new_record(await contact(fake)))
-    resolved_at = datetime(2024, 3, 1, 9, 30, tzinfo=timezone.utc)
+    resolved_at = datetime(2024, 3, 1, 9, 30, tzinfo=UTC)
     fake.set_status(ref.record_id, 4, closed_at=resolved_at)
     resolved = await adapter.get_record(ref.record_id)
     assert (resolved.status, resolved.is_closed, resolved.closed_at, resolved.can_reopen) == (
         "Resolved", True, resolved_at, True
     )
 
-    closed_at = datetime(2024, 3, 2, 12, 0, tzinfo=timezone.utc)
+    closed_at = datetime(2024, 3, 2, 12, 0, tzinfo=UTC)
     fake.close_record(ref.record_id, closed_at)
     closed = await adapter.get_record(ref.record_id)
     assert (closed.status, closed.is_closed, closed.closed_at, closed.can_reopen) == ("Closed", True, closed_at, True)
@@ -351,7 +350,7 @@ async def test_get_record_unknown_is_none(adapter):
 
 async def test_reopen_sets_open(fake, adapter):
     ref = await adapter.create_record(new_record(await contact(fake)))
-    fake.close_record(ref.record_id, datetime.now(timezone.utc))
+    fake.close_record(ref.record_id, datetime.now(UTC))
     await adapter.reopen_record(ref.record_id)
     [ticket] = fake.records()
     assert ticket["status"] == 2

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import asyncio
 import base64
+import dataclasses
 import json
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -273,7 +272,7 @@ async def test_get_record_open_and_snoozed_are_not_closed(adapter, fake):
 
 async def test_get_record_done_has_closing_time_and_can_reopen(adapter, fake):
     record_id = await a_record(fake, adapter)
-    closed_at = datetime(2024, 5, 1, 12, 30, 15, 250000, tzinfo=timezone.utc)
+    closed_at = datetime(2024, 5, 1, 12, 30, 15, 250000, tzinfo=UTC)
     fake.set_status(record_id, "done", closed_at)
     existing = await adapter.get_record(record_id)
     assert existing.status == "done"
@@ -288,7 +287,7 @@ async def test_get_record_unknown_is_none(adapter):
 
 async def test_reopen_sets_open(adapter, fake):
     record_id = await a_record(fake, adapter)
-    fake.close_record(record_id, datetime.now(timezone.utc) - timedelta(days=1))
+    fake.close_record(record_id, datetime.now(UTC) - timedelta(days=1))
     await adapter.reopen_record(record_id)
     assert fake.records()[0]["status"] == "open"
     assert (await adapter.get_record(record_id)).is_closed is False

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -27,7 +27,7 @@ from tests.fakes.salesforce import SalesforceFake
 
 TIMEOUT = 3.0  # generous: the machine is shared; no test here waits for it
 OBJECTS = ("Case", "Opportunity", "Account")
-STARTED = datetime(2026, 11, 23, 13, 0, tzinfo=timezone.utc)
+STARTED = datetime(2026, 11, 23, 13, 0, tzinfo=UTC)
 
 
 def make_settings(fake: SalesforceFake, **overrides: object) -> Settings:
@@ -154,7 +154,7 @@ async def test_new_end_user_costs_one_query_and_one_composite(fake: SalesforceFa
     if fake.record_object == "Opportunity":
         assert (record["Name"], record["StageName"], record["ContactId"]) == ("IVR call sess-1", "Prospecting",
                                                                              contact["Id"])
-        assert record["CloseDate"] == (datetime.now(timezone.utc).date() + timedelta(days=30)).isoformat()
+        assert record["CloseDate"] == (datetime.now(UTC).date() + timedelta(days=30)).isoformat()
         [role] = fake.rows("OpportunityContactRole")
         assert (role["OpportunityId"], role["ContactId"], role["IsPrimary"]) == (ref.record_id, contact["Id"], True)
     if fake.record_object == "Account":
@@ -284,7 +284,7 @@ async def test_open_closed_and_closed_at_per_object(fake: SalesforceFake, adapte
     opened = await adapter.get_record(ref.record_id)
     assert opened is not None and not opened.is_closed and opened.closed_at is None and opened.url == ref.url
     # After the record was made, as an agent would (OpportunityHistory is in time order).
-    now = datetime.now(timezone.utc) + timedelta(seconds=1)
+    now = datetime.now(UTC) + timedelta(seconds=1)
     closed_at = now.replace(microsecond=now.microsecond // 1000 * 1000)
     fake.close_record(ref.record_id, closed_at)
     if fake.record_object == "Opportunity":
@@ -316,9 +316,11 @@ async def test_account_without_a_status_field_is_always_open(case_fake: Salesfor
 # --- sessions as Tasks --------------------------------------------------------------------------
 
 
-async def test_appended_session_is_a_task_and_reopen_rides_along(fake: SalesforceFake, adapter: SalesforceAdapter) -> None:
+async def test_appended_session_is_a_task_and_reopen_rides_along(
+    fake: SalesforceFake, adapter: SalesforceAdapter
+) -> None:
     ref = await adapter.create_record(new_record("sess-1"))
-    fake.close_record(ref.record_id, datetime.now(timezone.utc))
+    fake.close_record(ref.record_id, datetime.now(UTC))
     before = len(api_calls(fake))
     chat = activity("chat-2", medium="chat", session_type="messaging_inbound_web", contact=ref.contact_id)
     await adapter.attach_session_activity(ref.record_id, chat, "Attached session chat-2.", reopen=True)
@@ -383,7 +385,7 @@ async def test_case_comment_log_writes_each_note_once(case_fake: SalesforceFake)
         bodies = [n["CommentBody"] for n in case_fake.notes_for(ref.record_id)]
         assert len(bodies) == written > 2 and bodies[0] == "Attached session sess-d."
         assert all(len(b.encode()) <= 4000 and n["IsPublished"] is False
-                   for b, n in zip(bodies, case_fake.notes_for(ref.record_id)))
+                   for b, n in zip(bodies, case_fake.notes_for(ref.record_id), strict=True))
         assert bodies[-1].endswith(f"[note:sess-c {written - 1}/{written - 1}]")
     finally:
         await crm.aclose()

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -28,7 +27,7 @@ from app.settings import Settings
 from tests.fakes.zendesk import ZendeskFake
 
 TIMEOUT = 0.3
-CLOSED_AT = datetime(2026, 1, 5, 10, 30, tzinfo=timezone.utc)
+CLOSED_AT = datetime(2026, 1, 5, 10, 30, tzinfo=UTC)
 
 
 def settings_for(fake: ZendeskFake, **overrides: Any) -> Settings:
@@ -346,11 +345,11 @@ async def test_get_record_solved_ticket_has_solved_time_and_can_reopen(
 async def test_get_record_closed_ticket_cannot_reopen(adapter: ZendeskAdapter, fake: ZendeskFake) -> None:
     ticket_id = await created_ticket(adapter)
     fake.set_status(ticket_id, "solved", closed_at=CLOSED_AT)
-    fake.close_record(ticket_id, datetime(2026, 1, 9, tzinfo=timezone.utc))
+    fake.close_record(ticket_id, datetime(2026, 1, 9, tzinfo=UTC))
     existing = await adapter.get_record(ticket_id)
     assert existing is not None
     assert (existing.status, existing.is_closed, existing.can_reopen) == ("closed", True, False)
-    assert existing.closed_at == datetime(2026, 1, 9, tzinfo=timezone.utc)
+    assert existing.closed_at == datetime(2026, 1, 9, tzinfo=UTC)
 
 
 async def test_get_record_unknown_ticket_is_none(adapter: ZendeskAdapter) -> None:

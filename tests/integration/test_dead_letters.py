@@ -10,11 +10,11 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from app.adapters.db.schema import sandbox_records
 from tests.conftest import eventually, run_in_process
 from tests.factories import call_events
 from tests.integration.kafka_helpers import read_all
 from tests.integration.test_consumer import count
-from app.adapters.db.schema import sandbox_records
 
 
 async def _publish_on_one_key(bootstrap: str, topic: str, key: bytes, values: list[bytes]) -> None:

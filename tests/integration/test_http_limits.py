@@ -123,7 +123,7 @@ async def test_headers_trickled_slowly_are_cut_off_at_the_deadline(clean_db, dat
                 writer.write(f"X-Slow-{n}: y\r\n".encode())
                 await writer.drain()
                 gone = writer.is_closing() or await asyncio.wait_for(reader.read(1), timeout=0.01) == b""
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 gone = False
             except ConnectionError:
                 gone = True

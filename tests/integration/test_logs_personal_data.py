@@ -75,7 +75,7 @@ async def test_no_end_user_contact_in_any_log_line(backend_class, make_settings,
     # Not a terminal: one JSON object per line, and each record creation is an info line
     # naming the session, the CRM, the record and the outbox row (but no contact).
     lines = _json_lines(logged)
-    assert lines and len(lines) == len([l for l in logged.splitlines() if l.strip()]), logged[-3000:]
+    assert lines and len(lines) == len([raw for raw in logged.splitlines() if raw.strip()]), logged[-3000:]
     created = {line["session_id"]: line for line in lines if line["event"] == "record created"}
     assert set(created) == set(sessions), created
     for line in created.values():

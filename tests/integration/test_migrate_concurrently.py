@@ -30,7 +30,7 @@ async def test_concurrent_migrators_leave_one_schema_at_head(postgres_server_url
             for _ in range(3)
         ]
         outputs = [await asyncio.to_thread(p.communicate, timeout=120) for p in processes]
-        for process, (output, _) in zip(processes, outputs):
+        for process, (output, _) in zip(processes, outputs, strict=True):
             assert process.returncode == 0, output.decode()[-3000:]
         heads = subprocess.run([sys.executable, "-m", "alembic", "heads"], cwd=PROJECT, capture_output=True,
                                text=True, timeout=60).stdout.split()

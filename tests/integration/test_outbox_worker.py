@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-
 from tests.conftest import eventually, new_topics, run_in_process, service_settings
 from tests.factories import call_events
 from tests.integration.crm_backends import ZendeskBackend

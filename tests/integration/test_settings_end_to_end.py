@@ -6,7 +6,7 @@ applies to the decisions made after it) and uses its own end users and sessions.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
@@ -171,7 +171,7 @@ async def test_closed_record_is_reopened_within_window_and_not_after(crm):
     await send(crm, call(first, user))
     await settled(crm, first)
     record = await crm.record_of(first)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     await crm.close(record.record_id, now - timedelta(days=1))
     await send(crm, call(second, user))
     body = await settled(crm, second)
@@ -196,7 +196,7 @@ async def test_record_that_cannot_be_reopened_gets_a_new_one(crm):
     await send(crm, call(first, user))
     await settled(crm, first)
     record = await crm.record_of(first)
-    await crm.close(record.record_id, datetime.now(timezone.utc) - timedelta(hours=1), final=True)
+    await crm.close(record.record_id, datetime.now(UTC) - timedelta(hours=1), final=True)
     await send(crm, call(second, user))
     body = await settled(crm, second)
     assert body["record"]["action"] == "created"
@@ -258,7 +258,7 @@ async def test_a_title_longer_than_the_crms_field_is_cut_with_an_ellipsis(crm):
     session_id = new_id("call")
     session = header(session_id, medium="call", end_user_id=new_id("eu"),
                      queue_path=[f"Level {n}" for n in range(5000)],
-                     started_at=datetime(1, 1, 1, 0, 0, 10, tzinfo=timezone.utc))
+                     started_at=datetime(1, 1, 1, 0, 0, 10, tzinfo=UTC))
     events = [event_doc(session, "queued", 0), event_doc(session, "assigned", 10)]
     events[0]["occurred_at"] = events[1]["occurred_at"] = "2026-11-23T13:00:00Z"
     await send(crm, events)

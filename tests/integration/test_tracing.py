@@ -68,8 +68,10 @@ async def test_one_trace_from_the_assigned_event_to_the_crm_create_request(spans
     in_trace = [s for s in finished if format(s.context.trace_id, "032x") == TRACE_ID]
     by_id = {s.context.span_id: s for s in in_trace}
     create_requests = [
-        s for s in in_trace
-        if s.kind.name == "CLIENT" and s.attributes.get("http.request.method", s.attributes.get("http.method")) == "POST"
+        s
+        for s in in_trace
+        if s.kind.name == "CLIENT"
+        and s.attributes.get("http.request.method", s.attributes.get("http.method")) == "POST"
         and str(s.attributes.get("url.full", s.attributes.get("http.url", ""))).endswith("/api/v2/tickets")
     ]
     assert create_requests, [s.name for s in in_trace]

@@ -54,7 +54,11 @@ def _merge(base: Any, patch: Any) -> Any:
         for key, value in patch.items():
             merged[key] = _merge(base[key], value) if key in base else copy.deepcopy(value)
         return merged
-    if isinstance(base, list) and isinstance(patch, list) and all(isinstance(i, dict) and "name" in i for i in base + patch):
+    if (
+        isinstance(base, list)
+        and isinstance(patch, list)
+        and all(isinstance(i, dict) and "name" in i for i in base + patch)
+    ):
         by_name = {item["name"]: item for item in base}
         result = [(_merge(by_name[item["name"]], item) if item["name"] in by_name else item) for item in patch]
         patched = {item["name"] for item in patch}

@@ -30,8 +30,14 @@ def test_every_console_string_has_a_portuguese_translation():
     translated = {m.id[0] if isinstance(m.id, tuple) else m.id: m for m in catalog if m.id}
     messages = source_messages()
     assert len(messages) > 150
-    missing = sorted(m for m in messages if m not in translated or not translated[m].string
-                     or translated[m].fuzzy or (isinstance(translated[m].string, tuple) and not all(translated[m].string)))
+    missing = sorted(
+        m
+        for m in messages
+        if m not in translated
+        or not translated[m].string
+        or translated[m].fuzzy
+        or (isinstance(translated[m].string, tuple) and not all(translated[m].string))
+    )
     assert missing == [], "run `make catalogs` and translate these"
 
 

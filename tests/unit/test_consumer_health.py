@@ -4,6 +4,8 @@ capped; it clears when the partition advances."""
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from aiokafka import TopicPartition
 
 from app.service.consumer_health import ConsumerHealth
@@ -51,7 +53,7 @@ def test_retries_back_off_up_to_the_cap():
     health.assigned([TP])
     delays = [health.failed(TP, 0, "down") for _ in range(8)]
     assert 0.2 <= delays[0] <= 0.25 and delays[-1] <= 5 and delays[-1] >= 4
-    assert all(later >= earlier * 0.8 for earlier, later in zip(delays, delays[1:]))
+    assert all(later >= earlier * 0.8 for earlier, later in pairwise(delays))
 
 
 def test_an_unreachable_broker_comes_before_everything_else():

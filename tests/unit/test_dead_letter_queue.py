@@ -49,7 +49,9 @@ def counted() -> float:
 async def test_a_copy_that_fits_keeps_key_value_and_headers_plus_the_error():
     producer, before = Producer(), counted()
     await DeadLetterQueue(producer, "dlq").deliver([letter(b"{bad")])
-    assert producer.sent == [(b"k-1", b"{bad", {"traceparent": b"00-1", "error": b"schema: session.id: Field required"})]
+    assert producer.sent == [
+        (b"k-1", b"{bad", {"traceparent": b"00-1", "error": b"schema: session.id: Field required"})
+    ]
     assert counted() - before == 1
 
 

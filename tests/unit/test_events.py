@@ -4,7 +4,7 @@ reason names the problem (it becomes the dead-letter `error` header)."""
 from __future__ import annotations
 
 import copy
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
@@ -26,20 +26,33 @@ CHAT_SESSION = (
 )
 AGENT = '{"id": "ag-7", "name": "Ana Lima", "email": "ana@example.com"}'
 
-QUEUED = f'{{"schema_version": 1, "event_id": "call-1001-1", "event_type": "queued", "occurred_at": "2026-11-23T13:00:00Z", "session": {CALL_SESSION}}}'
-ASSIGNED = f'{{"schema_version": 1, "event_id": "call-1001-2", "event_type": "assigned", "occurred_at": "2026-11-23T13:00:20Z", "session": {CALL_SESSION}, "agent": {AGENT}}}'
-CONNECTED = f'{{"schema_version": 1, "event_id": "call-1001-3", "event_type": "connected", "occurred_at": "2026-11-23T13:00:26Z", "session": {CALL_SESSION}, "agent": {AGENT}}}'
+QUEUED = (
+    f'{{"schema_version": 1, "event_id": "call-1001-1", "event_type": "queued", "occurred_at": "2026-11-23T13:00:00Z", '
+    f'"session": {CALL_SESSION}}}'
+)
+ASSIGNED = (
+    f'{{"schema_version": 1, "event_id": "call-1001-2", "event_type": "assigned", '
+    f'"occurred_at": "2026-11-23T13:00:20Z", '
+    f'"session": {CALL_SESSION}, "agent": {AGENT}}}'
+)
+CONNECTED = (
+    f'{{"schema_version": 1, "event_id": "call-1001-3", "event_type": "connected", '
+    f'"occurred_at": "2026-11-23T13:00:26Z", '
+    f'"session": {CALL_SESSION}, "agent": {AGENT}}}'
+)
 ENDED = (
     f'{{"schema_version": 1, "event_id": "call-1001-4", "event_type": "ended", "occurred_at": "2026-11-23T13:07:02Z", '
     f'"session": {CALL_SESSION}, "agent": {AGENT}, "summary": {{"duration_seconds": 396, '
     '"disposition": "refund-issued", "recording_url": "https://recordings.example.com/call-1001.mp3"}}'
 )
 MESSAGE = (
-    f'{{"schema_version": 1, "event_id": "chat-2001-2", "event_type": "message", "occurred_at": "2026-11-23T14:00:03Z", '
-    f'"session": {CHAT_SESSION}, "message": {{"id": "m1", "sender": "end_user", "text": "Olá, meu pedido não chegou"}}}}'
+    f'{{"schema_version": 1, "event_id": "chat-2001-2", "event_type": "message", '
+    f'"occurred_at": "2026-11-23T14:00:03Z", "session": {CHAT_SESSION}, '
+    '"message": {"id": "m1", "sender": "end_user", "text": "Olá, meu pedido não chegou"}}'
 )
 ABANDONED = (
-    '{"schema_version": 1, "event_id": "chat-2002-2", "event_type": "abandoned", "occurred_at": "2026-11-23T15:00:04Z", '
+    '{"schema_version": 1, "event_id": "chat-2002-2", "event_type": "abandoned", '
+    '"occurred_at": "2026-11-23T15:00:04Z", '
     '"session": {"id": "chat-2002", "medium": "chat", "session_type": "messaging_inbound_app", '
     '"queue": {"id": "q-support-orders", "path": ["Support", "Orders"]}, "language": "pt-BR", '
     '"phone_number": "+551130000000", "end_user": {"id": "eu-44", "name": "Maria Souza", "phone": null, '
@@ -48,7 +61,7 @@ ABANDONED = (
 
 
 def utc(*args):
-    return datetime(*args, tzinfo=timezone.utc)
+    return datetime(*args, tzinfo=UTC)
 
 
 def test_queued_call_event_parses_with_its_whole_header():
@@ -164,37 +177,89 @@ INVALID = [
     pytest.param(b"null", ["not a JSON object"], id="null"),
     pytest.param(b"42", ["not a JSON object"], id="number"),
     pytest.param(mutated(QUEUED, _set(["schema_version"], 2)), ["unknown schema_version: 2"], id="schema_version 2"),
-    pytest.param(mutated(QUEUED, _set(["schema_version"], "1")), ["unknown schema_version", '"1"'], id="schema_version as text"),
-    pytest.param(mutated(QUEUED, _set(["schema_version"], True)), ["unknown schema_version: true"], id="schema_version true"),
-    pytest.param(mutated(QUEUED, _pop(["schema_version"])), ["schema_version", "required"], id="schema_version missing"),
-    pytest.param(mutated(QUEUED, _pop(["session", "queue", "id"])), ["session.queue.id", "required"], id="missing session.queue.id"),
-    pytest.param(mutated(QUEUED, _set(["session", "queue", "id"], "")), ["session.queue.id"], id="empty session.queue.id"),
-    pytest.param(mutated(QUEUED, _pop(["session", "end_user"])), ["session.end_user", "required"], id="missing end_user"),
+    pytest.param(
+        mutated(QUEUED, _set(["schema_version"], "1")), ["unknown schema_version", '"1"'], id="schema_version as text"
+    ),
+    pytest.param(
+        mutated(QUEUED, _set(["schema_version"], True)), ["unknown schema_version: true"], id="schema_version true"
+    ),
+    pytest.param(
+        mutated(QUEUED, _pop(["schema_version"])), ["schema_version", "required"], id="schema_version missing"
+    ),
+    pytest.param(
+        mutated(QUEUED, _pop(["session", "queue", "id"])),
+        ["session.queue.id", "required"],
+        id="missing session.queue.id",
+    ),
+    pytest.param(
+        mutated(QUEUED, _set(["session", "queue", "id"], "")), ["session.queue.id"], id="empty session.queue.id"
+    ),
+    pytest.param(
+        mutated(QUEUED, _pop(["session", "end_user"])), ["session.end_user", "required"], id="missing end_user"
+    ),
     pytest.param(mutated(QUEUED, _pop(["session"])), ["session", "required"], id="missing session"),
     pytest.param(mutated(QUEUED, _pop(["event_id"])), ["event_id", "required"], id="missing event_id"),
     pytest.param(mutated(QUEUED, _set(["event_id"], "")), ["event_id"], id="empty event_id"),
     pytest.param(mutated(QUEUED, _set(["event_id"], "x" * 129)), ["event_id"], id="event_id over 128"),
     pytest.param(mutated(QUEUED, _set(["event_id"], 17)), ["event_id", "string"], id="event_id a number"),
-    pytest.param(mutated(QUEUED, _set(["event_type"], "transferred")), ["event_type", "'queued'"], id="bad event_type enum"),
+    pytest.param(
+        mutated(QUEUED, _set(["event_type"], "transferred")), ["event_type", "'queued'"], id="bad event_type enum"
+    ),
     pytest.param(mutated(QUEUED, _set(["session", "medium"], "email")), ["session.medium"], id="bad medium enum"),
-    pytest.param(mutated(QUEUED, _set(["session", "session_type"], "voice_inbound")), ["session.session_type"], id="bad session_type enum"),
+    pytest.param(
+        mutated(QUEUED, _set(["session", "session_type"], "voice_inbound")),
+        ["session.session_type"],
+        id="bad session_type enum",
+    ),
     pytest.param(mutated(MESSAGE, _set(["message", "sender"], "bot")), ["message.sender"], id="bad sender enum"),
-    pytest.param(mutated(QUEUED, _set(["occurred_at"], "2026-11-23T13:00:00")), ["occurred_at", "timezone"], id="occurred_at without offset"),
+    pytest.param(
+        mutated(QUEUED, _set(["occurred_at"], "2026-11-23T13:00:00")),
+        ["occurred_at", "timezone"],
+        id="occurred_at without offset",
+    ),
     pytest.param(mutated(QUEUED, _set(["occurred_at"], "2026-11-23")), ["occurred_at"], id="occurred_at a date only"),
-    pytest.param(mutated(QUEUED, _set(["occurred_at"], "1795438800")), ["occurred_at"], id="occurred_at a unix time in text"),
+    pytest.param(
+        mutated(QUEUED, _set(["occurred_at"], "1795438800")), ["occurred_at"], id="occurred_at a unix time in text"
+    ),
     pytest.param(mutated(QUEUED, _set(["occurred_at"], 1795438800)), ["occurred_at"], id="occurred_at a number"),
     pytest.param(mutated(QUEUED, _set(["occurred_at"], "yesterday")), ["occurred_at"], id="occurred_at not a time"),
-    pytest.param(mutated(QUEUED, _set(["session", "started_at"], "2026-11-23T13:00:00")), ["session.started_at"], id="started_at without offset"),
-    pytest.param(mutated(MESSAGE, _pop(["message"])), ["message", "required for event_type message"], id="message event without message"),
+    pytest.param(
+        mutated(QUEUED, _set(["session", "started_at"], "2026-11-23T13:00:00")),
+        ["session.started_at"],
+        id="started_at without offset",
+    ),
+    pytest.param(
+        mutated(MESSAGE, _pop(["message"])),
+        ["message", "required for event_type message"],
+        id="message event without message",
+    ),
     pytest.param(mutated(MESSAGE, _set(["message"], None)), ["message"], id="message event with null message"),
-    pytest.param(mutated(MESSAGE, _pop(["message", "sender"])), ["message.sender", "required"], id="message without sender"),
-    pytest.param(mutated(ASSIGNED, _pop(["agent"])), ["agent", "required for event_type assigned"], id="assigned without agent"),
-    pytest.param(mutated(CONNECTED, _pop(["agent"])), ["agent", "required for event_type connected"], id="connected without agent"),
+    pytest.param(
+        mutated(MESSAGE, _pop(["message", "sender"])), ["message.sender", "required"], id="message without sender"
+    ),
+    pytest.param(
+        mutated(ASSIGNED, _pop(["agent"])), ["agent", "required for event_type assigned"], id="assigned without agent"
+    ),
+    pytest.param(
+        mutated(CONNECTED, _pop(["agent"])),
+        ["agent", "required for event_type connected"],
+        id="connected without agent",
+    ),
     pytest.param(mutated(QUEUED, _set(["agent"], None)), ["agent"], id="agent null (the schema wants an object)"),
     pytest.param(mutated(ENDED, _set(["summary"], None)), ["summary"], id="summary null (the schema wants an object)"),
-    pytest.param(mutated(ENDED, _set(["summary", "duration_seconds"], -1)), ["summary.duration_seconds"], id="negative duration"),
-    pytest.param(mutated(ENDED, _set(["summary", "duration_seconds"], "396")), ["summary.duration_seconds"], id="duration as text"),
-    pytest.param(mutated(QUEUED, _set(["session", "queue", "path"], "Billing > Refunds")), ["session.queue.path"], id="path not a list"),
+    pytest.param(
+        mutated(ENDED, _set(["summary", "duration_seconds"], -1)), ["summary.duration_seconds"], id="negative duration"
+    ),
+    pytest.param(
+        mutated(ENDED, _set(["summary", "duration_seconds"], "396")),
+        ["summary.duration_seconds"],
+        id="duration as text",
+    ),
+    pytest.param(
+        mutated(QUEUED, _set(["session", "queue", "path"], "Billing > Refunds")),
+        ["session.queue.path"],
+        id="path not a list",
+    ),
     pytest.param(mutated(MESSAGE, _set(["message", "text"], "x" * 20001)), ["message.text"], id="text over 20000"),
 ]
 

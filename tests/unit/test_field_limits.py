@@ -3,7 +3,7 @@ RFC 3339 with a four-digit year (issue 9, item 6)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -53,13 +53,13 @@ def test_every_tag_the_service_makes_fits_the_documented_limits():
 @pytest.mark.parametrize(
     ("moment", "expected"),
     [
-        (datetime(1, 1, 1, 0, 0, 10, tzinfo=timezone.utc), "0001-01-01T00:00:10Z"),
-        (datetime(999, 3, 4, 5, 6, 7, tzinfo=timezone.utc), "0999-03-04T05:06:07Z"),
+        (datetime(1, 1, 1, 0, 0, 10, tzinfo=UTC), "0001-01-01T00:00:10Z"),
+        (datetime(999, 3, 4, 5, 6, 7, tzinfo=UTC), "0999-03-04T05:06:07Z"),
         (datetime(1, 1, 1, 7, 0, 10, tzinfo=timezone(timedelta(hours=5))), "0001-01-01T02:00:10Z"),
         # No UTC form (it would fall in year 0): its own offset is kept, still RFC 3339.
         (datetime(1, 1, 1, 0, 0, 10, tzinfo=timezone(timedelta(hours=5))), "0001-01-01T00:00:10+05:00"),
         (datetime(9999, 12, 31, 23, 0, 0, tzinfo=timezone(timedelta(hours=-5))), "9999-12-31T23:00:00-05:00"),
-        (datetime(2026, 11, 23, 13, 0, 0, 999999, tzinfo=timezone.utc), "2026-11-23T13:00:00Z"),
+        (datetime(2026, 11, 23, 13, 0, 0, 999999, tzinfo=UTC), "2026-11-23T13:00:00Z"),
     ],
 )
 def test_timestamp_is_rfc3339_with_a_four_digit_year(moment, expected):
@@ -67,5 +67,5 @@ def test_timestamp_is_rfc3339_with_a_four_digit_year(moment, expected):
 
 
 def test_a_year_1_session_renders_its_timestamp_in_the_title():
-    state = call_state(started_at=datetime(1, 1, 1, 0, 0, 10, tzinfo=timezone.utc))
+    state = call_state(started_at=datetime(1, 1, 1, 0, 0, 10, tzinfo=UTC))
     assert render_title("{TIMESTAMP}", state) == "0001-01-01T00:00:10Z"

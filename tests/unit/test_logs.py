@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+from datetime import UTC
 
 import pytest
 
@@ -87,11 +88,11 @@ def test_make_run_banner_says_the_broker_forgets_and_how_to_publish():
 
 def test_dlq_since_accepts_times_and_ages_and_names_a_bad_value():
     import argparse
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from app.entrypoints.dlq_cli import parse_since
 
-    assert parse_since("2026-12-01T10:00:00Z") == datetime(2026, 12, 1, 10, tzinfo=timezone.utc)
-    assert (datetime.now(timezone.utc) - parse_since("6h")).total_seconds() == pytest.approx(21600, abs=5)
+    assert parse_since("2026-12-01T10:00:00Z") == datetime(2026, 12, 1, 10, tzinfo=UTC)
+    assert (datetime.now(UTC) - parse_since("6h")).total_seconds() == pytest.approx(21600, abs=5)
     with pytest.raises(argparse.ArgumentTypeError, match="--since"):
         parse_since("yesterday")

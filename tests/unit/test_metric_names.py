@@ -38,7 +38,10 @@ def test_every_metric_is_namespaced_snake_case_with_units():
 def test_dead_letter_reasons_fold_into_a_fixed_set():
     assert metrics.dead_letter_reason_class("schema: occurred_at: Field required") == "schema"
     assert metrics.dead_letter_reason_class("invalid JSON: unexpected character") == "invalid JSON"
-    assert metrics.dead_letter_reason_class("could not be stored: CharacterNotInRepertoireError x") == "could not be stored"
+    assert (
+        metrics.dead_letter_reason_class("could not be stored: CharacterNotInRepertoireError x")
+        == "could not be stored"
+    )
     assert metrics.dead_letter_reason_class("some new free text 123") == "other"
 
 

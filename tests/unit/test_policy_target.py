@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from app.domain.policy import ExistingRecord, choose_target
 from tests.unit.helpers import settings
 
-NOW = datetime(2026, 11, 23, 13, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 23, 13, 0, tzinfo=UTC)
 
 
 def open_record(status="open", can_reopen=True):
@@ -29,25 +29,73 @@ def within(days):
 
 
 TARGET_ROWS = [
-    pytest.param({}, open_record(), "create", ["appending to open records is off"], id="append off + open record -> create"),
-    pytest.param(within(30) | {"append_to_open_record_in_leaf_queue": False}, closed(1), "create", ["off"],
-                 id="append off: the closed-record window alone does nothing"),
+    pytest.param(
+        {}, open_record(), "create", ["appending to open records is off"], id="append off + open record -> create"
+    ),
+    pytest.param(
+        within(30) | {"append_to_open_record_in_leaf_queue": False},
+        closed(1),
+        "create",
+        ["off"],
+        id="append off: the closed-record window alone does nothing",
+    ),
     pytest.param(APPEND, None, "create", ["no earlier record"], id="append on + no earlier record -> create"),
     pytest.param(APPEND, open_record(), "attach", ["R-1", "still open"], id="append on + open record -> attach"),
-    pytest.param(APPEND, open_record(status="pending"), "attach", ["status pending", "still open"],
-                 id="append on + any not-closed status (pending) -> attach"),
-    pytest.param(APPEND, open_record(status="new", can_reopen=False), "attach", ["still open"],
-                 id="open record is attached even where the CRM could not reopen it"),
-    pytest.param(APPEND, closed(1), "create", ["closed", "reopening closed records is off"],
-                 id="closed + within_days null -> create"),
-    pytest.param(within(7), closed(3), "reopen", ["closed 3.0 days before this session", "within 7"], id="closed 3 days ago, within 7 -> reopen"),
-    pytest.param(within(7), closed(7), "reopen", ["7.0 days before"], id="closed exactly N days ago -> reopen (no more than N)"),
-    pytest.param(within(7), closed(7.5), "create", ["7.5 days before", "more than the 7 allowed"],
-                 id="closed more than N days ago -> create"),
-    pytest.param(within(0), closed(0), "reopen", ["0.0 days before"], id="within 0 days: closed this instant -> reopen"),
-    pytest.param(within(0), closed(0.01), "create", ["more than the 0 allowed"], id="within 0 days: closed a moment ago -> create"),
-    pytest.param(within(7), closed(2, status="closed", can_reopen=False), "create", ["cannot reopen"],
-                 id="closed within N but the CRM cannot reopen it (Zendesk closed) -> create"),
+    pytest.param(
+        APPEND,
+        open_record(status="pending"),
+        "attach",
+        ["status pending", "still open"],
+        id="append on + any not-closed status (pending) -> attach",
+    ),
+    pytest.param(
+        APPEND,
+        open_record(status="new", can_reopen=False),
+        "attach",
+        ["still open"],
+        id="open record is attached even where the CRM could not reopen it",
+    ),
+    pytest.param(
+        APPEND,
+        closed(1),
+        "create",
+        ["closed", "reopening closed records is off"],
+        id="closed + within_days null -> create",
+    ),
+    pytest.param(
+        within(7),
+        closed(3),
+        "reopen",
+        ["closed 3.0 days before this session", "within 7"],
+        id="closed 3 days ago, within 7 -> reopen",
+    ),
+    pytest.param(
+        within(7), closed(7), "reopen", ["7.0 days before"], id="closed exactly N days ago -> reopen (no more than N)"
+    ),
+    pytest.param(
+        within(7),
+        closed(7.5),
+        "create",
+        ["7.5 days before", "more than the 7 allowed"],
+        id="closed more than N days ago -> create",
+    ),
+    pytest.param(
+        within(0), closed(0), "reopen", ["0.0 days before"], id="within 0 days: closed this instant -> reopen"
+    ),
+    pytest.param(
+        within(0),
+        closed(0.01),
+        "create",
+        ["more than the 0 allowed"],
+        id="within 0 days: closed a moment ago -> create",
+    ),
+    pytest.param(
+        within(7),
+        closed(2, status="closed", can_reopen=False),
+        "create",
+        ["cannot reopen"],
+        id="closed within N but the CRM cannot reopen it (Zendesk closed) -> create",
+    ),
     pytest.param(within(7), closed(None), "create", ["no closing time"], id="closing time unknown -> create"),
 ]
 

@@ -4,7 +4,7 @@ description and notes a record gets."""
 from __future__ import annotations
 
 import types
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -139,7 +139,9 @@ def test_timestamp_without_started_at_is_the_earliest_event_seen_even_out_of_ord
         pytest.param("{CALL_ID}|{LANGUAGE}|", {"language": None}, "call-77||", id="no language -> empty"),
         pytest.param("[{PHONE_NUMBER}]", {"phone_number": None}, "[]", id="no dialed number -> empty"),
         pytest.param("<{MENU_PATH}>", {"queue_path": []}, "<>", id="empty queue path -> empty"),
-        pytest.param("({TIMESTAMP})", {"started_at": None}, "(2026-11-23T13:00:00Z)", id="no started_at -> first event"),
+        pytest.param(
+            "({TIMESTAMP})", {"started_at": None}, "(2026-11-23T13:00:00Z)", id="no started_at -> first event"
+        ),
     ],
 )
 def test_a_variable_with_no_value_renders_empty(template, header_args, expected):
@@ -262,8 +264,11 @@ def test_ended_note_for_a_call_has_duration_agent_disposition_and_recording():
 
 def test_ended_note_for_a_chat_has_the_transcript_of_the_messages_seen():
     state, _ = replay(chat("queued eu assigned ag ended"), settings())
-    t0 = datetime(2026, 11, 23, 13, 0, 10, tzinfo=timezone.utc)
-    lines = [TranscriptLine(t0, "end_user", "my order"), TranscriptLine(t0 + timedelta(seconds=20), "agent", "which one?")]
+    t0 = datetime(2026, 11, 23, 13, 0, 10, tzinfo=UTC)
+    lines = [
+        TranscriptLine(t0, "end_user", "my order"),
+        TranscriptLine(t0 + timedelta(seconds=20), "agent", "which one?"),
+    ]
     note = render_ended_note(state, lines)
     assert "Transcript (2 messages):" in note
     assert "[2026-11-23T13:00:10Z] End user: my order" in note

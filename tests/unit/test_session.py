@@ -25,7 +25,12 @@ def test_the_first_event_starts_the_state_from_its_header():
                     phone_number="+15550001", end_user_id="eu-5", end_user_email="m@example.com")
     state = apply_event(None, queued)
     assert (state.session_id, state.medium, state.session_type) == ("call-3", "call", "voice_inbound_ivr")
-    assert (state.queue_id, state.queue_path, state.language, state.phone_number) == ("q-9", ("A", "B"), "en-US", "+15550001")
+    assert (state.queue_id, state.queue_path, state.language, state.phone_number) == (
+        "q-9",
+        ("A", "B"),
+        "en-US",
+        "+15550001",
+    )
     assert (state.end_user_id, state.end_user_name, state.end_user_phone, state.end_user_email) == (
         "eu-5", "Maria Souza", "+5511987654321", "m@example.com")
     assert state.started_at == BASE_TIME
@@ -86,7 +91,12 @@ def test_agent_comes_from_assigned_connected_and_ended():
 
 def test_messages_are_counted_per_sender():
     state = fold(chat("queued eu eu ag va va va sys assigned eu"))
-    assert (state.end_user_messages, state.agent_messages, state.virtual_agent_messages, state.system_messages) == (3, 1, 3, 1)
+    assert (state.end_user_messages, state.agent_messages, state.virtual_agent_messages, state.system_messages) == (
+        3,
+        1,
+        3,
+        1,
+    )
 
 
 def test_applying_the_same_message_event_twice_counts_it_twice():
@@ -114,9 +124,16 @@ def test_apply_event_is_pure():
 
 
 def test_apply_event_leaves_the_policys_fields_alone():
-    state = replace(fold(call("queued")), record="skipped", record_reason="why", ended_note_due=True, last_wait_reason="w")
+    state = replace(
+        fold(call("queued")), record="skipped", record_reason="why", ended_note_due=True, last_wait_reason="w"
+    )
     after = fold(call("assigned ended"), state)
-    assert (after.record, after.record_reason, after.ended_note_due, after.last_wait_reason) == ("skipped", "why", True, "w")
+    assert (after.record, after.record_reason, after.ended_note_due, after.last_wait_reason) == (
+        "skipped",
+        "why",
+        True,
+        "w",
+    )
 
 
 def test_a_state_survives_its_json_document():

@@ -65,7 +65,9 @@ async def measure(url: str, sessions: int) -> None:
     events = [parse_event(v) for v in values]
     n = len(values)
     print(f"{sessions} sessions, {n} events; CPU µs (best of 3)")
-    print(f"  orjson.loads                      : {cpu_us(lambda: [orjson.loads(v) for v in values], n):6.1f} per event")
+    print(
+        f"  orjson.loads                      : {cpu_us(lambda: [orjson.loads(v) for v in values], n):6.1f} per event"
+    )
     print(f"  parse_event (pydantic)            : {cpu_us(lambda: [parse_event(v) for v in values], n):6.1f} per event")
     print(f"  apply_event + decide              : {cpu_us(lambda: fold(events), n):6.1f} per event")
     states = list(fold(events).values())
@@ -91,13 +93,15 @@ async def measure(url: str, sessions: int) -> None:
             pg = await acpu_us(through_asyncpg, 1000)
             print(f"  one statement, SQLAlchemy / asyncpg: {sa:6.1f} / {pg:.1f} per statement (round trip included)")
         for size in (333, 4):
-            async def apply_all():
+            async def apply_all(size: int = size) -> None:  # this pass's batch size, bound now
                 for start in range(0, n, size):
                     async with engine.begin() as conn:
                         await apply_batch(conn, events[start:start + size], "sandbox")
 
             async with engine.begin() as conn:
-                await conn.execute(text("TRUNCATE processed_events, sessions, session_messages, decisions, outbox CASCADE"))
+                await conn.execute(
+                    text("TRUNCATE processed_events, sessions, session_messages, decisions, outbox CASCADE")
+                )
             print(f"  apply_batch, {size:3d} events a batch    : {await acpu_us(apply_all, n):6.1f} per event")
     finally:
         await engine.dispose()

@@ -22,7 +22,9 @@ class Progress:
     outbox_not_done: int
 
     def __str__(self) -> str:
-        return f"{self.events_applied} events applied, {self.records} records, {self.outbox_not_done} outbox rows not done"
+        return (
+            f"{self.events_applied} events applied, {self.records} records, {self.outbox_not_done} outbox rows not done"
+        )
 
 
 @dataclass(frozen=True, slots=True)

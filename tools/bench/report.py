@@ -128,4 +128,6 @@ class Report:
             if lat.rate == TARGET_P99_RATE:
                 p99 = percentile(lat.publish_to_record_ms, .99)
                 ok = p99 <= TARGET_P99_MS and not lat.missing
-                print(f"  p99 publish -> record <= {TARGET_P99_MS:.0f} ms at {lat.rate:g}/s: {p99:.1f} ms  {_verdict(ok)}")
+                print(
+                    f"  p99 publish -> record <= {TARGET_P99_MS:.0f} ms at {lat.rate:g}/s: {p99:.1f} ms  {_verdict(ok)}"
+                )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import orjson
 
@@ -99,7 +99,7 @@ def generate(prefix: str, *, sessions: int | None = None, min_events: int | None
     """Whole sessions, interleaved in waves of WAVE: event k of every session of a wave,
     then event k+1, ...; either `sessions` of them or enough for `min_events`."""
     rng = random.Random(seed)
-    started_at = datetime.now(timezone.utc).replace(microsecond=0)
+    started_at = datetime.now(UTC).replace(microsecond=0)
     traffic = Traffic()
     index = 0
     while True:

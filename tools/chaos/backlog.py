@@ -22,10 +22,10 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from app.adapters.kafka.topics import ensure_topics
-from tools.bench.procstat import status_kb
 from app.entrypoints.embedded import EmbeddedBroker, free_port
 from app.settings import Settings
 from tests.integration.service_process import ServiceProcess
+from tools.bench.procstat import status_kb
 from tools.chaos.cluster import PrivatePostgres
 from tools.chaos.traffic import session_events, shared_end_users
 

@@ -147,7 +147,7 @@ def _judge_dead_letters(sessions: Mapping[str, list[dict[str, Any]]], invalid: s
             dead_valid.add(event_id)
             report.count("valid events dead-lettered", event_id)
     lettered = set(observed.dead_letters)
-    for key, value in sorted(invalid - lettered, key=lambda pair: pair[1]):
+    for _key, value in sorted(invalid - lettered, key=lambda pair: pair[1]):
         report.count("invalid events not dead-lettered", value[:60].decode(errors="replace"))
     for event_id in sorted(valid_ids - observed.applied_event_ids - dead_valid):
         report.count("valid events never applied", event_id)

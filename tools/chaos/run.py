@@ -250,8 +250,16 @@ async def run_chaos(crm_name: str, seed: int, profile: Profile, work_dir: Path) 
               f"{profile.kills} kills, {profile.pg_restarts} PostgreSQL restarts; logs in {work_dir}", flush=True)
         injectors = [
             publish(broker.bootstrap_servers, settings[0].kafka_topic, traffic),
-            kill_replicas(replicas, faults, random.Random(f"{seed}-kills"), kills=profile.kills, span=profile.chaos_seconds),
-            restart_postgres(cluster, faults, random.Random(f"{seed}-postgres"), restarts=profile.pg_restarts, span=profile.chaos_seconds),
+            kill_replicas(
+                replicas, faults, random.Random(f"{seed}-kills"), kills=profile.kills, span=profile.chaos_seconds
+            ),
+            restart_postgres(
+                cluster,
+                faults,
+                random.Random(f"{seed}-postgres"),
+                restarts=profile.pg_restarts,
+                span=profile.chaos_seconds,
+            ),
         ]
         if isinstance(crm, ZendeskBackend):
             injectors.append(crm_storms(crm.fake, faults, random.Random(f"{seed}-storms"), span=profile.chaos_seconds))

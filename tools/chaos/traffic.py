@@ -62,7 +62,9 @@ def shared_end_users(sessions: int) -> list[dict[str, Any]]:
              "end_user_email": f"shared{n}@example.com"} for n in range(max(2, sessions // 25))]
 
 
-def session_events(rng: random.Random, number: int, end_users: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+def session_events(
+    rng: random.Random, number: int, end_users: list[dict[str, Any]]
+) -> tuple[str, list[dict[str, Any]]]:
     """One session of a random shape; ~1 in 5 shares an end user with others."""
     if rng.random() < 0.2:
         who = rng.choice(end_users)

@@ -186,7 +186,7 @@ def crm_account(adapter: object) -> str:
     """The CRM account an adapter speaks to (e.g. `zendesk:https://acme.zendesk.com`): the
     key of the end-user mapping and of the shared rate budget. An adapter without an
     `account` attribute counts as one account per CRM."""
-    return getattr(adapter, "account", None) or getattr(adapter, "name")
+    return getattr(adapter, "account", None) or adapter.name
 
 
 @runtime_checkable

@@ -36,7 +36,7 @@ Resolved and Closed tickets can both be reopened by setting status 2.
 from __future__ import annotations
 
 import html
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -153,8 +153,8 @@ def _parse_time(value: Any) -> datetime | None:
         return None
     moment = datetime.fromisoformat(value)
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
 
 
 def _closed_at(status: int, stats: dict[str, Any]) -> datetime | None:
@@ -365,7 +365,10 @@ class FreshdeskAdapter:
         escaped = html.escape(marker)
         for page in range(1, RECENT_PAGES + 1):
             response = await self.http.request(
-                operation, "GET", f"{_ticket_path(record_id)}/conversations", params={"page": page, "per_page": PAGE_SIZE}
+                operation,
+                "GET",
+                f"{_ticket_path(record_id)}/conversations",
+                params={"page": page, "per_page": PAGE_SIZE},
             )
             entries = response.json() if isinstance(response.json(), list) else []
             if any(marker in str(e.get("body_text") or "") or escaped in str(e.get("body") or "") for e in entries):
@@ -420,7 +423,7 @@ class FreshdeskAdapter:
         return next((t for t in tickets if self._is_session_ticket(t, session_id)), None)
 
     async def _recent_ticket(self, operation: str, session_id: str) -> dict[str, Any] | None:
-        since = (datetime.now(timezone.utc) - RECENT_WINDOW).strftime("%Y-%m-%dT%H:%M:%SZ")
+        since = (datetime.now(UTC) - RECENT_WINDOW).strftime("%Y-%m-%dT%H:%M:%SZ")
         for page in range(1, RECENT_PAGES + 1):
             tickets = await self._list_tickets(operation, {"updated_since": since, "page": page})
             found = next((t for t in tickets if self._is_session_ticket(t, session_id)), None)

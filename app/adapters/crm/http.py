@@ -18,7 +18,6 @@ from typing import Any
 import httpx
 
 from app import metrics
-from app.adapters.crm.budget import PROVISIONAL_PER_MINUTE, QuotaReader, RateBudget
 from app.adapters.crm.base import (
     CrmAuthError,
     CrmCall,
@@ -27,6 +26,7 @@ from app.adapters.crm.base import (
     CrmTransientError,
     log_call,
 )
+from app.adapters.crm.budget import PROVISIONAL_PER_MINUTE, QuotaReader, RateBudget
 
 
 class RequestBudget:

@@ -36,23 +36,23 @@ is reopened by setting `open`; a closed one can never be updated again.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
 from app import metrics
 from app.adapters.crm.base import (
-    required_setting,
     CrmAuthError,
     CrmEndUserGone,
-    NoteWrite,
     CrmPermanentError,
     CrmRateLimited,
     CrmTransientError,
     EndUserInfo,
     NewRecord,
+    NoteWrite,
     RecordRef,
+    required_setting,
 )
 from app.adapters.crm.budget import RateBudget, VendorQuota, header_int
 from app.adapters.crm.http import CrmHttp, default_describe, parse_retry_after
@@ -174,8 +174,8 @@ def _parse_time(value: Any) -> datetime | None:
         return None
     moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
 
 
 def _digits(phone: str | None) -> str:

@@ -44,7 +44,9 @@ async def insert_new_events(conn: AsyncConnection, event_ids: Sequence[str], ses
 
 
 def insert_messages_parameters(rows: Sequence[tuple[str, str, datetime, str, str | None]]) -> dict[str, list]:
-    session_ids, event_ids, occurred, senders, texts = (list(column) for column in zip(*rows)) if rows else ([],) * 5
+    session_ids, event_ids, occurred, senders, texts = (
+        (list(column) for column in zip(*rows, strict=True)) if rows else ([],) * 5
+    )
     return {"session_ids": session_ids, "event_ids": event_ids, "occurred": occurred, "senders": senders,
             "texts": texts}
 

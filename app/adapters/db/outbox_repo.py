@@ -246,7 +246,9 @@ _EXTEND_LEASES = text(
 )
 
 
-async def extend_leases(conn: AsyncConnection, claims: Sequence[tuple[int, str | None]], lease_seconds: float) -> set[int]:
+async def extend_leases(
+    conn: AsyncConnection, claims: Sequence[tuple[int, str | None]], lease_seconds: float
+) -> set[int]:
     """Keep in-flight rows' leases from running out (the worker's heartbeat); returns the
     ids still held."""
     if not claims:

@@ -32,7 +32,8 @@ _SET_RATE = text(
 _PAUSE = text(
     """
     UPDATE crm_rate_budgets
-    SET paused_until = GREATEST(COALESCE(paused_until, '-infinity'), clock_timestamp() + make_interval(secs => :seconds)),
+    SET paused_until = GREATEST(COALESCE(paused_until, '-infinity'),
+                                clock_timestamp() + make_interval(secs => :seconds)),
         updated_at = now()
     WHERE account = :account
     """

@@ -108,7 +108,7 @@ class DeadLetterQueue:
             attempt += 1
             outcomes = await asyncio.gather(*(self._copy(letter) for letter in pending), return_exceptions=True)
             retry = []
-            for letter, outcome in zip(pending, outcomes):
+            for letter, outcome in zip(pending, outcomes, strict=True):
                 if not isinstance(outcome, BaseException):
                     self._delivered(letter.reason)
                 elif _refused(outcome) or attempt >= self.copy_attempts:
@@ -155,7 +155,9 @@ class DeadLetterQueue:
             delivery = await self.producer.send(self.topic, key=key, value=orjson.dumps(document), headers=headers)
             await delivery
         except KafkaError as exc:
-            raise DeadLetterUndeliverable(f"the dead-letter topic {self.topic} is unreachable: {_describe(exc)}") from exc
+            raise DeadLetterUndeliverable(
+                f"the dead-letter topic {self.topic} is unreachable: {_describe(exc)}"
+            ) from exc
 
     @staticmethod
     def _delivered(reason: str) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -77,7 +77,7 @@ async def read_letters(settings: Settings, since: datetime | None = None, timeou
                     position[tp] = message.offset + 1
                     letters.append(StoredLetter(
                         tp.partition, message.offset,
-                        datetime.fromtimestamp(message.timestamp / 1000, tz=timezone.utc),
+                        datetime.fromtimestamp(message.timestamp / 1000, tz=UTC),
                         message.key, message.value, tuple(message.headers or ()),
                     ))
             if not any(batches.values()) and all(position[tp] >= ends[tp] for tp in tps):

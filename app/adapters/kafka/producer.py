@@ -18,7 +18,6 @@ from aiokafka.partitioner import DefaultPartitioner
 from app.observability import tracing
 from app.settings import Settings
 
-
 log = logging.getLogger(__name__)
 
 # When neither the setting nor the broker names a limit: Kafka's own default is 1 MiB,
@@ -53,7 +52,11 @@ class KafkaPublisher:
             async with asyncio.timeout(timeout):
                 await self.producer.client.fetch_all_metadata()
         except Exception as exc:
-            return f"{type(exc).__name__}: {exc}".rstrip(": ") if str(exc) else f"{type(exc).__name__} (no answer in {timeout:.0f} s)"
+            return (
+                f"{type(exc).__name__}: {exc}".rstrip(": ")
+                if str(exc)
+                else f"{type(exc).__name__} (no answer in {timeout:.0f} s)"
+            )
         return None
 
     async def publish_outcome(self, session_id: str, event: dict[str, Any]) -> None:
@@ -105,4 +108,6 @@ def _same_outcome(value: bytes | None, wanted: tuple[Any, Any, Any]) -> bool:
         found = orjson.loads(value or b"null")
     except orjson.JSONDecodeError:
         return False
-    return isinstance(found, dict) and (found.get("event_type"), found.get("session_id"), found.get("record_id")) == wanted
+    return (
+        isinstance(found, dict) and (found.get("event_type"), found.get("session_id"), found.get("record_id")) == wanted
+    )

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 
 from app.adapters.crm.base import (
@@ -33,9 +33,9 @@ from app.adapters.crm.budget import RateBudget
 from app.adapters.crm.salesforce import activity
 from app.adapters.crm.salesforce.client import (
     CRM,
-    Subrequest,
     SalesforceClient,
     SalesforceRefused,
+    Subrequest,
     soql_literal,
 )
 from app.adapters.crm.salesforce.objects import ContactLink, RecordObject, build_record_object, quoted
@@ -91,7 +91,7 @@ class SalesforceAdapter:
         record_object: RecordObject,
         *,
         session_log: str = "task",
-        today: Callable[[], date] = lambda: datetime.now(timezone.utc).date(),
+        today: Callable[[], date] = lambda: datetime.now(UTC).date(),
     ):
         self.client = client
         self.object = record_object
@@ -157,7 +157,9 @@ class SalesforceAdapter:
     # --- records ------------------------------------------------------------------------------
 
     def _ref(self, record_id: str, contact: str | None = None) -> RecordRef:
-        return RecordRef(record_id=record_id, url=self.object.url(self.client.instance_url, record_id), contact_id=contact)
+        return RecordRef(
+            record_id=record_id, url=self.object.url(self.client.instance_url, record_id), contact_id=contact
+        )
 
     async def find_record_by_session(self, session_id: str) -> RecordRef | None:
         fields = ",".join(f for f in ("Id", self.object.contact_field) if f)
@@ -182,7 +184,9 @@ class SalesforceAdapter:
             return ContactLink(found[0], found[1], True, False), None
         return ContactLink("@{Contact.id}", None, True, True), contact_fields(user)
 
-    def _create_nodes(self, record: NewRecord, contact: ContactLink, new_contact: dict[str, str] | None) -> list[Subrequest]:
+    def _create_nodes(
+        self, record: NewRecord, contact: ContactLink, new_contact: dict[str, str] | None
+    ) -> list[Subrequest]:
         record_node = Subrequest("Record", "PATCH", self.object.by_session_path(record.session_id),
                                 self.object.record_body(record, contact, self._today()))
         contact_node = None

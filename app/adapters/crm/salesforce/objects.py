@@ -5,8 +5,8 @@ the record reaches the end user's Contact.
 | object | open when | closed at | reopened by |
 | --- | --- | --- | --- |
 | Case | IsClosed = false | ClosedDate | Status = SALESFORCE_REOPEN_STATUS |
-| Opportunity | IsClosed = false | when its stage became a closed one (OpportunityHistory) | StageName = SALESFORCE_REOPEN_STAGE |
-| Account | the status picklist is not a closed value | LastModifiedDate while closed | that picklist = SALESFORCE_ACCOUNT_OPEN_VALUE |
+| Opportunity | IsClosed = false | its stage became closed (OpportunityHistory) | StageName = SALESFORCE_REOPEN_STAGE |
+| Account | status picklist not a closed value | LastModifiedDate while closed | it = SALESFORCE_ACCOUNT_OPEN_VALUE |
 
 Every record carries the session id in the external-id field and is written by upsert on
 it, so a retried create updates the record the first attempt made.
@@ -100,7 +100,9 @@ class CaseObject(RecordObject):
     contact_field: str | None = "ContactId"
 
     def rule(self) -> str:
-        return f"open while IsClosed is false; closed at ClosedDate; reopened by setting Status to {self.reopen_status!r}"
+        return (
+            f"open while IsClosed is false; closed at ClosedDate; reopened by setting Status to {self.reopen_status!r}"
+        )
 
     def record_body(self, record: NewRecord, contact: ContactLink, today: date) -> dict[str, Any]:
         return {
@@ -255,7 +257,9 @@ class AccountObject(RecordObject):
 
     async def status(self, client: SalesforceClient, record_id: str) -> ExistingRecord | None:
         fields = ",".join(f for f in (self.status_field, "LastModifiedDate") if f)
-        response = await client.call("get_record", "GET", self.path(record_id), params={"fields": fields}, accept=(404,))
+        response = await client.call(
+            "get_record", "GET", self.path(record_id), params={"fields": fields}, accept=(404,)
+        )
         if response.status_code == 404:
             return None
         account = response.json()
