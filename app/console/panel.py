@@ -91,7 +91,7 @@ def validate(document: dict[str, Any]) -> tuple[RecordSettings | None, dict[str,
     try:
         return RecordSettings.model_validate(document), {}
     except ValidationError as exc:
-        errors = {}
+        errors: dict[str, str] = {}
         for item in exc.errors(include_url=False, include_input=False):
             field = ".".join(str(p) for p in item["loc"]) or "(document)"
             errors.setdefault(field, item["msg"].removeprefix("Value error, "))

@@ -55,7 +55,9 @@ class SessionSigner:
 
 
 def csrf_ok(session: ConsoleSession, presented: str | None) -> bool:
-    return bool(presented) and hmac.compare_digest(session.csrf_token.encode(), presented.encode())
+    if not presented:
+        return False
+    return hmac.compare_digest(session.csrf_token.encode(), presented.encode())
 
 
 __all__ = ["COOKIE_NAME", "CSRF_FIELD", "CSRF_HEADER", "ConsoleSession", "Role", "SessionSigner", "csrf_ok"]

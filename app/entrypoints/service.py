@@ -111,6 +111,7 @@ class ShutdownDeadline:
 
     def left(self, reserve: float = 0.0) -> float:
         self.start()
+        assert self.at is not None  # start() set it
         return max(0.1, self.at - time.monotonic() - reserve)
 
 

@@ -31,6 +31,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanKind, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.util.types import AttributeValue
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 TRACEPARENT = "traceparent"
@@ -171,7 +172,7 @@ def batch_span(topic: str, partition: int, messages: Sequence[Any], event_ids: d
         yield None
         return
     tracer = _state.tracer
-    attributes = {"messaging.system": "kafka", "messaging.destination.name": topic,
+    attributes: dict[str, AttributeValue] = {"messaging.system": "kafka", "messaging.destination.name": topic,
                   "messaging.destination.partition.id": str(partition),
                   "messaging.batch.message_count": len(messages)}
     event_spans: dict[str, trace.Span] = {}

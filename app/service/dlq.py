@@ -47,7 +47,7 @@ def describe_value(value: bytes | None) -> str:
     except orjson.JSONDecodeError:
         document = None
     if isinstance(document, dict):
-        session = document.get("session") if isinstance(document.get("session"), dict) else {}
+        session = found if isinstance(found := document.get("session"), dict) else {}
         parts = [f"{name}={document.get(name)!s:.80}" for name in ("event_id", "event_type") if name in document]
         if "id" in session:
             parts.append(f"session={session['id']!s:.80}")

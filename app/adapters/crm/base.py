@@ -182,7 +182,7 @@ def log_call(call: CrmCall) -> None:
         log.calls.append(call)
 
 
-def crm_account(adapter: object) -> str:
+def crm_account(adapter: CrmAdapter) -> str:
     """The CRM account an adapter speaks to (e.g. `zendesk:https://acme.zendesk.com`): the
     key of the end-user mapping and of the shared rate budget. An adapter without an
     `account` attribute counts as one account per CRM."""

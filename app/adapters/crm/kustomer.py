@@ -70,7 +70,7 @@ EMAIL_TYPE = "home"
 def _describe_one(error: dict[str, Any]) -> str:
     text = error.get("message") or error.get("detail") or error.get("title") or ""
     code = error.get("code")
-    source = error.get("source") if isinstance(error.get("source"), dict) else {}
+    source = found if isinstance(found := error.get("source"), dict) else {}
     where = source.get("pointer") or source.get("parameter")
     parts = [str(p) for p in (code, text) if p]
     described = ": ".join(parts)
@@ -193,7 +193,7 @@ def _parse_time(value: Any) -> datetime | None:
 
 def _closed_at(attributes: dict[str, Any]) -> datetime | None:
     """When the conversation was last marked done: `closedAt`, else `lastDone.createdAt`."""
-    last_done = attributes.get("lastDone") if isinstance(attributes.get("lastDone"), dict) else {}
+    last_done = found if isinstance(found := attributes.get("lastDone"), dict) else {}
     return _parse_time(attributes.get("closedAt")) or _parse_time(last_done.get("createdAt"))
 
 
@@ -213,7 +213,7 @@ def _refuses_customer(response: httpx.Response) -> bool:
     for error in errors:
         if not isinstance(error, dict):
             continue
-        source = error.get("source") if isinstance(error.get("source"), dict) else {}
+        source = found if isinstance(found := error.get("source"), dict) else {}
         text = f"{error.get('detail') or ''} {error.get('message') or ''}".lower()
         if source.get("pointer") == "/customer" and ("not exist" in text or "not found" in text):
             return True

@@ -83,10 +83,14 @@ class SandboxAdapter:
         return RecordRef(str(found), sandbox_record_url(found)) if found is not None else None
 
     async def create_record(self, record: NewRecord) -> RecordRef:
+        # not resolves_end_user: the worker resolved the end user's contact before this call
+        contact_id = record.contact_id
+        assert contact_id is not None, "the sandbox's records always name a contact"
+
         async def work(conn: AsyncConnection) -> int:
             return await sandbox_repo.insert_record(
                 conn, session_id=record.session_id, title=record.title, description=record.description,
-                contact_id=int(record.contact_id), tags=list(dict.fromkeys(record.tags)), medium=record.medium,
+                contact_id=int(contact_id), tags=list(dict.fromkeys(record.tags)), medium=record.medium,
             )
 
         record_id = await self._call("create_record", work)

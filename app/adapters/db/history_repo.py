@@ -72,6 +72,7 @@ async def database_now(conn: AsyncConnection) -> datetime:
 async def _fetch(conn: AsyncConnection, statement: str, argument: object) -> list[WindowSession]:
     await conn.execute(_NO_JIT)  # also begins the transaction the driver's statement runs in
     driver = (await conn.get_raw_connection()).driver_connection
+    assert driver is not None, "a connection in use holds its asyncpg connection"
     return [_window_session(row) for row in await driver.fetch(statement, argument)]
 
 

@@ -30,12 +30,12 @@ async def find_contact(conn: AsyncConnection, *, phone: str | None, email: str |
 async def upsert_contact(
     conn: AsyncConnection, *, external_id: str, name: str | None, phone: str | None, email: str | None
 ) -> int:
-    statement = insert(sandbox_contacts).values(external_id=external_id, name=name, phone=phone, email=email)
-    statement = statement.on_conflict_do_update(
+    new_contact = insert(sandbox_contacts).values(external_id=external_id, name=name, phone=phone, email=email)
+    upsert = new_contact.on_conflict_do_update(
         index_elements=[sandbox_contacts.c.external_id],
-        set_={"name": func.coalesce(statement.excluded.name, sandbox_contacts.c.name)},
+        set_={"name": func.coalesce(new_contact.excluded.name, sandbox_contacts.c.name)},
     ).returning(sandbox_contacts.c.id)
-    return (await conn.execute(statement)).scalar_one()
+    return (await conn.execute(upsert)).scalar_one()
 
 
 async def record_id_for_session(conn: AsyncConnection, session_id: str) -> int | None:

@@ -43,10 +43,14 @@ class GuardedH11Protocol(H11Protocol):
         self._arm_header_deadline()
 
     def _evict_longest_idle(self) -> bool:
-        waiting = [c for c in self.connections if getattr(c, "idle_since", None) is not None]
+        waiting = [
+            (c.idle_since, c)
+            for c in self.connections
+            if isinstance(c, GuardedH11Protocol) and c.idle_since is not None
+        ]
         if not waiting:
             return False
-        oldest = min(waiting, key=lambda c: c.idle_since)
+        _, oldest = min(waiting, key=lambda pair: pair[0])
         oldest.transport.abort()
         self.connections.discard(oldest)  # at once: connection_lost comes a loop turn later
         return True
@@ -121,7 +125,7 @@ class HttpServer(uvicorn.Server):
     """uvicorn without its own signal handling: the service stops everything together."""
 
     @contextlib.contextmanager
-    def capture_signals(self):  # type: ignore[override]
+    def capture_signals(self):
         yield
 
     def install_signal_handlers(self) -> None:

@@ -194,8 +194,8 @@ class SalesforceAdapter:
             if self.object.name == "Account":  # the Contact is made in the new Account
                 new_contact = {**new_contact, "AccountId": "@{Record.id}"}
             contact_node = Subrequest("Contact", "POST", "sobjects/Contact", new_contact)
-        nodes = [record_node, contact_node] if self.object.name == "Account" else [contact_node, record_node]
-        nodes = [n for n in nodes if n is not None] + self.object.contact_nodes_after(contact)
+        ordered = [record_node, contact_node] if self.object.name == "Account" else [contact_node, record_node]
+        nodes = [n for n in ordered if n is not None] + self.object.contact_nodes_after(contact)
         if self._tasks and record.session is not None:
             body = activity.task_body("@{Record.id}", contact.value, record.session, record.description)
             nodes.append(Subrequest("Task", "PATCH", activity.task_path(self._field, record.session_id), body))

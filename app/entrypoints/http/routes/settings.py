@@ -100,7 +100,7 @@ async def settings_history(
     return [
         SettingsVersionView(
             version=r.version, saved_at=r.saved_at, actor=r.actor, note=r.actor_note,
-            changes=r.changes, settings=r.document,  # type: ignore[arg-type]
+            changes=r.changes, settings=r.document,
         )
         for r in rows
     ]
