@@ -9,7 +9,7 @@ caller must drop repeated `event_id`s before they get here, as the consumer does
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from datetime import datetime
 from operator import attrgetter
 from typing import Any, Literal
@@ -63,7 +63,6 @@ class SessionState:
     record_decided_at: datetime | None = None
     ended_note_due: bool = False
     last_wait_reason: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_chat(self) -> bool:
@@ -79,7 +78,6 @@ class SessionState:
         # of the consumer's time per event. Every value here is immutable or copied below.
         document = {name: getattr(self, name) for name in _FIELD_NAMES}
         document["queue_path"] = list(self.queue_path)
-        document["extra"] = dict(self.extra)
         for name in _DATETIME_FIELDS:
             if document[name] is not None:
                 document[name] = document[name].isoformat()
