@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -117,6 +118,10 @@ def create_app(runtime: Runtime) -> FastAPI:
         checks["crm"] = {"ready": health.ok, "crm": runtime.crm.name}
         if not health.ok:
             checks["crm"]["detail"] = health.detail
+        budget = getattr(runtime.crm, "rate_budget", None)
+        if budget is not None:
+            # Information, not a readiness condition: a spent quota slows records down.
+            checks["crm"]["quota"] = dataclasses.asdict(budget.state())
         ready = all(c["ready"] for c in checks.values())
         not_ready = [name for name, c in checks.items() if not c["ready"]]
         # Degraded: running, but a partition is stuck (see the consumer check's detail).

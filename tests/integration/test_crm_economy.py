@@ -59,6 +59,16 @@ async def test_returning_end_user_costs_one_request_and_a_lost_user_is_found_aga
         made = [(r.method, r.path) for r in zendesk.fake.requests[before:] if "users/me" not in r.path]
         assert made == [("POST", "/api/v2/tickets")]  # the record itself, nothing else
         assert second["requester_id"] == first["requester_id"]
+        async with service.client() as client:
+            ready = (await client.get("/readyz")).json()
+            scraped = (await client.get("/metrics")).text
+            trace = (await client.get("/api/sessions/ret-2")).json()
+        quota = ready["checks"]["crm"]["quota"]
+        assert quota["vendor_limit"] == zendesk.fake.rate_limit_per_minute and quota["vendor_remaining"] > 0
+        assert 'crm_records_crm_quota_remaining{crm="zendesk",window="minute"}' in scraped
+        assert 'crm_records_crm_requests_total{crm="zendesk",kind="record",operation="create_record"}' in scraped
+        [created] = [d for d in trace["decisions"] if d["kind"] == "record_created"]
+        assert "(1 CRM request: create_record POST /tickets)" in created["reason"]
 
         # The CRM lost that user (deleted, merged): the remembered id is refused, the
         # end user is looked up again, and the new id is remembered.
