@@ -8,16 +8,26 @@
 #   docker run --rm --entrypoint python crm-records -m app records --limit 5
 # See docker-compose.yml for a complete local stack (Kafka, PostgreSQL, the service).
 
-ARG PYTHON_IMAGE=python:3.11-slim
+# The base by exact version (Python patch release and Debian release), so a rebuild gets
+# the same interpreter and OS until this line is changed on purpose.
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+# pip and setuptools as Python 3.11's venv ships them (setuptools 65.5) carry published
+# advisories: both stages upgrade them (the build's venv, and the base's own copy that
+# the runtime image would otherwise still contain).
+ARG PIP_MIN=25.3
+ARG SETUPTOOLS_MIN=78.1.1
 
 # --- build: the runtime dependencies, in a virtual environment copied as a whole ---------------
 FROM ${PYTHON_IMAGE} AS build
+ARG PIP_MIN
+ARG SETUPTOOLS_MIN
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 
-RUN python -m venv /opt/venv
+RUN python -m venv /opt/venv \
+    && /opt/venv/bin/python -m pip install --upgrade "pip>=${PIP_MIN}" "setuptools>=${SETUPTOOLS_MIN}"
 ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /build
@@ -31,6 +41,8 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 
 # --- runtime ---------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
+ARG PIP_MIN
+ARG SETUPTOOLS_MIN
 
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
@@ -40,6 +52,8 @@ ENV PATH=/opt/venv/bin:$PATH \
 
 RUN groupadd --system --gid 10001 crm \
     && useradd --system --uid 10001 --gid crm --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin crm
+
+RUN PIP_NO_CACHE_DIR=1 python -m pip install --upgrade "pip>=${PIP_MIN}" "setuptools>=${SETUPTOOLS_MIN}"
 
 COPY --from=build /opt/venv /opt/venv
 

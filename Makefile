@@ -6,10 +6,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test bench bench-crm chaos backlog bench-whatif catalogs screenshots install lint clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) is required"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --upgrade 'pip>=25.3' 'setuptools>=78.1.1'  # the venv's own carry advisories
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 

@@ -103,6 +103,12 @@ class Settings(BaseSettings):
     admin_api_tokens_file: Path | None = None
     http_port: int = 8080
     http_host: str = "0.0.0.0"
+    # HTTP limits (app/entrypoints/http/limits.py): open connections beyond the cap are
+    # refused; a request's headers, then its body, must each arrive within the read timeout.
+    http_max_connections: int = Field(default=256, ge=1)
+    http_read_timeout_seconds: float = Field(default=10.0, gt=0)
+    http_keepalive_timeout_seconds: int = Field(default=5, ge=1)
+    http_max_body_bytes: int = Field(default=65536, ge=1024)
 
     # Outbox worker.
     # Rows carried out at once. Each mostly waits (on the CRM, on commits), so more rows in
@@ -115,6 +121,9 @@ class Settings(BaseSettings):
     outbox_backoff_base_seconds: float = Field(default=1.0, gt=0)
     outbox_backoff_max_seconds: float = Field(default=300.0, gt=0)
     outbox_poll_seconds: float = Field(default=1.0, gt=0)
+
+    # How often the database-derived gauges of /metrics are refreshed (never per scrape).
+    metrics_refresh_seconds: float = Field(default=5.0, gt=0)
 
     log_level: str = "INFO"
     # json: one JSON object per line (the container's default); text: readable. Unset:

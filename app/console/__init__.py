@@ -21,8 +21,9 @@ STATIC = Path(__file__).parent / "static"
 def mount_console(app: FastAPI, runtime: Any) -> Console:
     console = Console(runtime.tokens, SessionSigner(runtime.tokens))
     app.mount("/admin/static", StaticFiles(directory=STATIC), name="console-static")
-    app.include_router(settings_router(console, runtime))
-    app.include_router(ops_router(console, runtime))
+    # HTML pages, not part of the JSON API that /openapi.json describes.
+    app.include_router(settings_router(console, runtime), include_in_schema=False)
+    app.include_router(ops_router(console, runtime), include_in_schema=False)
 
     @app.exception_handler(NotSignedIn)
     async def not_signed_in(request: Request, exc: NotSignedIn) -> Response:

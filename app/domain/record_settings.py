@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -47,6 +48,10 @@ class RecordSettings(BaseModel):
             )
         if not template.strip():
             raise ValueError("the title template is blank")
+        control = next((ch for ch in template if unicodedata.category(ch) in ("Cc", "Cs")), None)
+        if control is not None:
+            # NUL cannot be stored at all; the other control characters have no place in a CRM's title.
+            raise ValueError(f"control character U+{ord(control):04X} is not allowed in a title")
         return template
 
 

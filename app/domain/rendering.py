@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from app.domain.field_limits import cut, limits_for
 from app.domain.record_settings import TEMPLATE_REFERENCE, RecordSettings
 from app.domain.session import SessionState
 from app.domain.session_types import SESSION_TYPES, TAG_FORMS
@@ -13,9 +14,22 @@ PLATFORM_TAG = "UJET"
 
 
 def format_timestamp(moment: datetime | None) -> str:
+    """RFC 3339 in UTC with a four-digit year (`0001-01-01T00:00:10Z`; strftime's %Y would
+    write `1`). A moment that has no UTC form (year 1 with a positive offset) keeps its own."""
     if moment is None:
         return ""
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        moment = moment.astimezone(timezone.utc)
+    except OverflowError:
+        pass
+    date = f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}"
+    time = f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}"
+    offset = moment.utcoffset()
+    if not offset:
+        return f"{date}T{time}Z"
+    minutes = int(offset.total_seconds()) // 60
+    sign = "+" if minutes >= 0 else "-"
+    return f"{date}T{time}{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
 
 
 def title_variables(state: SessionState, locale: str = "en") -> dict[str, str]:
@@ -30,15 +44,15 @@ def title_variables(state: SessionState, locale: str = "en") -> dict[str, str]:
     }
 
 
-def render_title(template: str, state: SessionState, locale: str = "en") -> str:
+def render_title(template: str, state: SessionState, locale: str = "en", *, max_chars: int | None = None) -> str:
     """Substitute the six variables and nothing else: no format spec, no attribute access,
     no evaluation (a saved template cannot hold other references; any that slipped in
     would render as written). `locale` is the settings' record_title_locale: the language
-    of {CALL_TYPE}."""
+    of {CALL_TYPE}. Cut to `max_chars` (the CRM's limit) with an ellipsis."""
     values = title_variables(state, locale)
     title = TEMPLATE_REFERENCE.sub(lambda m: values.get(m.group(1), m.group(0)), template)
     title = " ".join(title.split())
-    return title or state.session_id
+    return cut(title or state.session_id, max_chars)
 
 
 def session_type_name(state: SessionState) -> str:
@@ -56,7 +70,8 @@ def record_tags(crm: str, state: SessionState, settings: RecordSettings, *, crea
         tags.append(form(session_type_name(state)))
     if settings.add_platform_tag and creating:
         tags.append(PLATFORM_TAG)
-    return tags
+    max_chars = limits_for(crm).tag
+    return [cut(tag, max_chars) for tag in tags]
 
 
 def _contact(state: SessionState) -> str:

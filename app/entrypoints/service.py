@@ -13,7 +13,6 @@ from collections.abc import Coroutine
 from datetime import datetime, timezone
 from typing import Any
 
-import uvicorn
 from alembic import command
 from alembic.config import Config
 
@@ -27,11 +26,14 @@ from app.adapters.kafka.topics import ensure_topics
 from app.service.consumer_health import ConsumerHealth
 from app.service.startup import StartupProgress, keep_trying
 from app.entrypoints.consumer import ConsumerLoop
-from app.entrypoints.http_api import CrmHealth, Runtime, create_app
+from app.entrypoints.http import Runtime, create_app
+from app.entrypoints.http.server import build_http_server
 from app.entrypoints.worker import OutboxWorker
 from app.service.auth import TokenBook
 from app.service.broker_identity import check_cluster
+from app.service.gauges import refresh_gauges_periodically
 from app.service.outbox import OutboxRunner
+from app.service.readiness import CrmHealth
 from app.settings import PROJECT_ROOT, Settings
 
 log = logging.getLogger("app")
@@ -64,17 +66,6 @@ def run_until_complete(main: Coroutine[Any, Any, Any]) -> Any:
         loop_factory = uvloop.new_event_loop
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         return runner.run(main)
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling: this process stops everything together."""
-
-    @contextlib.contextmanager
-    def capture_signals(self):
-        yield
-
-    def install_signal_handlers(self) -> None:
-        pass
 
 
 async def watch_crm_credentials(crm: CrmAdapter, health: CrmHealth, stop: asyncio.Event) -> None:
@@ -140,12 +131,7 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
     runtime = Runtime(settings, engine, crm, consumer=health, startup=startup, tokens=tokens)
     app = create_app(runtime)
     tracing.instrument_app(app)
-    server = _Server(
-        uvicorn.Config(
-            app, host=settings.http_host, port=settings.http_port,
-            log_level="warning", access_log=False, lifespan="off",
-        )
-    )
+    server = build_http_server(app, settings)
     # HTTP first: /healthz answers and /readyz says what is missing while we wait.
     http = asyncio.create_task(server.serve(), name="http")
     publisher: KafkaPublisher | None = None
@@ -215,6 +201,9 @@ async def _run_components(settings: Settings, engine, crm: CrmAdapter, publisher
         asyncio.create_task(worker.run(stop), name="outbox-worker"),
         asyncio.create_task(watch_crm_credentials(crm, runtime.crm_health, stop), name="crm-check"),
         asyncio.create_task(watch_broker(publisher, runtime.consumer, stop), name="broker-check"),
+        asyncio.create_task(
+            refresh_gauges_periodically(engine, settings.metrics_refresh_seconds, stop), name="db-gauges"
+        ),
     }
     stopping = asyncio.create_task(stop.wait())
     try:

@@ -1,13 +1,14 @@
-"""Use cases behind the admin API: settings versions and the per-session trace."""
+"""Use cases behind the admin API and the console: settings versions, the per-session
+trace, the records made, and requeueing parked outbox rows."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from app.adapters.db import decisions_repo, outbox_repo, sessions_repo, settings_repo
+from app.adapters.db import decisions_repo, outbox_repo, records_repo, sessions_repo, settings_repo
 from app.domain.record_settings import RecordSettings, settings_changes
 from app.service.auth import Principal
 
@@ -37,6 +38,50 @@ async def settings_history(
     conn: AsyncConnection, *, limit: int, before_version: int | None = None
 ) -> list[settings_repo.SettingsVersion]:
     return await settings_repo.history(conn, limit=limit, before_version=before_version)
+
+
+@dataclass(frozen=True, slots=True)
+class CurrentSettings:
+    version: int | None  # None: nothing saved yet, the defaults apply
+    document: RecordSettings
+
+
+async def current_settings(engine: AsyncEngine) -> CurrentSettings:
+    async with engine.connect() as conn:
+        version, document = await settings_repo.current(conn)
+    return CurrentSettings(version, document)
+
+
+async def save_settings_version(
+    engine: AsyncEngine, document: RecordSettings, actor: Principal, note: str | None
+) -> SaveResult:
+    async with engine.begin() as conn:
+        return await save_settings(conn, document, actor, note)
+
+
+async def settings_history_page(
+    engine: AsyncEngine, *, limit: int, before_version: int | None
+) -> list[settings_repo.SettingsVersion]:
+    async with engine.connect() as conn:
+        return await settings_history(conn, limit=limit, before_version=before_version)
+
+
+async def trace_of_session(engine: AsyncEngine, session_id: str) -> dict[str, Any] | None:
+    async with engine.connect() as conn:
+        return await session_trace(conn, session_id)
+
+
+async def recent_records(engine: AsyncEngine, limit: int) -> list[dict[str, Any]]:
+    async with engine.connect() as conn:
+        return await records_repo.list_records(conn, limit)
+
+
+async def requeue_parked(engine: AsyncEngine, session_id: str | None) -> int:
+    """Run parked rows again (all, or one session's), and wake the workers."""
+    async with engine.begin() as conn:
+        count = await outbox_repo.requeue_parked(conn, session_id)
+        await outbox_repo.notify_workers(conn)
+    return count
 
 
 async def session_trace(conn: AsyncConnection, session_id: str) -> dict[str, Any] | None:

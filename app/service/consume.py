@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.adapters.db import decisions_repo, events_repo, outbox_repo, sessions_repo, settings_repo
+from app.adapters.db import batch_writes, events_repo, sessions_repo, settings_repo
 from app.adapters.db.decisions_repo import DecisionRow
 from app.adapters.db.outbox_repo import NewOutboxRow
 from app.adapters.db.settings_repo import SettingsInForce
@@ -131,10 +131,5 @@ async def apply_batch(
             rows = [replace(row, trace_context=traceparent) for row in rows]
         outcome.outbox_rows.extend(rows)
 
-    await sessions_repo.save_states(conn, list(touched.values()))
-    await events_repo.insert_messages(conn, messages)
-    await decisions_repo.insert_decisions(conn, outcome.decisions)
-    await outbox_repo.enqueue(conn, outcome.outbox_rows)
-    if outcome.outbox_rows:
-        await outbox_repo.notify_workers(conn)
+    await batch_writes.write_batch(conn, list(touched.values()), messages, outcome.decisions, outcome.outbox_rows)
     return outcome

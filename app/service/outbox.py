@@ -48,6 +48,7 @@ from app.adapters.db import (
 )
 from app.adapters.db.decisions_repo import DecisionRow
 from app.adapters.db.outbox_repo import Attempt, ClaimedRow
+from app.domain.field_limits import limits_for
 from app.domain.policy import ExistingRecord, Target, choose_target
 from app.domain.record_settings import RecordSettings
 from app.domain.rendering import (
@@ -228,7 +229,9 @@ class OutboxRunner:
         known_user: str | None, completion: Completion,
     ) -> tuple[str, str, str]:
         crm = self.crm.name
-        title = render_title(settings.record_title_template, state, settings.record_title_locale)
+        title = render_title(
+            settings.record_title_template, state, settings.record_title_locale, max_chars=limits_for(crm).title
+        )
         if target.action == "create":
             new = NewRecord(
                 session_id=state.session_id,

@@ -9,7 +9,7 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.adapters.crm.sandbox import SandboxAdapter
-from app.entrypoints.http_api import Runtime, create_app
+from app.entrypoints.http import Runtime, create_app
 from app.settings import Settings
 
 ADMIN = "admin-token-0123456789"

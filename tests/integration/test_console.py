@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from app.adapters.db import settings_repo
-from app.entrypoints.http_api import create_app
+from app.entrypoints.http import create_app
 from tests.integration.asgi_api import ADMIN, VIEWER, api_settings, build_runtime
 
 pytestmark = pytest.mark.asyncio

@@ -70,7 +70,10 @@ async def test_duplicate_delivery_changes_nothing(clean_db, make_settings, kafka
     assert await count(clean_db, processed_events) == len(events)
     assert after["state"] == before["state"]
     assert after["decisions"] == before["decisions"]
-    assert [o["status"] for o in after["outbox"]] == ["done", "done"]
+    # One record row and one note row (plus the outcome events they published), all done.
+    assert all(o["status"] == "done" for o in after["outbox"]), after["outbox"]
+    assert sorted(o["kind"] for o in after["outbox"] if o["kind"] != "publish") == ["ended_note", "record"]
+    assert len([o for o in after["outbox"] if o["kind"] == "publish"]) == 2  # record.created, record.updated
 
 
 async def _records_with_notes(engine, expected: int) -> bool:

@@ -108,3 +108,32 @@ async def test_a_known_version_is_not_read_again_and_a_renumbered_one_is_refused
                 raise AssertionError("a digest that does not match was accepted")
     finally:
         event.remove(clean_db.sync_engine, "before_cursor_execute", count)
+
+
+async def test_a_batch_costs_four_statements_and_writes_every_part(clean_db):
+    from sqlalchemy import event
+
+    from tests.factories import chat_events
+
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    events = [to_event(e) for e in chat_events("chat-w", end_user_messages=3, end_user_id="eu-w")]
+    event.listen(clean_db.sync_engine, "before_cursor_execute", count)
+    try:
+        async with clean_db.begin() as conn:
+            outcome = await apply_batch(conn, events, "sandbox")
+    finally:
+        event.remove(clean_db.sync_engine, "before_cursor_execute", count)
+    # settings, dedup rows, states locked, then everything the batch changed at once
+    assert len(statements) == 4, statements
+    async with clean_db.connect() as conn:
+        async def rows(table: str) -> int:
+            return (await conn.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one()
+
+        assert await rows("sessions") == 1
+        assert await rows("session_messages") == 4  # three from the end user, one from the agent
+        assert await rows("decisions") == len(outcome.decisions) >= 2
+        assert await rows("outbox") == len(outcome.outbox_rows) == 2  # the record and the summary note

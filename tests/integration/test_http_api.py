@@ -6,24 +6,32 @@ import httpx
 import pytest
 
 from app.domain.record_settings import RecordSettings
-from tests.conftest import ADMIN_TOKEN, eventually, new_topics, run_in_process, service_settings
+from tests.conftest import ADMIN_TOKEN, eventually, run_in_process
+from tests.integration.asgi_api import api_settings, asgi_client, build_runtime
 from tests.integration.crm_backends import ZendeskBackend
 
 
-@pytest.fixture(scope="module")
-async def running_service(database_url, kafka_bootstrap):
-    settings = service_settings(database_url, kafka_bootstrap, await new_topics(kafka_bootstrap))
-    async with run_in_process(settings) as running:
-        yield running
+@pytest.fixture
+async def runtime(clean_db, database_url):
+    """The API in-process over ASGI, on the real database, signed in with ADMIN_API_TOKEN."""
+    return build_runtime(api_settings(database_url, admin_api_token=ADMIN_TOKEN, admin_api_tokens=None), clean_db)
 
 
 @pytest.fixture
-async def service(running_service, clean_db):
-    return running_service
+async def service(runtime):
+    return AsgiService(runtime)
 
 
-async def test_admin_endpoints_need_the_bearer_token(service):
-    async with httpx.AsyncClient(base_url=service.base_url) as anonymous:
+class AsgiService:
+    def __init__(self, runtime):
+        self.runtime = runtime
+
+    def client(self):
+        return asgi_client(self.runtime, ADMIN_TOKEN)
+
+
+async def test_admin_endpoints_need_the_bearer_token(runtime):
+    async with asgi_client(runtime, token=None) as anonymous:
         for path in ("/api/settings", "/api/settings/history", "/api/sessions/x"):
             assert (await anonymous.get(path)).status_code == 401
         assert (await anonymous.put("/api/settings", json={})).status_code == 401
@@ -32,14 +40,20 @@ async def test_admin_endpoints_need_the_bearer_token(service):
         assert (await anonymous.get("/healthz")).status_code == 200
 
 
-async def test_admin_api_refuses_everything_without_a_configured_token(clean_db, make_settings):
-    async with run_in_process(make_settings(admin_api_token=None)) as running:
-        async with httpx.AsyncClient(base_url=running.base_url) as client:
-            response = await client.get("/api/settings", headers={"Authorization": "Bearer anything"})
-            assert response.status_code == 401
-            response = await client.get("/api/settings", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+async def test_admin_api_refuses_everything_without_a_configured_token(clean_db, database_url):
+    unconfigured = build_runtime(api_settings(database_url, admin_api_tokens=None), clean_db)
+    for token in ("anything", ADMIN_TOKEN):
+        async with asgi_client(unconfigured, token) as client:
+            response = await client.get("/api/settings")
             assert response.status_code == 401
             assert "ADMIN_API_TOKEN" in response.json()["detail"]
+
+
+async def test_the_running_service_serves_the_api_and_the_legacy_token(clean_db, make_settings):
+    async with run_in_process(make_settings()) as running:
+        async with running.client() as client:
+            assert (await client.get("/api/settings")).status_code == 200
+            assert (await client.get("/readyz")).json()["status"] == "ready"
 
 
 async def test_settings_document_round_trip_and_history(service):
@@ -97,8 +111,8 @@ async def test_unknown_session_is_404(service):
         assert (await client.get("/api/sessions/never-seen")).status_code == 404
 
 
-async def test_metrics_are_prometheus_text(service):
-    async with httpx.AsyncClient(base_url=service.base_url) as client:
+async def test_metrics_are_prometheus_text(runtime):
+    async with asgi_client(runtime, token=None) as client:
         response = await client.get("/metrics")
     assert response.status_code == 200
     body = response.text

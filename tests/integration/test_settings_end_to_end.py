@@ -239,3 +239,23 @@ async def test_chat_message_threshold_and_abandoned_chats(crm):
     skipped_ids = {orjson.loads(m.value)["session_id"] for m in outcomes
                    if orjson.loads(m.value)["event_type"] == "record.skipped"}
     assert {too_few, abandoned_short} <= skipped_ids
+
+
+async def test_a_title_longer_than_the_crms_field_is_cut_with_an_ellipsis(crm):
+    """Issue 9, item 6: a menu path of thousands of levels (the schema allows it) still makes
+    a record, its title cut to the CRM's documented limit; {TIMESTAMP} keeps a four-digit year."""
+    await save_settings(crm, record_title_template="{TIMESTAMP} {MENU_PATH}")
+    session_id = new_id("call")
+    session = header(session_id, medium="call", end_user_id=new_id("eu"),
+                     queue_path=[f"Level {n}" for n in range(5000)],
+                     started_at=datetime(1, 1, 1, 0, 0, 10, tzinfo=timezone.utc))
+    events = [event_doc(session, "queued", 0), event_doc(session, "assigned", 10)]
+    events[0]["occurred_at"] = events[1]["occurred_at"] = "2026-11-23T13:00:00Z"
+    await send(crm, events)
+    body = await settled(crm, session_id)
+    assert body["record"]["action"] == "created"
+    record = await crm.record_of(session_id)
+    limit = 120 if crm.name == "salesforce-opportunity" else 255  # Opportunity.Name: 120
+    assert limit - 2 <= len(record.title) <= limit  # a space before the cut is dropped
+    assert record.title.startswith("0001-01-01T00:00:10Z Level 0 > Level 1 > ")
+    assert record.title.endswith("\u2026")

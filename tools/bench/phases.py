@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaProducer
 from tools.bench import traffic as synthetic
 from tools.bench.harness import BenchError, Resources
 from tools.bench.probes import Probe, SessionTimes
-from tools.bench.procstat import CpuWindow
+from tools.bench.procstat import CpuWindow, status_kb
 
 POLL_SECONDS = 0.1
 
@@ -99,7 +99,9 @@ async def run_ingest(resources: Resources, probe: Probe, topic: str, stream: syn
                 break  # events applied; records or outbox not finished: reported as such
             if now - reported >= 10:
                 reported = now
-                print(f"  ... {now:.0f} s: {progress}", flush=True)
+                rss = [status_kb(pid, "VmRSS") or 0 for pid in resources.service_pids]
+                print(f"  ... {now:.0f} s: {progress}; service RSS {', '.join(f'{kb / 1024:.0f}' for kb in rss)} MiB",
+                      flush=True)
             resources.check_alive()
     finally:
         if not publishing.done():

@@ -43,16 +43,17 @@ from urllib.parse import quote
 import httpx
 
 from app.adapters.crm.base import (
-    required_setting,
     CrmEndUserGone,
     CrmPermanentError,
     EndUserInfo,
     NewRecord,
     NoteWrite,
     RecordRef,
+    required_setting,
 )
 from app.adapters.crm.budget import RateBudget, VendorQuota, header_int
 from app.adapters.crm.http import CrmHttp, default_describe
+from app.domain.field_limits import cut
 from app.domain.policy import ExistingRecord
 from app.settings import Settings
 
@@ -278,7 +279,7 @@ class FreshdeskAdapter:
             if existing:
                 return self._ref_with_requester(existing)
         body = {
-            "subject": record.title[:SUBJECT_MAX_CHARS],
+            "subject": cut(record.title, SUBJECT_MAX_CHARS),
             "description": html_text(record.description),
             "status": STATUS_OPEN,
             "priority": PRIORITY_LOW,

@@ -32,20 +32,24 @@ _INSERT_MANY = text(
 )
 
 
+def insert_decisions_parameters(rows: Sequence[DecisionRow]) -> dict[str, list]:
+    return {
+        "session_ids": [r.session_id for r in rows],
+        "kinds": [r.kind for r in rows],
+        "reasons": [r.reason for r in rows],
+        "event_ats": [r.event_at for r in rows],
+        "versions": [r.settings_version for r in rows],
+        "record_ids": [r.record_id for r in rows],
+    }
+
+
+INSERT_DECISIONS = _INSERT_MANY  # for batch_writes
+
+
 async def insert_decisions(conn: AsyncConnection, rows: Sequence[DecisionRow]) -> None:
     if not rows:
         return
-    await conn.execute(
-        _INSERT_MANY,
-        {
-            "session_ids": [r.session_id for r in rows],
-            "kinds": [r.kind for r in rows],
-            "reasons": [r.reason for r in rows],
-            "event_ats": [r.event_at for r in rows],
-            "versions": [r.settings_version for r in rows],
-            "record_ids": [r.record_id for r in rows],
-        },
-    )
+    await conn.execute(_INSERT_MANY, insert_decisions_parameters(rows))
 
 
 async def insert_decision(conn: AsyncConnection, row: DecisionRow) -> None:

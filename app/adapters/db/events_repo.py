@@ -43,16 +43,21 @@ async def insert_new_events(conn: AsyncConnection, event_ids: Sequence[str], ses
     return {row[0] for row in result}
 
 
+def insert_messages_parameters(rows: Sequence[tuple[str, str, datetime, str, str | None]]) -> dict[str, list]:
+    session_ids, event_ids, occurred, senders, texts = (list(column) for column in zip(*rows)) if rows else ([],) * 5
+    return {"session_ids": session_ids, "event_ids": event_ids, "occurred": occurred, "senders": senders,
+            "texts": texts}
+
+
+INSERT_MESSAGES = _INSERT_MESSAGES  # for batch_writes
+
+
 async def insert_messages(
     conn: AsyncConnection, rows: Sequence[tuple[str, str, datetime, str, str | None]]
 ) -> None:
     if not rows:
         return
-    session_ids, event_ids, occurred, senders, texts = (list(column) for column in zip(*rows))
-    await conn.execute(
-        _INSERT_MESSAGES,
-        {"session_ids": session_ids, "event_ids": event_ids, "occurred": occurred, "senders": senders, "texts": texts},
-    )
+    await conn.execute(_INSERT_MESSAGES, insert_messages_parameters(rows))
 
 
 async def transcript(conn: AsyncConnection, session_id: str) -> list[tuple[datetime, str, str | None]]:

@@ -110,20 +110,24 @@ class Attempt:
     calls: Sequence[CrmCall]
 
 
+def enqueue_parameters(rows: Sequence[NewOutboxRow]) -> dict[str, list]:
+    return {
+        "keys": [r.idempotency_key for r in rows],
+        "kinds": [r.kind for r in rows],
+        "session_ids": [r.session_id for r in rows],
+        "serial_keys": [r.serial_key for r in rows],
+        "payloads": [orjson.dumps(r.payload).decode() for r in rows],
+        "trace_contexts": [r.trace_context for r in rows],
+    }
+
+
+ENQUEUE = _ENQUEUE  # for batch_writes
+
+
 async def enqueue(conn: AsyncConnection, rows: Sequence[NewOutboxRow]) -> None:
     if not rows:
         return
-    await conn.execute(
-        _ENQUEUE,
-        {
-            "keys": [r.idempotency_key for r in rows],
-            "kinds": [r.kind for r in rows],
-            "session_ids": [r.session_id for r in rows],
-            "serial_keys": [r.serial_key for r in rows],
-            "payloads": [orjson.dumps(r.payload).decode() for r in rows],
-            "trace_contexts": [r.trace_context for r in rows],
-        },
-    )
+    await conn.execute(_ENQUEUE, enqueue_parameters(rows))
 
 
 async def notify_workers(conn: AsyncConnection) -> None:

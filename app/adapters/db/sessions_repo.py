@@ -37,17 +37,21 @@ async def load_states_for_update(conn: AsyncConnection, session_ids: Iterable[st
     return {row.session_id: SessionState.from_document(row.state) for row in result}
 
 
+def save_states_parameters(states: Sequence[SessionState]) -> dict[str, Any]:
+    return {
+        "ids": [s.session_id for s in states],
+        "states": [orjson.dumps(s.to_document()).decode() for s in states],
+        "records": [s.record for s in states],
+    }
+
+
+SAVE_STATES = _UPSERT  # for batch_writes, which runs it together with the batch's other writes
+
+
 async def save_states(conn: AsyncConnection, states: Sequence[SessionState]) -> None:
     if not states:
         return
-    await conn.execute(
-        _UPSERT,
-        {
-            "ids": [s.session_id for s in states],
-            "states": [orjson.dumps(s.to_document()).decode() for s in states],
-            "records": [s.record for s in states],
-        },
-    )
+    await conn.execute(_UPSERT, save_states_parameters(states))
 
 
 # The worker reads and writes one session row per outbox row: statements built once.

@@ -18,6 +18,7 @@ from typing import Any
 
 from app.adapters.crm.base import SessionActivity
 from app.adapters.crm.salesforce.objects import DESCRIPTION_MAX, SUBJECT_MAX, quoted
+from app.domain.field_limits import cut
 
 # CaseComment.CommentBody holds at most 4,000 bytes.
 COMMENT_MAX_BYTES = 4000
@@ -48,7 +49,7 @@ def task_body(record_ref: str, contact_ref: str | None, session: SessionActivity
     """A session's Task as first written (TaskSubtype is create-only)."""
     body: dict[str, Any] = {
         "WhatId": record_ref,
-        "Subject": session.title[:SUBJECT_MAX],
+        "Subject": cut(session.title, SUBJECT_MAX),
         "TaskSubtype": "Call" if session.medium == "call" else "Task",
         "Description": note[:DESCRIPTION_MAX],
     }
@@ -71,7 +72,7 @@ def completed_task_body(record_id: str, session: SessionActivity, note: str) -> 
     made with the record (or make it, for a record made before Tasks were logged)."""
     body: dict[str, Any] = {"WhatId": record_id, "Status": COMPLETED, "Description": truncate(note, DESCRIPTION_MAX)}
     if session.title:
-        body["Subject"] = session.title[:SUBJECT_MAX]
+        body["Subject"] = cut(session.title, SUBJECT_MAX)
     if session.contact_id:
         body["WhoId"] = session.contact_id
     direction = call_type(session)

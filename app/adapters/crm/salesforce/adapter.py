@@ -233,7 +233,10 @@ class SalesforceAdapter:
 
     @staticmethod
     def _contact_gone(errors: list[dict[str, Any]]) -> bool:
-        return any(e.get("errorCode") in CONTACT_GONE and CONTACT_FIELDS & set(e.get("fields") or [])
+        """Refused for the Contact: a reference error naming ContactId or WhoId, or one
+        naming no field (ENTITY_IS_DELETED often does not)."""
+        return any(e.get("errorCode") in CONTACT_GONE
+                   and (CONTACT_FIELDS & set(e.get("fields") or []) or not e.get("fields"))
                    for e in errors)
 
     async def get_record(self, record_id: str) -> ExistingRecord | None:

@@ -21,11 +21,12 @@ from urllib.parse import quote
 
 from app.adapters.crm.base import NewRecord
 from app.adapters.crm.salesforce.client import (
-    Subrequest,
     SalesforceClient,
+    Subrequest,
     parse_salesforce_datetime,
     soql_literal,
 )
+from app.domain.field_limits import cut
 from app.domain.policy import ExistingRecord
 
 # Field sizes Salesforce enforces; longer values would be refused with STRING_TOO_LONG.
@@ -103,7 +104,7 @@ class CaseObject(RecordObject):
 
     def record_body(self, record: NewRecord, contact: ContactLink, today: date) -> dict[str, Any]:
         return {
-            "Subject": record.title[:SUBJECT_MAX],
+            "Subject": cut(record.title, SUBJECT_MAX),
             "Description": record.description[:DESCRIPTION_MAX],
             "Origin": _ORIGIN_BY_MEDIUM.get(record.medium, "Phone"),
             "ContactId": contact.value,
@@ -148,7 +149,7 @@ class OpportunityObject(RecordObject):
 
     def record_body(self, record: NewRecord, contact: ContactLink, today: date) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "Name": record.title[:NAME_MAX],
+            "Name": cut(record.title, NAME_MAX),
             "Description": record.description[:DESCRIPTION_MAX],
             "StageName": self.new_stage,
             "CloseDate": (today + timedelta(days=self.close_days)).isoformat(),
@@ -232,7 +233,7 @@ class AccountObject(RecordObject):
 
     def record_body(self, record: NewRecord, contact: ContactLink, today: date) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "Name": record.title[:ACCOUNT_NAME_MAX],
+            "Name": cut(record.title, ACCOUNT_NAME_MAX),
             "Description": record.description[:DESCRIPTION_MAX],
         }
         if self.status_field and self.open_value:

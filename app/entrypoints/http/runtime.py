@@ -1,0 +1,45 @@
+"""What the HTTP layer sees of the running service."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.adapters.crm.base import CrmAdapter
+from app.service.auth import TokenBook
+from app.service.consumer_health import ConsumerHealth
+from app.service.readiness import ComponentCheck, CrmCredentialsCheck, CrmHealth, DatabaseCheck, ReadinessCheck
+from app.service.startup import StartupProgress
+from app.settings import Settings
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: AsyncEngine
+    crm: CrmAdapter
+    consumer: ConsumerHealth = field(default_factory=lambda: ConsumerHealth(stuck_after_seconds=60))
+    startup: StartupProgress = field(default_factory=StartupProgress)
+    crm_health: CrmHealth = field(default_factory=CrmHealth)
+    tokens: TokenBook | None = None  # built from the settings when not given
+    # Conditions /readyz reports beyond the database, the consumer's group and the CRM.
+    extra_checks: list[ReadinessCheck] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.tokens is None:
+            self.tokens = TokenBook.from_settings(self.settings)
+
+    @property
+    def token_book(self) -> TokenBook:
+        assert self.tokens is not None
+        return self.tokens
+
+    def readiness_checks(self) -> list[ReadinessCheck]:
+        return [
+            DatabaseCheck(self.engine),
+            ComponentCheck("startup", self.startup),
+            ComponentCheck("consumer", self.consumer, (self.settings.kafka_group_id,)),
+            CrmCredentialsCheck(self.crm_health, self.crm.name, budget=getattr(self.crm, "rate_budget", None)),
+            *self.extra_checks,
+        ]

@@ -1,0 +1,124 @@
+"""The consumer's hot path taken apart, in-process, in CPU time (not wall time), so that
+other work on the machine inflates every line alike. Against a fresh database:
+
+    python -m tools.bench.hotpath [--sessions 1500]
+
+- parsing: orjson alone, then the service's validation (pydantic) per event;
+- the pure fold (apply_event + decide) per event, and the state document per session;
+- one statement through SQLAlchemy's AsyncConnection against the same statement on the
+  raw asyncpg connection: the overhead every repository call pays;
+- apply_batch (the whole use case, one transaction) per event at the batch sizes a
+  busy (333 events per partition) and a quiet (4) stream produce.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+from sqlalchemy import text
+
+from app.adapters.db.engine import build_engine
+from app.domain.events import parse_event
+from app.domain.policy import decide
+from app.domain.record_settings import DEFAULT_RECORD_SETTINGS
+from app.domain.session import apply_event
+from app.entrypoints.service import migrate
+from app.service.consume import apply_batch
+from app.settings import Settings
+from tools.bench import traffic as synthetic
+from tools.bench.harness import Resources
+
+
+def cpu_us(work: Callable[[], object], count: int, repeat: int = 3) -> float:
+    """Best of `repeat`: CPU µs per item."""
+    best = float("inf")
+    for _ in range(repeat):
+        started = time.process_time()
+        work()
+        best = min(best, time.process_time() - started)
+    return 1e6 * best / count
+
+
+async def acpu_us(work, count: int) -> float:
+    started = time.process_time()
+    await work()
+    return 1e6 * (time.process_time() - started) / count
+
+
+def fold(events):
+    states = {}
+    for event in events:
+        state, _ = decide(apply_event(states.get(event.session.id), event), DEFAULT_RECORD_SETTINGS)
+        states[event.session.id] = state
+    return states
+
+
+async def measure(url: str, sessions: int) -> None:
+    stream = synthetic.generate("hot", sessions=sessions)
+    values = [m.value for m in stream.messages]
+    events = [parse_event(v) for v in values]
+    n = len(values)
+    print(f"{sessions} sessions, {n} events; CPU µs (best of 3)")
+    print(f"  orjson.loads                      : {cpu_us(lambda: [orjson.loads(v) for v in values], n):6.1f} per event")
+    print(f"  parse_event (pydantic)            : {cpu_us(lambda: [parse_event(v) for v in values], n):6.1f} per event")
+    print(f"  apply_event + decide              : {cpu_us(lambda: fold(events), n):6.1f} per event")
+    states = list(fold(events).values())
+    print(f"  state document + orjson.dumps     : "
+          f"{cpu_us(lambda: [orjson.dumps(s.to_document()) for s in states], len(states)):6.1f} per session")
+    engine = build_engine(Settings(_env_file=None, database_url=url))
+    try:
+        async with engine.connect() as conn:
+            raw = (await conn.get_raw_connection()).driver_connection
+            statement = text("SELECT CAST(:a AS int)")
+
+            async def through_sqlalchemy():
+                for i in range(1000):
+                    await conn.execute(statement, {"a": i})
+
+            async def through_asyncpg():
+                for i in range(1000):
+                    await raw.fetch("SELECT $1::int", i)
+
+            await through_sqlalchemy()  # warm both statement caches
+            await through_asyncpg()
+            sa = await acpu_us(through_sqlalchemy, 1000)
+            pg = await acpu_us(through_asyncpg, 1000)
+            print(f"  one statement, SQLAlchemy / asyncpg: {sa:6.1f} / {pg:.1f} per statement (round trip included)")
+        for size in (333, 4):
+            async def apply_all():
+                for start in range(0, n, size):
+                    async with engine.begin() as conn:
+                        await apply_batch(conn, events[start:start + size], "sandbox")
+
+            async with engine.begin() as conn:
+                await conn.execute(text("TRUNCATE processed_events, sessions, session_messages, decisions, outbox CASCADE"))
+            print(f"  apply_batch, {size:3d} events a batch    : {await acpu_us(apply_all, n):6.1f} per event")
+    finally:
+        await engine.dispose()
+
+
+async def _main(sessions: int) -> None:
+    resources = Resources(Path(tempfile.mkdtemp(prefix="crm-records-hotpath-")))
+    try:
+        await resources.create_database(Settings())
+        url = resources.url()
+        await asyncio.to_thread(migrate, Settings(_env_file=None, database_url=url))
+        await measure(url, sessions)
+    finally:
+        await asyncio.to_thread(resources.cleanup)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sessions", type=int, default=1500)
+    asyncio.run(_main(parser.parse_args().sessions))
+
+
+if __name__ == "__main__":
+    main()
