@@ -83,7 +83,7 @@ async def console_service(engine, database_url, kafka_bootstrap):
         async with engine.begin() as conn:  # a row the CRM refused, as the worker parks it
             await outbox_repo.enqueue(conn, [NewOutboxRow("record:sandbox:call-3003", "record", "call-3003",
                                                           "sandbox\x1feu-lia\x1fq-billing", {"crm": "sandbox"})])
-            row_id = (await conn.execute(text("SELECT id FROM outbox WHERE session_id = 'call-3003'"))).scalar_one()
+            row_id = (await conn.execute(text("SELECT id FROM outbox WHERE session_id = 'call-3003' AND kind = 'record'"))).scalar_one()
             await outbox_repo.park(conn, row_id, "sandbox create_record: HTTP 422: the requester's phone is invalid")
         yield service
 
@@ -255,7 +255,7 @@ async def test_session_trace_and_requeue_a_parked_row(browser, console_service, 
     async def requeued():
         async with engine.connect() as conn:
             return (await conn.execute(text(
-                "SELECT status FROM outbox WHERE session_id = 'call-3003'"))).scalar_one() != "parked"
+                "SELECT status FROM outbox WHERE session_id = 'call-3003' AND kind = 'record'"))).scalar_one() != "parked"
 
     assert await eventually(requeued)
     await page.context.close()
