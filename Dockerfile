@@ -76,6 +76,6 @@ EXPOSE 8080
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
     CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('HTTP_PORT', '8080'), timeout=4)" || exit 1
 
-# Migrations first (cheap when up to date; `run` applies them again under an advisory lock),
-# then the service replaces the shell, so it is PID 1 and receives SIGTERM directly.
-ENTRYPOINT ["/bin/sh", "-c", "python -m app migrate && exec python -m app run"]
+# `run` applies the migrations itself (under an advisory lock), waiting with backoff while
+# the database is down instead of exiting; the service is PID 1 and receives SIGTERM directly.
+ENTRYPOINT ["python", "-m", "app", "run"]

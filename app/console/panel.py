@@ -101,7 +101,7 @@ def validate(document: dict[str, Any]) -> tuple[RecordSettings | None, dict[str,
 def parse(form: dict[str, str]) -> tuple[RecordSettings | None, dict[str, Any], dict[str, str]]:
     document, errors = form_document(form)
     if errors:
-        valid_rest, more = validate({k: v for k, v in document.items() if k not in errors})
+        _, more = validate({k: v for k, v in document.items() if k not in errors})
         errors.update(more)
         return None, document, errors
     settings, errors = validate(document)

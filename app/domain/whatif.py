@@ -36,7 +36,7 @@ class Outcome(NamedTuple):
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a history of 100,000 is built at every full read; treat as read-only
 class HistoricSession:
     """What the replay needs of one stored session, and what actually happened to it."""
 
@@ -59,7 +59,7 @@ class HistoricSession:
 
     def __post_init__(self) -> None:
         if not self.snapshots:
-            object.__setattr__(self, "snapshots", snapshots(self))
+            self.snapshots = snapshots(self)
 
 
 @dataclass(slots=True)
@@ -115,18 +115,18 @@ def snapshots(session: HistoricSession) -> tuple[Snapshot, ...]:
     """The session as it stood after each instant at which one of its events occurred, oldest
     first (events sharing an instant taken together). They do not depend on the settings, so
     a history loaded once is replayed under any settings without working them out again."""
-    moments = (session.queued_at, session.assigned_at, session.connected_at, session.abandoned_at,
-               session.ended_at)
+    q, a, c, ab, e = (session.queued_at, session.assigned_at, session.connected_at, session.abandoned_at,
+                      session.ended_at)
     messages = session.end_user_message_times
-    instants = sorted({session.first_event_at, *(m for m in moments if m is not None), *messages})
+    instants = sorted({session.first_event_at, *(m for m in (q, a, c, ab, e) if m is not None), *messages})
     result: list[Snapshot] = []
-    sent = 0
-    for instant in instants:
-        while sent < len(messages) and messages[sent] <= instant:
+    sent, total = 0, len(messages)
+    for t in instants:
+        while sent < total and messages[sent] <= t:
             sent += 1
-        queued, assigned, connected, abandoned, ended = (
-            m if m is not None and m <= instant else None for m in moments)
-        result.append((instant, queued, assigned, connected, abandoned, ended, sent))
+        result.append((t, q if q is not None and q <= t else None, a if a is not None and a <= t else None,
+                       c if c is not None and c <= t else None, ab if ab is not None and ab <= t else None,
+                       e if e is not None and e <= t else None, sent))
     return tuple(result)
 
 

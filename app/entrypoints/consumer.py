@@ -47,7 +47,7 @@ class _Rebalance(ConsumerRebalanceListener):
 
     async def on_partitions_revoked(self, revoked):
         await self.loop.commit_applied(revoked)
-        self.loop.health.revoked(revoked)
+        self.loop.forget(revoked)
 
     async def on_partitions_assigned(self, assigned):
         self.loop.health.joined = True
@@ -86,7 +86,7 @@ class ConsumerLoop:
     async def run(self, stop: asyncio.Event) -> None:
         self.consumer = consumer = self._build()
         consumer.subscribe([self.settings.kafka_topic], listener=_Rebalance(self))
-        await consumer.start()
+        await self._start(consumer, stop)
         try:
             while not stop.is_set():
                 await self.poll_once(consumer)
@@ -97,12 +97,31 @@ class ConsumerLoop:
                 self.health.joined = False
                 await consumer.stop()
 
+    async def _start(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
+        """The broker may vanish between start-up's checks and here: wait for it."""
+        delay = 0.5
+        while True:
+            try:
+                await consumer.start()
+                return
+            except KafkaError as exc:
+                if stop.is_set():
+                    raise
+                log.error("the consumer cannot reach the broker (%r); retrying in %.0f s", exc, delay)
+                self.health.broker_error = f"{type(exc).__name__}: {exc}"
+                await asyncio.sleep(delay)
+                delay = min(10.0, delay * 2)
+
     async def poll_once(self, consumer: AIOKafkaConsumer) -> None:
         self._resume_due(consumer)
         try:
             batches = await consumer.getmany(timeout_ms=200, max_records=self.settings.kafka_max_poll_records)
         except Exception as exc:
-            await self._recover_from_fetch_error(consumer, exc)
+            try:
+                await self._recover_from_fetch_error(consumer, exc)
+            except Exception as again:  # e.g. the broker went away meanwhile: the next poll tries again
+                log.error("recovering from a failed fetch failed too (%r); polling again", again)
+                await asyncio.sleep(1.0)
             return
         if batches:
             # Partitions never share a session, so their batches are applied side by side,
@@ -111,7 +130,14 @@ class ConsumerLoop:
                 *(self._apply_partition(consumer, tp, messages) for tp, messages in batches.items())
             )
             await self.commit_applied([tp for tp in applied if tp is not None])
-        self.health.refresh_metrics(consumer.highwater)
+        self.health.refresh_metrics(self._highwater_of_assigned(consumer))
+
+    @staticmethod
+    def _highwater_of_assigned(consumer: AIOKafkaConsumer):
+        # A batch in flight when its partition was revoked (a rebalance) still reports on it
+        # afterwards; aiokafka asserts on a partition that is no longer assigned.
+        assigned = consumer.assignment()
+        return lambda tp: consumer.highwater(tp) if tp in assigned else None
 
     async def commit_applied(self, partitions: Sequence[TopicPartition]) -> None:
         offsets = {tp: self._applied[tp] for tp in partitions if tp in self._applied}
@@ -142,7 +168,17 @@ class ConsumerLoop:
         self._advanced(tp, messages[-1].offset + 1)
         return tp
 
+    def forget(self, revoked: Sequence[TopicPartition]) -> None:
+        """Partitions now someone else's: what was applied and not committed is replayed
+        by the new owner (a no-op through the dedup rows)."""
+        for tp in revoked:
+            self._applied.pop(tp, None)
+            self._last_failure_log.pop(tp, None)
+        self.health.revoked(revoked)
+
     def _advanced(self, tp: TopicPartition, next_offset: int) -> None:
+        if self.consumer is not None and tp not in self.consumer.assignment():
+            return  # revoked while its batch ran: not ours to commit any more
         self._applied[tp] = next_offset
         self.health.advanced(tp, next_offset)
         if self._last_failure_log.pop(tp, None) is not None:

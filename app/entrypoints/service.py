@@ -170,28 +170,30 @@ async def _start_dependencies(settings: Settings, engine, startup: StartupProgre
                       lambda: check_cluster(engine, settings, broker.cluster_id), startup, stop)
     if stop.is_set():
         return None
-    publisher = KafkaPublisher(settings, max_message_bytes=broker.dlq_max_message_bytes)
-    if await keep_trying("the broker (to start the producer)", _started(publisher), startup, stop) is None:
-        with contextlib.suppress(Exception):
-            await publisher.stop()
-        return None
-    startup.waiting_for = None
+    publisher = await keep_trying("the broker (to start the producer)",
+                                  lambda: _started_publisher(settings, broker.dlq_max_message_bytes), startup, stop)
+    if publisher is not None:
+        startup.waiting_for = None
     return publisher
 
 
-def _started(publisher: KafkaPublisher):
-    async def start() -> bool:
+async def _started_publisher(settings: Settings, max_message_bytes: int | None) -> KafkaPublisher:
+    publisher = KafkaPublisher(settings, max_message_bytes=max_message_bytes)
+    try:
         await publisher.start()
-        return True
-
-    return start
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await publisher.stop()
+        raise
+    return publisher
 
 
 async def _run_components(settings: Settings, engine, crm: CrmAdapter, publisher: KafkaPublisher,
                           runtime: Runtime, stop: asyncio.Event, http: asyncio.Task,
                           deadline: ShutdownDeadline) -> None:
     consumer = ConsumerLoop(settings, engine, publisher, crm.name, health=runtime.consumer)
-    worker = OutboxWorker(settings, engine, OutboxRunner(engine, crm, publisher.publish_outcome, settings))
+    worker = OutboxWorker(settings, engine, OutboxRunner(engine, crm, publisher.publish_outcome, settings,
+                                                        published_since=publisher.already_published))
     log.info(
         "crm-records starting: CRM %s, topic %s, group %s, HTTP port %d",
         crm.name, settings.kafka_topic, settings.kafka_group_id, settings.http_port,

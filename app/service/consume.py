@@ -22,6 +22,16 @@ from app.domain.policy import decide
 from app.domain.session import SessionState, apply_event
 
 
+class EventNotApplicable(Exception):
+    """The session state machine or the policy raised on this event. They are pure, so
+    the event's data is the cause: it is dead-lettered, never retried in place."""
+
+    def __init__(self, event_id: str, reason: str):
+        super().__init__(reason)
+        self.event_id = event_id
+        self.reason = reason
+
+
 @dataclass(slots=True)
 class BatchOutcome:
     applied: int = 0
@@ -110,8 +120,11 @@ async def apply_batch(
     messages = []
     for event in fresh:
         session_id = event.session.id
-        state = apply_event(states.get(session_id), event)
-        state, decided = decide(state, settings)
+        try:
+            state = apply_event(states.get(session_id), event)
+            state, decided = decide(state, settings)
+        except Exception as exc:  # pure code, no I/O: only this event's data can cause it
+            raise EventNotApplicable(event.event_id, f"{type(exc).__name__}: {exc}") from exc
         states[session_id] = touched[session_id] = state
         if event.event_type == "message" and event.message is not None:
             messages.append((session_id, event.event_id, event.occurred_at, event.message.sender, event.message.text))

@@ -4,8 +4,9 @@ Parse and validate each message; apply the valid ones in one transaction (the
 `consume.apply_batch` use case). When PostgreSQL refuses the batch's *data* (SQLSTATE
 classes 22 and 23, see adapters/db/errors), the batch is split in halves until the
 refused events are alone, and only those become dead letters; everything else in the
-batch is applied. Any other failure (the database unreachable, restarting, out of
-connections, a timeout) is raised unchanged: the caller retries the same batch and
+batch is applied. An event the pure domain code raises on (EventNotApplicable) is
+isolated and dead-lettered the same way. Any other failure (the database unreachable,
+restarting, out of connections, a timeout) is raised unchanged: the caller retries the same batch and
 commits nothing, so no valid event is ever dead-lettered for the database's sake.
 """
 
@@ -25,7 +26,7 @@ from app.adapters.kafka.dead_letters import DeadLetter
 from app.domain.events import InvalidEvent, SessionEvent, parse_event
 from app.observability import tracing
 from app.observability.logs import log_context
-from app.service.consume import apply_batch
+from app.service.consume import EventNotApplicable, apply_batch
 
 log = logging.getLogger(__name__)
 # When tracing is on: the trace context an event's outbox rows carry, by event id.
@@ -75,7 +76,7 @@ class PartitionIngest:
         try:
             await self._apply([p.event for p in parsed], trace_for)
         except Exception as exc:
-            if not rejects_the_data(exc):
+            if not (rejects_the_data(exc) or isinstance(exc, EventNotApplicable)):
                 raise  # infrastructure: the whole batch is retried
             if len(parsed) == 1:
                 with log_context(session_id=parsed[0].event.session.id, event_id=parsed[0].event.event_id):
@@ -99,4 +100,6 @@ class PartitionIngest:
 
 
 def _stored_reason(exc: BaseException) -> str:
+    if isinstance(exc, EventNotApplicable):
+        return f"could not be applied: {exc.reason}"
     return f"could not be stored: {short_description(exc)}"

@@ -15,7 +15,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -105,6 +105,9 @@ class OutboxRunner:
     publish: Publisher
     settings: Settings
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc))
+    # Whether an outcome event is already on the topic (session id, event, written since):
+    # asked before publishing again an event an earlier attempt may have published.
+    published_since: Callable[[str, dict[str, Any], datetime], Awaitable[bool]] | None = None
     completions: CompletionWriter = field(init=False)
     account: str = field(init=False)
 
@@ -151,8 +154,12 @@ class OutboxRunner:
 
     async def _finish(self, row: ClaimedRow, completion: Completion, calls: CallLog) -> str:
         if row.kind == "publish":
-            # An outcome event whose first publisher died: published, then marked done.
+            # An outcome event whose first publisher died: published, then marked done. If
+            # it died (or lost the database) after publishing, the event is on the topic.
             for event in completion.output:
+                if await self._published_before(row, event):
+                    log.info("outcome event already published by an earlier attempt; not again")
+                    continue
                 await self.publish(row.session_id, event)
             await self.completions.write(Finished(row, completion, calls))
             return "done"
@@ -166,6 +173,12 @@ class OutboxRunner:
             await self.publish(row.session_id, event)
         await self.completions.published(event_rows)
         return "done"
+
+    async def _published_before(self, row: ClaimedRow, event: dict[str, Any]) -> bool:
+        if not (row.outcome_unknown and self.published_since and row.created_at):
+            return False
+        # A minute's margin for the broker's clock running behind the database's.
+        return await self.published_since(row.session_id, event, row.created_at - timedelta(minutes=1))
 
     def _cost(self, row: ClaimedRow, completion: Completion, calls: CallLog) -> None:
         """Count this row's CRM requests (metrics) and say them in its decisions."""

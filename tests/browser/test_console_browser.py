@@ -83,7 +83,8 @@ async def console_service(engine, database_url, kafka_bootstrap):
         async with engine.begin() as conn:  # a row the CRM refused, as the worker parks it
             await outbox_repo.enqueue(conn, [NewOutboxRow("record:sandbox:call-3003", "record", "call-3003",
                                                           "sandbox\x1feu-lia\x1fq-billing", {"crm": "sandbox"})])
-            row_id = (await conn.execute(text("SELECT id FROM outbox WHERE session_id = 'call-3003' AND kind = 'record'"))).scalar_one()
+            row_id = (await conn.execute(text(
+                "SELECT id FROM outbox WHERE session_id = 'call-3003' AND kind = 'record'"))).scalar_one()
             await outbox_repo.park(conn, row_id, "sandbox create_record: HTTP 422: the requester's phone is invalid")
         yield service
 
@@ -96,9 +97,19 @@ async def browser():
         await launched.close()
 
 
+def watch_console(page) -> list[str]:
+    """The browser's own errors (a script blocked by the content security policy, a failed
+    request): every page test ends with none."""
+    errors: list[str] = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    return errors
+
+
 async def new_page(browser, service, token: str, locale: str = "en-US"):
     context = await browser.new_context(base_url=service.base_url, locale=locale, viewport={"width": 1280, "height": 900})
     page = await context.new_page()
+    page.errors = watch_console(page)
     await page.goto("/admin")
     await page.get_by_label("Admin token").fill(token)
     await page.get_by_role("button", name="Sign in").click()
@@ -212,6 +223,7 @@ async def test_change_each_setting_watch_the_previews_and_the_what_if(browser, c
     await expect(page.get_by_role("status")).to_have_text("Saved: version 1 is in force.")
     await expect(page.get_by_test_id("version-1")).to_contain_text("by ana")
     await assert_accessible(page)
+    assert page.errors == []
     await page.context.close()
 
 
@@ -258,6 +270,7 @@ async def test_session_trace_and_requeue_a_parked_row(browser, console_service, 
                 "SELECT status FROM outbox WHERE session_id = 'call-3003' AND kind = 'record'"))).scalar_one() != "parked"
 
     assert await eventually(requeued)
+    assert page.errors == []
     await page.context.close()
 
 
@@ -270,6 +283,7 @@ async def test_a_viewer_sees_and_cannot_change_in_portuguese(browser, console_se
     await expect(page.get_by_role("heading", name="Detalhes da criação de registros no CRM")).to_be_visible()
     await expect(page.get_by_role("button", name="Revisar as mudanças e salvar")).to_have_count(0)
     await assert_accessible(page)
+    await page.screenshot(path=str(SCREENSHOTS / "panel-pt-BR.png"))
     await page.get_by_role("link", name="Operações").click()
     await expect(page.get_by_role("button", name=re.compile("Tentar de novo"))).to_have_count(0)
     await page.get_by_role("link", name="English").click()

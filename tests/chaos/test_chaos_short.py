@@ -16,10 +16,6 @@ from tools.chaos.run import PROFILES, run_chaos
 pytestmark = pytest.mark.chaos
 
 
-# Until the fixes of issue 10 land: valid events dead-lettered during a PostgreSQL restart,
-# end-of-session notes and outcome events written twice after a kill, replicas that exit
-# when the database is down at start. The short run catches them only now and then.
-@pytest.mark.xfail(reason="issue 10: known failures under faults, being fixed", strict=False)
 async def test_short_chaos_run_on_the_zendesk_fake(tmp_path):
     seed = int(os.environ.get("CHAOS_SEED") or secrets.randbelow(10**6))
     print(f"chaos seed: {seed}")

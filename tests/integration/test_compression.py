@@ -82,3 +82,20 @@ async def test_a_batch_that_cannot_be_decoded_is_stepped_over_with_a_stand_in_le
 
 async def test_the_service_has_every_codec():
     assert all(getattr(aiokafka.codec, f"has_{codec}")() for codec in CODECS)
+
+
+async def test_an_undecodable_batch_at_the_end_of_its_partition_gets_one_stand_in_for_its_whole_range(
+    clean_db, make_settings, kafka_bootstrap, topics, monkeypatch
+):
+    key = b"last-batch"
+    undecodable = await _publish(kafka_bootstrap, topics.events, call_events("lz4-last"), key=key, compression="lz4")
+    monkeypatch.setattr(aiokafka.codec, "has_lz4", lambda: False)
+    async with run_in_process(make_settings()):
+        letters = await read_all(kafka_bootstrap, topics.dlq, expect=1, timeout=60)
+        after = await _publish(kafka_bootstrap, topics.events, call_events("plain-later"), key=key)
+        await eventually(lambda: _records(clean_db), timeout=60)
+        more = await read_all(kafka_bootstrap, topics.dlq, expect=2, timeout=3)
+    assert after[0] == undecodable[-1] + 1
+    assert len(more) == 1, [orjson.loads(m.value) for m in more]
+    body = orjson.loads(letters[0].value)
+    assert (body["first_offset"], body["last_offset"]) == (undecodable[0], undecodable[-1])

@@ -63,8 +63,13 @@ async def test_duplicate_delivery_changes_nothing(clean_db, make_settings, kafka
         # Everything again, later, and once more in a shuffled order.
         await publish(kafka_bootstrap, topics.events, events + events[::-1])
         group_offsets = await eventually(lambda: _committed(service.settings, len(events) * 3))
-        async with service.client() as client:
-            after = (await client.get("/api/sessions/dup-1")).json()
+
+        async def settled_trace():
+            async with service.client() as client:
+                trace = (await client.get("/api/sessions/dup-1")).json()
+            return trace if {o["status"] for o in trace["outbox"]} == {"done"} else None
+
+        after = await eventually(settled_trace)
     assert group_offsets == len(events) * 3
     assert await count(clean_db, sandbox_records) == 2
     assert await count(clean_db, processed_events) == len(events)

@@ -77,3 +77,26 @@ async def test_a_copy_the_dead_letter_topic_refuses_becomes_a_stand_in_letter(
     assert body["key"] == "key-2"
     assert body["error"] == headers["error"].decode()
     assert "MessageSizeTooLarge" in body["why"]
+
+
+async def test_an_event_the_domain_code_raises_on_is_dead_lettered_and_the_rest_applied(
+    clean_db, make_settings, kafka_bootstrap, topics, monkeypatch
+):
+    from app.service import consume
+
+    real_decide = consume.decide
+
+    def decide_with_a_bug(state, settings):
+        if state.session_id == "domain-poison":
+            raise ZeroDivisionError("division by zero")  # a bug only this session's data reaches
+        return real_decide(state, settings)
+
+    monkeypatch.setattr(consume, "decide", decide_with_a_bug)
+    poison = call_events("domain-poison")[:1]
+    good = call_events("after-domain-poison")
+    async with run_in_process(make_settings()):
+        await _publish_on_one_key(kafka_bootstrap, topics.events, b"k", [orjson.dumps(d) for d in poison + good])
+        await eventually(lambda: count(clean_db, sandbox_records), timeout=30)
+        letters = await read_all(kafka_bootstrap, topics.dlq, expect=1)
+    assert [m.value for m in letters] == [orjson.dumps(poison[0])]
+    assert dict(letters[0].headers)["error"] == b"could not be applied: ZeroDivisionError: division by zero"

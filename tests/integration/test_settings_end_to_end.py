@@ -136,6 +136,16 @@ async def test_title_template_and_tags(crm):
     assert set(record.tags) == expected
 
 
+async def test_title_in_brazilian_portuguese_keeps_tags_untranslated(crm):
+    await save_settings(crm, record_title_locale="pt-BR", add_session_type_tags=True)
+    session_id = new_id("call")
+    await send(crm, call(session_id, new_id("eu")))
+    await settled(crm, session_id)
+    record = await crm.record_of(session_id)
+    assert record.title == f"Chamada de URA {session_id}"
+    assert not any("URA" in tag for tag in record.tags)
+
+
 async def test_append_to_open_record_in_same_leaf_queue(crm):
     await save_settings(crm, append_to_open_record_in_leaf_queue=True)
     user = new_id("eu")

@@ -59,6 +59,7 @@ async def test_sigterm_mid_burst_loses_nothing_and_makes_nothing_twice(
         while service.process.poll() is None and time.monotonic() - signalled < deadline + 10:
             await asyncio.sleep(0.05)
         took = time.monotonic() - signalled
+        print(f"exited {took:.1f} s after SIGTERM")
         await publisher
         output = log.read_text()
         assert service.process.returncode == 0, output[-3000:]

@@ -38,7 +38,7 @@ async def test_one_trace_from_the_assigned_event_to_the_crm_create_request(spans
     zendesk.start()
     events = call_events("traced-call-1")
     try:
-        async with run_in_process(make_settings(**zendesk.settings())):
+        async with run_in_process(make_settings(**zendesk.settings())) as service:
             producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
             await producer.start()
             try:
@@ -59,6 +59,8 @@ async def test_one_trace_from_the_assigned_event_to_the_crm_create_request(spans
                 stored = (await conn.execute(
                     select(outbox.c.trace_context).where(outbox.c.kind == "record"))).scalar_one()
             assert stored.startswith(f"00-{TRACE_ID}-")
+            async with service.client() as client:  # the HTTP API is instrumented too
+                assert (await client.get("/api/sessions/traced-call-1")).status_code == 200
     finally:
         zendesk.stop()
 
@@ -85,6 +87,11 @@ async def test_one_trace_from_the_assigned_event_to_the_crm_create_request(spans
     assert chain[-1] == "published assigned event", chain
     assert "crm create_record" in chain and "outbox record" in chain, chain
     assert any(name.startswith("process ") for name in chain), chain
+    # The instrumented SQLAlchemy statements of the outbox row are in the same trace.
+    outbox_spans = {s.context.span_id for s in in_trace if s.name == "outbox record"}
+    assert any(s.attributes.get("db.system", s.attributes.get("db.system.name")) == "postgresql"
+               and s.parent and s.parent.span_id in outbox_spans for s in in_trace), [s.name for s in in_trace]
+    assert any(s.kind.name == "SERVER" and s.name == "GET /api/sessions/{session_id}" for s in finished)
     # The batch span links the event's span.
     assert any(s.name == "apply batch" and s.links for s in finished)
 

@@ -1,7 +1,7 @@
 """`python -m tools.chaos`: the chaos run (`make chaos`) and the backlog run (`make backlog`).
 
     python -m tools.chaos run [--crm sandbox|zendesk|both] [--profile full|short] [--seed N]
-    python -m tools.chaos backlog [--events 1000000]
+    python -m tools.chaos backlog [--events 1000000] [--drain-minutes 10]
 
 The seed is printed at the start; pass it again to replay the same traffic and fault plan.
 Exit status 0 when every column is zero and the run finished, 1 otherwise.
@@ -26,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     chaos.add_argument("--keep-logs", action="store_true")
     backlog = commands.add_parser("backlog", help="1,000,000 events published while the service is stopped")
     backlog.add_argument("--events", type=int, default=1_000_000)
+    backlog.add_argument("--drain-minutes", type=float, default=10.0,
+                         help="how long to follow the outbox after every event is applied")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("aiokafka", "httpx"):
@@ -34,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "backlog":
         from tools.chaos.backlog import run_backlog
 
-        return run_backlog(args.events)
+        return run_backlog(args.events, args.drain_minutes)
 
     from tools.chaos.run import PROFILES, run
 

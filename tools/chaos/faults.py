@@ -5,11 +5,14 @@ the run's seeded random generator; `last_fault_at` is when the last fault ended.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import httpx
 
 from app.settings import Settings
 from tests.fakes.base import FakeServer
@@ -37,6 +40,7 @@ class Replica:
     log_path: Path
     process: ServiceProcess | None = None
     started_at: float = 0.0
+    ready_at: float | None = None  # when /readyz first answered 200 since the last start
 
 
 class Replicas:
@@ -56,7 +60,7 @@ class Replicas:
             # Slow sandbox answers, different per start: a kill then often lands mid-write.
             settings = settings.model_copy(update={"sandbox_latency_ms": self.rng.choice([0, 50, 150, 300])})
         replica.process = ServiceProcess(settings, replica.log_path).start()
-        replica.started_at = time.monotonic()
+        replica.started_at, replica.ready_at = time.monotonic(), None
 
     def start_all(self) -> None:
         for replica in self.replicas:
@@ -83,9 +87,9 @@ class Replicas:
                 replica.process.stop()
 
     def peak_rss_kb(self) -> int:
-        from tools.bench.procstat import status_kb as _proc_status
+        from tools.bench.procstat import status_kb
 
-        peaks = [_proc_status(r.process.process.pid, "VmHWM") or 0 for r in self.replicas
+        peaks = [status_kb(r.process.process.pid, "VmHWM") or 0 for r in self.replicas
                  if r.process and r.process.process]
         return max(peaks, default=0)
 
@@ -96,17 +100,33 @@ async def watch_exits(replicas: Replicas, stop: asyncio.Event) -> None:
         await asyncio.sleep(1.0)
 
 
+async def watch_ready(replicas: Replicas, stop: asyncio.Event) -> None:
+    """Note when each (re)started replica is first ready: joined its group, database and CRM answering."""
+    async with httpx.AsyncClient(timeout=1.0) as client:
+        while not stop.is_set():
+            for replica in replicas.replicas:
+                if replica.ready_at is None:
+                    with contextlib.suppress(httpx.HTTPError):
+                        answer = await client.get(f"http://127.0.0.1:{replica.settings.http_port}/readyz")
+                        if answer.status_code == 200 and replica.ready_at is None:
+                            replica.ready_at = time.monotonic()
+            await asyncio.sleep(0.3)
+
+
 async def kill_replicas(replicas: Replicas, faults: FaultLog, rng: random.Random, *, kills: int,
                         span: float) -> None:
     """`kills` SIGKILLs spread over `span` seconds, each followed by a restart. A victim
-    has been up at least a couple of seconds, so most kills land in the middle of work."""
+    has been ready (partitions assigned) for a moment, or up 6 s (a start-up may wait for the
+    database or a rebalance), so kills land in the middle of work rather than in start-ups,
+    and the group is not kept rebalancing for ever."""
     interval = span / max(1, kills)
     for _ in range(kills):
         await asyncio.sleep(interval * rng.uniform(0.5, 1.5))
-        min_age = rng.uniform(1.5, 4.0)
+        working = rng.uniform(0.5, 3.0)
         while True:
             now = time.monotonic()
-            candidates = [r for r in replicas.replicas if now - r.started_at >= min_age]
+            candidates = [r for r in replicas.replicas
+                          if (r.ready_at is not None and now - r.ready_at >= working) or now - r.started_at >= 6]
             if candidates:
                 break
             await asyncio.sleep(0.1)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from app.adapters.db.engine import build_engine
@@ -26,7 +27,15 @@ from app.entrypoints.embedded import EmbeddedBroker, free_port
 from app.settings import Settings
 from tests.integration.crm_backends import Backend, SandboxBackend, ZendeskBackend
 from tools.chaos.cluster import PrivatePostgres
-from tools.chaos.faults import FaultLog, Replicas, crm_storms, kill_replicas, restart_postgres, watch_exits
+from tools.chaos.faults import (
+    FaultLog,
+    Replicas,
+    crm_storms,
+    kill_replicas,
+    restart_postgres,
+    watch_exits,
+    watch_ready,
+)
 from tools.chaos.oracle import Observed, Report, SessionRecord, judge, render
 from tools.chaos.traffic import Traffic, build_traffic
 
@@ -97,8 +106,6 @@ class TopicCollector:
         self.outputs: list[dict] = []
 
     async def run(self, stop: asyncio.Event) -> None:
-        import orjson
-
         await self.consumer.start()
         try:
             while not stop.is_set():
@@ -143,7 +150,8 @@ def replica_settings(crm: Backend, cluster: PrivatePostgres, database: str, boot
         # With that backoff, 100 attempts span about as long as the default 12 do (some 18
         # minutes of failures) before a row is parked: a storm is retried, not given up on.
         outbox_max_attempts=100, outbox_poll_seconds=0.5, crm_timeout_seconds=4.0,
-        zendesk_requests_per_minute=1500, log_level="INFO",
+        # The budget is shared by the replicas; the fake allows as much, and its storms bring the 429s.
+        zendesk_requests_per_minute=6000, log_level="INFO",
         **crm.settings(),
     )
     return [Settings(_env_file=None, http_port=free_port(), **common) for _ in range(count)]
@@ -184,8 +192,6 @@ async def wait_until_done(db_dsn: str, traffic: Traffic, collector: TopicCollect
                 await db.close()
             lettered = set(collector.dead_letters)
             invalid_done = traffic.invalid <= lettered
-            import orjson
-
             wrongly = 0
             for _, value in lettered - traffic.invalid:
                 with contextlib.suppress(Exception):
@@ -238,6 +244,7 @@ async def run_chaos(crm_name: str, seed: int, profile: Profile, work_dir: Path) 
                                    settings[0].kafka_output_topic)
         tasks.append(asyncio.create_task(collector.run(stop)))
         tasks.append(asyncio.create_task(watch_exits(replicas, stop)))
+        tasks.append(asyncio.create_task(watch_ready(replicas, stop)))
         faults = FaultLog()
         print(f"chaos ({crm_name}, seed {seed}): {len(traffic.messages)} messages over {profile.window:g} s, "
               f"{profile.kills} kills, {profile.pg_restarts} PostgreSQL restarts; logs in {work_dir}", flush=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -43,6 +44,7 @@ class ClaimedRow:
     # its connection, got a 5xx to a write, or its claimer died mid-flight).
     outcome_unknown: bool = False
     trace_context: str | None = None
+    created_at: datetime | None = None
 
 
 _ENQUEUE = text(
@@ -82,7 +84,7 @@ _CLAIM = text(
     FROM candidates WHERE outbox.id = candidates.id
     RETURNING outbox.id, outbox.idempotency_key, outbox.kind, outbox.session_id, outbox.serial_key,
               outbox.payload, outbox.attempts, outbox.claim_id::text AS claim_id, outbox.outcome_unknown,
-              outbox.trace_context
+              outbox.trace_context, outbox.created_at
     """
 )
 

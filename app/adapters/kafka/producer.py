@@ -7,14 +7,19 @@ No idempotent or transactional producer: exactly-once effects come from PostgreS
 from __future__ import annotations
 
 import asyncio
+import logging
+from datetime import datetime
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
 
 from app.observability import tracing
 from app.settings import Settings
 
+
+log = logging.getLogger(__name__)
 
 # When neither the setting nor the broker names a limit: Kafka's own default is 1 MiB,
 # and a broker configured for more usually says so.
@@ -56,3 +61,48 @@ class KafkaPublisher:
             self.settings.kafka_output_topic, key=session_id.encode(), value=orjson.dumps(event),
             headers=tracing.outgoing_headers() or None,
         )
+
+    async def already_published(self, session_id: str, event: dict[str, Any], since: datetime,
+                                timeout: float = 15.0) -> bool:
+        """Whether the outcome topic holds `event` (same type, session and record), written
+        at or after `since`.
+
+        Asked only for an event an earlier attempt may have published: its worker died, or
+        lost the database, between the publish and marking the row done. Without Kafka
+        transactions that publish cannot commit with the row, so the topic is read back
+        instead: the session's partition (the key decides it), from `since` to its end.
+        When the answer does not come in time, False: publishing again is better than
+        losing the event."""
+        topic, key = self.settings.kafka_output_topic, session_id.encode()
+        wanted = (event.get("event_type"), event.get("session_id"), event.get("record_id"))
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.resolved_bootstrap_servers(), group_id=None,
+                                    enable_auto_commit=False, fetch_max_wait_ms=100)
+        try:
+            async with asyncio.timeout(timeout):
+                await consumer.start()
+                partitions = sorted(await self.producer.partitions_for(topic))
+                tp = TopicPartition(topic, DefaultPartitioner()(key, partitions, partitions))
+                consumer.assign([tp])
+                start = (await consumer.offsets_for_times({tp: int(since.timestamp() * 1000)}))[tp]
+                end = (await consumer.end_offsets([tp]))[tp]
+                if start is None:
+                    return False
+                consumer.seek(tp, start.offset)
+                while await consumer.position(tp) < end:
+                    for message in (await consumer.getmany(tp, timeout_ms=500)).get(tp, []):
+                        if message.key == key and _same_outcome(message.value, wanted):
+                            return True
+                return False
+        except TimeoutError:
+            log.warning("could not read the outcome topic back in %.0f s; publishing the event again", timeout)
+            return False
+        finally:
+            await consumer.stop()
+
+
+def _same_outcome(value: bytes | None, wanted: tuple[Any, Any, Any]) -> bool:
+    try:
+        found = orjson.loads(value or b"null")
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(found, dict) and (found.get("event_type"), found.get("session_id"), found.get("record_id")) == wanted

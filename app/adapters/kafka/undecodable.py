@@ -11,7 +11,8 @@ records it then dropped. So after such an error the consumer:
    which names the partition and the first offset that cannot be decoded;
 3. finds where the undecodable range ends (`undecodable_end`): the broker answers a
    fetch at any offset inside a batch with the whole batch, so a fetch fails exactly
-   while the offset is inside it; an exponential then binary search finds its end.
+   while the offset is inside it; an exponential then binary search finds its end,
+   never fetching past the partition's real end.
 """
 
 from __future__ import annotations
@@ -66,12 +67,16 @@ async def read_until_undecodable(
 
 async def undecodable_end(consumer: AIOKafkaConsumer, tp: TopicPartition, first: int) -> int:
     """The last offset of the undecodable range that starts at `first`. Leaves the
-    partition positioned just after it."""
-    end = (await consumer.end_offsets([tp]))[tp]
+    partition positioned just after it.
+
+    Offsets below the partition's end as the broker reports it are searched by halving;
+    past that report the search goes one offset at a time, because a fetch beyond the
+    real end is out of range (the consumer would jump to the earliest offset) and some
+    brokers (Tansu) report the end of a partition as its last batch's base offset + 1."""
+    reported = (await consumer.end_offsets([tp]))[tp]
+    bound = max(reported, consumer.highwater(tp) or 0)
 
     async def fails_at(offset: int) -> bool:
-        if offset >= end:
-            return False
         consumer.seek(tp, offset)
         try:
             got = await consumer.getmany(tp, timeout_ms=_PROBE_TIMEOUT_MS, max_records=1)
@@ -84,11 +89,18 @@ async def undecodable_end(consumer: AIOKafkaConsumer, tp: TopicPartition, first:
         del got
         return False
 
-    step, good = 1, first + 1
-    while await fails_at(good):
-        step *= 2
-        good = min(first + step, end)
-    bad = first + step // 2 if step > 1 else first  # fails at `bad`, decodes at `good`
+    bad, good = first, None  # fails at `bad`; decodes at `good`
+    step = 1
+    while good is None and first + step < bound:
+        if await fails_at(first + step):
+            bad, step = first + step, step * 2
+        else:
+            good = first + step
+    while good is None:  # at or past the reported end: one offset at a time
+        if await fails_at(bad + 1):
+            bad += 1
+        else:
+            good = bad + 1
     while good - bad > 1:
         middle = (bad + good) // 2
         if await fails_at(middle):

@@ -1,0 +1,67 @@
+"""A partition revoked while its batch is being applied (a rebalance: another replica
+joined or died) must not stop the consumer. Found by the chaos run: a replica ended with
+`consumer stopped: AssertionError('Partition is not assigned')` (aiokafka's `highwater`
+asserts on a partition no longer assigned) and exited with status 0."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from aiokafka import TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from app.entrypoints.consumer import ConsumerLoop, _Rebalance
+from app.settings import Settings
+
+TP = TopicPartition("events", 0)
+
+
+class _Consumer:
+    """Just enough of AIOKafkaConsumer, with its assertions on unassigned partitions."""
+
+    def __init__(self):
+        self.assigned = {TP}
+        self.batch = {TP: [ConsumerRecord("events", 0, 7, 0, 0, b"k", b"{}", None, 1, 2, ())]}
+
+    def assignment(self):
+        return set(self.assigned)
+
+    def paused(self):
+        return set()
+
+    def resume(self, *partitions):
+        pass
+
+    async def getmany(self, timeout_ms=0, max_records=None):
+        batch, self.batch = self.batch, {}
+        return batch
+
+    def highwater(self, tp):
+        assert tp in self.assigned, "Partition is not assigned"
+        return 8
+
+    async def commit(self, offsets):
+        from aiokafka.errors import IllegalStateError
+
+        if not set(offsets) <= self.assigned:  # as aiokafka's own check
+            raise IllegalStateError(f"Partitions {set(offsets) - self.assigned} are not assigned")
+        self.committed = dict(offsets)
+
+
+async def test_a_partition_revoked_mid_batch_does_not_stop_the_consumer():
+    settings = Settings(_env_file=None, kafka_topic="events")
+    loop = ConsumerLoop(settings, engine=None, publisher=SimpleNamespace(producer=None), crm_name="sandbox")
+    consumer = _Consumer()
+    loop.consumer = consumer
+    await _Rebalance(loop).on_partitions_assigned({TP})
+
+    async def apply_while_revoked(messages):
+        consumer.assigned.clear()  # the rebalance runs while the batch is in the database
+        await _Rebalance(loop).on_partitions_revoked({TP})
+        return []
+
+    loop.ingest.apply = apply_while_revoked
+    await loop.poll_once(consumer)  # raised AssertionError before
+    await loop.poll_once(consumer)
+    # Nothing of the revoked partition is kept for a later commit, and it cannot look stuck.
+    assert loop._applied == {} and loop.health.stuck() == []
