@@ -47,7 +47,7 @@ class _Rebalance(ConsumerRebalanceListener):
 
     async def on_partitions_revoked(self, revoked):
         await self.loop.commit_applied(revoked)
-        self.loop.health.revoked(revoked)
+        self.loop.forget(revoked)
 
     async def on_partitions_assigned(self, assigned):
         self.loop.health.joined = True
@@ -168,7 +168,17 @@ class ConsumerLoop:
         self._advanced(tp, messages[-1].offset + 1)
         return tp
 
+    def forget(self, revoked: Sequence[TopicPartition]) -> None:
+        """Partitions now someone else's: what was applied and not committed is replayed
+        by the new owner (a no-op through the dedup rows)."""
+        for tp in revoked:
+            self._applied.pop(tp, None)
+            self._last_failure_log.pop(tp, None)
+        self.health.revoked(revoked)
+
     def _advanced(self, tp: TopicPartition, next_offset: int) -> None:
+        if self.consumer is not None and tp not in self.consumer.assignment():
+            return  # revoked while its batch ran: not ours to commit any more
         self._applied[tp] = next_offset
         self.health.advanced(tp, next_offset)
         if self._last_failure_log.pop(tp, None) is not None:

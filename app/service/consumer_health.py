@@ -67,18 +67,23 @@ class ConsumerHealth:
                 with contextlib.suppress(KeyError):
                     gauge.remove(str(tp.partition))
 
+    # A batch still running when its partition was revoked reports afterwards: that report
+    # is dropped, or a partition this replica no longer reads could show as stuck forever.
+
     def started(self, tp: TopicPartition) -> None:
-        self._partitions.setdefault(tp, _Partition()).busy_since = self.clock()
+        if (state := self._partitions.get(tp)) is not None:
+            state.busy_since = self.clock()
 
     def advanced(self, tp: TopicPartition, next_offset: int) -> None:
-        state = self._partitions.setdefault(tp, _Partition())
+        if (state := self._partitions.get(tp)) is None:
+            return
         state.next_offset = next_offset
         state.failures, state.failing_since, state.busy_since, state.last_error = 0, None, None, None
 
     def failed(self, tp: TopicPartition, first_offset: int, error: str) -> float:
         """Record a failed batch; returns how long to wait before retrying it."""
         now = self.clock()
-        state = self._partitions.setdefault(tp, _Partition())
+        state = self._partitions.get(tp) or _Partition()  # a revoked partition: not kept
         state.next_offset = first_offset
         state.failures += 1
         state.busy_since = None

@@ -40,6 +40,7 @@ def test_a_failing_partition_is_stuck_only_after_the_threshold_and_clears_when_i
 def test_a_batch_running_too_long_is_stuck_too():
     clock = Clock()
     health = ConsumerHealth(stuck_after_seconds=10, clock=clock, joined=True)
+    health.assigned([TP])
     health.started(TP)
     clock.now += 11
     assert health.stuck()[0].error == "its batch has been in progress all this time"
@@ -47,6 +48,7 @@ def test_a_batch_running_too_long_is_stuck_too():
 
 def test_retries_back_off_up_to_the_cap():
     health = ConsumerHealth(stuck_after_seconds=60, retry_base_seconds=0.25, retry_max_seconds=5, clock=Clock())
+    health.assigned([TP])
     delays = [health.failed(TP, 0, "down") for _ in range(8)]
     assert 0.2 <= delays[0] <= 0.25 and delays[-1] <= 5 and delays[-1] >= 4
     assert all(later >= earlier * 0.8 for earlier, later in zip(delays, delays[1:]))
@@ -55,3 +57,14 @@ def test_retries_back_off_up_to_the_cap():
 def test_an_unreachable_broker_comes_before_everything_else():
     health = ConsumerHealth(stuck_after_seconds=60, joined=True, broker_error="KafkaConnectionError: refused")
     assert "broker cannot be reached" in health.readiness("g")["detail"]
+
+
+def test_a_batch_that_fails_after_its_partition_was_revoked_leaves_no_stuck_ghost():
+    clock = Clock()
+    health = ConsumerHealth(stuck_after_seconds=60, clock=clock, joined=True)
+    health.assigned([TP])
+    health.started(TP)
+    health.revoked([TP])  # a rebalance while the batch runs
+    health.failed(TP, 10, "CannotConnectNowError SQLSTATE 57P03")
+    clock.now += 3600
+    assert health.stuck() == [] and health.readiness("g") == {"ready": True}

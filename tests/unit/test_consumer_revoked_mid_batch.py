@@ -41,7 +41,11 @@ class _Consumer:
         return 8
 
     async def commit(self, offsets):
-        pass
+        from aiokafka.errors import IllegalStateError
+
+        if not set(offsets) <= self.assigned:  # as aiokafka's own check
+            raise IllegalStateError(f"Partitions {set(offsets) - self.assigned} are not assigned")
+        self.committed = dict(offsets)
 
 
 async def test_a_partition_revoked_mid_batch_does_not_stop_the_consumer():
@@ -59,3 +63,5 @@ async def test_a_partition_revoked_mid_batch_does_not_stop_the_consumer():
     loop.ingest.apply = apply_while_revoked
     await loop.poll_once(consumer)  # raised AssertionError before
     await loop.poll_once(consumer)
+    # Nothing of the revoked partition is kept for a later commit, and it cannot look stuck.
+    assert loop._applied == {} and loop.health.stuck() == []

@@ -7,10 +7,10 @@ from fastapi import FastAPI
 from app.console import mount_console
 from app.entrypoints.http.errors import JSONBody, install_error_handlers
 from app.entrypoints.http.guard import RequestGuard
-from app.entrypoints.http.routes import health, records, sandbox, sessions, settings
+from app.entrypoints.http.routes import crm, health, records, sandbox, sessions, settings
 from app.entrypoints.http.runtime import Runtime
 
-ROUTERS = (health.router, settings.router, sessions.router, records.router, sandbox.router)
+ROUTERS = (health.router, settings.router, sessions.router, records.router, sandbox.router, crm.router)
 
 
 def create_app(runtime: Runtime) -> FastAPI:
