@@ -98,3 +98,11 @@ async def test_bare_consumer_applies_a_stream_once(database_url, kafka_bootstrap
         counts[message.session_id] += 1
     # Counted across fetches; a repeat may be folded in with new events of its fetch.
     assert all(counts[s] <= rows[s]["events"] <= counts[s] + 1 for s in rows)
+
+
+def test_a_stream_applied_in_one_fetch_has_no_rate():
+    import math
+
+    window = CpuWindow({}, database="")
+    assert math.isnan(bare.BareResult(100, 0.0, window).events_per_second)
+    assert bare.BareResult(100, 0.5, window).events_per_second == 200.0

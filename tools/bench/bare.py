@@ -57,7 +57,8 @@ class BareResult:
 
     @property
     def events_per_second(self) -> float:
-        return self.events / max(self.seconds, 1e-9)
+        # A stream consumed in one fetch has no span to divide by: no rate (too short).
+        return self.events / self.seconds if self.seconds > 0 else float("nan")
 
 
 def _fold(values: list[bytes]) -> tuple[list[str], list[str], list[str], list[str]]:

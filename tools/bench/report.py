@@ -3,6 +3,7 @@ machine and the load they were measured under."""
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import statistics
@@ -53,7 +54,8 @@ class Report:
 
     @property
     def bare_rate(self) -> float | None:
-        return statistics.fmean(b.events_per_second for b in self.bare) if self.bare else None
+        rates = [b.events_per_second for b in self.bare if math.isfinite(b.events_per_second)]
+        return statistics.fmean(rates) if rates else None
 
     def print(self) -> None:
         rule = "-" * 78
