@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench chaos backlog bench-whatif catalogs screenshots install lint clean
+.PHONY: run test bench bench-crm chaos backlog bench-whatif catalogs screenshots install lint clean
 
 $(STAMP): pyproject.toml Makefile
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) is required"; exit 1; }
@@ -32,6 +32,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m tools.bench $(BENCH_ARGS)
+
+# What a record costs per CRM against the fakes (120 ms per request, 300 requests a
+# minute): requests per record, p99 to record.created, a 2-replica burst (docs/bench.md).
+bench-crm: $(STAMP)
+	$(BIN)/python -m tools.bench_crm $(BENCH_CRM_ARGS)
 
 # The what-if preview over 100,000 synthetic sessions (its own database; see docs/bench.md).
 bench-whatif: $(STAMP)

@@ -362,7 +362,7 @@ class OutboxRunner:
     async def _failed(self, row: ClaimedRow, exc: CrmError, calls: CallLog, *, outcome_unknown: bool = False) -> str:
         crm = self.crm.name
         message = str(exc) or type(exc).__name__
-        unknown = outcome_unknown or bool(getattr(exc, "outcome_unknown", False))
+        unknown = outcome_unknown or bool(getattr(exc, "outcome_unknown", False)) or _wrote(calls)
         held = {"claim_id": row.claim_id}
         async with self.engine.begin() as conn:
             await outbox_repo.record_attempts(conn, crm, [Attempt(row.id, row.session_id, row.attempts, calls.calls)])
@@ -390,6 +390,16 @@ class OutboxRunner:
         metrics.outbox_parked.labels(crm, row.kind).inc()
         log.error("outbox row parked, will not be retried: %s", reason)
         return "parked"
+
+
+def _wrote(calls: CallLog) -> bool:
+    """Whether a failed attempt made a write that may have taken effect (answered 2xx, a
+    5xx, or no answer): e.g. the conversation was created and its tags were refused. The
+    retry must then look for what it made before writing again."""
+    return any(
+        c.method not in ("GET", "HEAD") and (c.status is None or c.status < 300 or c.status >= 500)
+        for c in calls.calls
+    )
 
 
 def _fields(record: NewRecord) -> dict[str, Any]:

@@ -8,6 +8,7 @@ away) is one more object in that list, not a change to the HTTP layer.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -122,9 +123,15 @@ class CrmCredentialsCheck:
     health: CrmHealth
     crm_name: str
     name: str = "crm"
+    # The CRM account's rate budget (app.adapters.crm.budget.RateBudget): its quota is
+    # shown beside the check, as information; a spent quota slows records, it does not
+    # make the replica unready.
+    budget: Any = None
 
     async def check(self) -> CheckResult:
-        info = {"crm": self.crm_name}
+        info: dict[str, Any] = {"crm": self.crm_name}
+        if self.budget is not None:
+            info["quota"] = dataclasses.asdict(self.budget.state())
         if self.health.ok:
             return CheckResult(True, info=info)
         return CheckResult(False, self.health.detail, info=info)

@@ -122,3 +122,18 @@ async def test_end_of_session_note_once_when_the_retry_cannot_know(backend, adap
     assert sent() == 1  # the marker look-up found it: nothing written again
     [made] = await backend.records()
     assert sum("[ref ended_note:s-note]" in n for n in made.notes) == 1
+
+
+async def test_a_write_refused_after_the_record_was_made_makes_the_retry_look_first():
+    # Kustomer: the conversation is created, then its description note is refused (429).
+    # The row's failure is a rate limit, yet the retry must find the conversation rather
+    # than create a second one: the worker marks the outcome unknown from the calls made.
+    from app.adapters.crm.base import CallLog, CrmCall
+    from app.service.outbox import _wrote
+
+    made_then_refused = CallLog([CrmCall("create_record", "POST", "/v1/conversations", 201, 120.0),
+                                 CrmCall("create_record", "POST", "/v1/conversations/x/notes", 429, 120.0, "429")])
+    only_refused = CallLog([CrmCall("create_record", "POST", "/v1/conversations", 429, 120.0, "429")])
+    looked_only = CallLog([CrmCall("find_end_user", "GET", "/users/search", None, 120.0, "timeout")])
+    assert _wrote(made_then_refused)
+    assert not _wrote(only_refused) and not _wrote(looked_only)

@@ -132,3 +132,37 @@ async def test_record_context_reads_the_newest_record_only_when_asked(clean_db, 
         assert context.newest == records_repo.KnownRecord("new", "/r/new", "n1")
     else:
         assert context.newest is None
+
+
+async def test_sandbox_end_of_session_note_is_written_once_per_key(clean_db):
+    from app.adapters.crm.base import EndUserInfo, NewRecord, NoteWrite
+    from app.adapters.crm.sandbox import SandboxAdapter
+    from app.adapters.db import sandbox_repo
+
+    crm = SandboxAdapter(clean_db)
+    contact = await crm.find_or_create_end_user(EndUserInfo("eu-n", "Ana", "+5511900000000", None))
+    ref = await crm.create_record(NewRecord("note-s", "Call", "desc", contact, [], "call", "q", "record:note-s"))
+    note = NoteWrite(ref.record_id, "Session note-s ended.\n\n[ref ended_note:sandbox:note-s]",
+                     "[ref ended_note:sandbox:note-s]", "ended_note:sandbox:note-s")
+    await crm.write_note(note)
+    # A crash between the note and the outbox commit: the retry writes the same key again.
+    await crm.write_note(note)
+    async with clean_db.connect() as conn:
+        notes = await sandbox_repo.notes_for(conn, int(ref.record_id))
+    assert [n["body"] for n in notes] == [note.body]
+
+
+async def test_a_row_claimed_again_after_its_lease_knows_the_outcome_is_unknown_and_the_old_claim_is_fenced(clean_db):
+    async with clean_db.begin() as conn:
+        await outbox_repo.enqueue(conn, [_row("fenced", "ended_note", None)])
+        [first] = await outbox_repo.claim(conn, 1, lease_seconds=0.05)
+    assert not first.outcome_unknown  # a first attempt: nothing can exist yet
+    await asyncio.sleep(0.2)  # the claimer froze past its lease
+    async with clean_db.begin() as conn:
+        [second] = await outbox_repo.claim(conn, 1, lease_seconds=30)
+    assert second.id == first.id and second.outcome_unknown and second.claim_id != first.claim_id
+    async with clean_db.begin() as conn:
+        # The old claimer's heartbeat and bookkeeping no longer hold the row; the new one's do.
+        assert await outbox_repo.extend_leases(conn, [(first.id, first.claim_id)], 30) == set()
+        assert await outbox_repo.mark_done_claimed(conn, [(first.id, first.claim_id)]) == set()
+        assert await outbox_repo.mark_done_claimed(conn, [(second.id, second.claim_id)]) == {second.id}

@@ -130,8 +130,9 @@ class Resources:
         finally:
             await admin.close()
 
-    def start_replica(self, topics: dict[str, str], group: str) -> Replica:
-        """One service process (`python -m app run`, sandbox CRM) in consumer group `group`."""
+    def start_replica(self, topics: dict[str, str], group: str, crm_env: dict[str, str] | None = None) -> Replica:
+        """One service process (`python -m app run`, sandbox CRM unless `crm_env` names
+        another) in consumer group `group`."""
         port = free_port()
         env = {k: v for k, v in os.environ.items() if k.upper() not in OWN_VARIABLES}
         env.update(
@@ -140,6 +141,7 @@ class Resources:
             KAFKA_GROUP_ID=group, KAFKA_TOPIC_PARTITIONS=str(PARTITIONS), CRM_PROVIDER="sandbox",
             HTTP_HOST="127.0.0.1", HTTP_PORT=str(port), ADMIN_API_TOKEN=uuid.uuid4().hex,
         )
+        env.update(crm_env or {})
         log = self.work_dir / f"service-{len(self.replicas) + 1}.log"
         with open(log, "ab") as output:
             process = subprocess.Popen(

@@ -113,7 +113,8 @@ class BudgetStore(Protocol):
     `horizon` seconds away and returns (True, seconds until it); otherwise it books
     nothing and returns (False, seconds until the horizon would admit it)."""
 
-    async def reserve(self, account: str, per_minute: float, horizon: float) -> tuple[bool, float]: ...
+    async def reserve(self, account: str, per_minute: float, horizon: float) -> tuple[bool, float]:
+        """`per_minute` is this replica's pace, used only while no shared one is stored."""
 
     async def set_rate(self, account: str, per_minute: float | None) -> None: ...
 
@@ -136,7 +137,7 @@ class MemoryBudgetStore:
         slot = max(self._tat.get(account, now), now, self._paused.get(account, now))
         if slot - now > horizon:
             return False, slot - now - horizon
-        self._tat[account] = slot + 60.0 / per_minute
+        self._tat[account] = slot + 60.0 / (self._rate.get(account) or per_minute)
         return True, slot - now
 
     async def set_rate(self, account: str, per_minute: float | None) -> None:
@@ -180,6 +181,9 @@ class RateBudget:
         self._paused_until = 0.0
         self._loaded = False
         self._tasks: set[asyncio.Task] = set()
+        # One booking at a time per process: a booking is one short statement, and this
+        # keeps a burst from taking a database connection per waiting request.
+        self._booking = asyncio.Lock()
 
     # --- what the HTTP layer calls ---------------------------------------------------------
 
@@ -196,7 +200,8 @@ class RateBudget:
                 await asyncio.sleep(local_pause)
                 waited += local_pause
                 continue
-            booked, wait = await self.store.reserve(self.account, self.pace(), horizon)
+            async with self._booking:
+                booked, wait = await self.store.reserve(self.account, self.pace(), horizon)
             if booked:
                 if wait > 0:
                     await asyncio.sleep(wait)
@@ -224,7 +229,7 @@ class RateBudget:
             return
         self._vendor = quota
         if quota.limit:
-            announced = quota.limit * VENDOR_SHARE
+            announced = quota.limit * (60.0 / quota.window_seconds) * VENDOR_SHARE
             rate = min(announced, self.ceiling) if self.ceiling else announced
             if rate != self._per_minute:
                 self._per_minute = rate

@@ -53,7 +53,9 @@ def build_rate_budget(settings: Settings, engine: AsyncEngine | None) -> RateBud
 def _from_settings(cls, settings: Settings, budget: RateBudget | None):
     # An adapter that does not take the shared budget yet keeps its own per-process one.
     if budget is not None and "budget" in inspect.signature(cls.from_settings).parameters:
-        return cls.from_settings(settings, budget=budget)
+        adapter = cls.from_settings(settings, budget=budget)
+        adapter.rate_budget = budget  # what /readyz shows of the vendor's quota
+        return adapter
     return cls.from_settings(settings)
 
 

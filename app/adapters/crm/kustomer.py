@@ -31,6 +31,7 @@ can always be reopened.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -322,8 +323,11 @@ class KustomerAdapter:
                                      status=response.status_code)
             raise self.http.classify(response, operation, message)
         created = _resource(response)
-        await self._append_tags(operation, str(created["id"]), record.tags)
-        await self._add_note(operation, str(created["id"]), record.description)
+        # The tags and the description note do not depend on each other: one round trip.
+        await asyncio.gather(
+            self._append_tags(operation, str(created["id"]), record.tags),
+            self._add_note(operation, str(created["id"]), record.description),
+        )
         return self._ref(created)
 
     async def _new_customer(self, user: EndUserInfo | None) -> str:

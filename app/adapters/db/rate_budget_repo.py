@@ -9,17 +9,20 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 _ENSURE = text("INSERT INTO crm_rate_budgets (account) VALUES (:account) ON CONFLICT (account) DO NOTHING")
 
 # Book the next slot (the later of the schedule, now, and a pause) when it is within the
-# horizon: the row lock serialises replicas, so no two requests get the same slot.
+# horizon: the row lock serialises replicas, so no two requests get the same slot. The
+# pace is the one shared in the row (what some replica last learned from the vendor),
+# else the caller's.
 _RESERVE = text(
     """
     WITH b AS (
         SELECT account,
-               GREATEST(next_slot, clock_timestamp(), COALESCE(paused_until, '-infinity')) AS slot
+               GREATEST(next_slot, clock_timestamp(), COALESCE(paused_until, '-infinity')) AS slot,
+               60.0 / COALESCE(per_minute, :per_minute) AS interval
         FROM crm_rate_budgets WHERE account = :account FOR UPDATE
     )
     UPDATE crm_rate_budgets r
     SET next_slot = CASE WHEN b.slot <= clock_timestamp() + make_interval(secs => :horizon)
-                         THEN b.slot + make_interval(secs => :interval) ELSE r.next_slot END
+                         THEN b.slot + make_interval(secs => b.interval) ELSE r.next_slot END
     FROM b WHERE r.account = b.account
     RETURNING b.slot <= clock_timestamp() + make_interval(secs => :horizon) AS booked,
               EXTRACT(EPOCH FROM (b.slot - clock_timestamp()))::float8 AS wait
@@ -54,7 +57,7 @@ class PostgresBudgetStore:
 
     async def reserve(self, account: str, per_minute: float, horizon: float) -> tuple[bool, float]:
         await self._ensure(account)
-        params = {"account": account, "interval": 60.0 / per_minute, "horizon": horizon}
+        params = {"account": account, "per_minute": per_minute, "horizon": horizon}
         async with self.engine.begin() as conn:
             row = (await conn.execute(_RESERVE, params)).first()
             if row is None:  # the row was removed since (an operator reset the budget)

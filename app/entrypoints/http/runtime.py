@@ -40,6 +40,6 @@ class Runtime:
             DatabaseCheck(self.engine),
             ComponentCheck("startup", self.startup),
             ComponentCheck("consumer", self.consumer, (self.settings.kafka_group_id,)),
-            CrmCredentialsCheck(self.crm_health, self.crm.name),
+            CrmCredentialsCheck(self.crm_health, self.crm.name, budget=getattr(self.crm, "rate_budget", None)),
             *self.extra_checks,
         ]
