@@ -15,10 +15,10 @@ import pytest
 from sqlalchemy import text
 
 from app.adapters.crm.budget import RateBudget
+from app.adapters.crm.factory import crm_account_for
 from app.adapters.crm.zendesk import ZendeskAdapter, zendesk_quota
 from app.adapters.db import end_users_repo
 from app.adapters.db.rate_budget_repo import PostgresBudgetStore
-from app.adapters.crm.factory import crm_account_for
 from tests.conftest import eventually, new_topics, run_in_process, service_settings
 from tests.factories import event_doc, header
 from tests.integration.crm_backends import ZendeskBackend

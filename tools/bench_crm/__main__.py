@@ -242,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     crms = [c.strip() for c in args.crm.split(",") if c.strip()]
     print(f"bench-crm: latency {args.latency_ms:.0f} ms per request, limit {args.limit} requests per minute, "
-          f"{args.users} new then returning end users at {args.rate:g}/s, burst {args.burst} in {args.burst_seconds:g} s",
+          f"{args.users} new then returning end users at {args.rate:g}/s, "
+          f"burst {args.burst} in {args.burst_seconds:g} s",
           flush=True)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-crm-") as work:
