@@ -18,6 +18,7 @@ from app.console.web import N_, SECURITY_HEADERS, Console, Refused, redirect, sa
 from app.domain.record_settings import RecordSettings, settings_changes
 from app.domain.whatif import OUTCOME_KINDS
 from app.service.admin import save_settings, settings_history
+from app.service.crm_setup import crm_setup
 from app.service.whatif import DEFAULT_DAYS, MAX_DAYS, WhatIf
 
 HISTORY_PAGE = 20
@@ -28,6 +29,8 @@ def settings_router(console: Console, runtime: Any) -> APIRouter:
     engine = runtime.engine
     crm_name = runtime.crm.name
     what_if = WhatIf(engine, crm_name)
+    # The same account of the CRM side that GET /api/crm serves (settings only, no CRM call).
+    setup = crm_setup(runtime.settings)
 
     @router.get("/admin")
     async def home() -> Response:
@@ -87,7 +90,7 @@ def settings_router(console: Console, runtime: Any) -> APIRouter:
         return console.render(
             request, "panel.html", status=status, session=session, doc=document, errors=errors,
             version=version, preview=await _previews(document), days=DEFAULT_DAYS, max_days=MAX_DAYS,
-            notice=notice,
+            notice=notice, crm_setup=setup,
         )
 
     @router.get("/admin/settings")

@@ -159,3 +159,35 @@ async def test_portuguese_from_accept_language_and_the_switch(runtime):
         assert switched.status_code == 303
         page = await client.get("/admin/sign-in", headers={"Accept-Language": "pt-BR"})
         assert 'lang="en"' in page.text and "Sign in" in page.text
+
+
+async def test_the_panel_shows_the_salesforce_object_and_its_rule_through_the_service(clean_db, database_url):
+    from markupsafe import escape
+
+    from app.adapters.crm.factory import build_crm_adapter
+    from app.entrypoints.http import Runtime
+    from app.service.crm_setup import crm_setup
+
+    settings = api_settings(database_url, crm_provider="salesforce", salesforce_client_id="client-id",
+                            salesforce_client_secret="client-secret", salesforce_record_object="Opportunity")
+    expected = crm_setup(settings)
+    runtime = Runtime(settings, clean_db, build_crm_adapter(settings, engine=clean_db))
+    async with browser_like(runtime) as client:
+        await signed_in(client, ADMIN)
+        page = (await client.get("/admin/settings")).text
+        assert ">Salesforce object of each record</dt>" in page
+        assert '<dd data-testid="crm-record-object">Opportunity</dd>' in page
+        rule = str(escape(expected.open_closed_rule))  # the page escapes its quotes
+        assert "IsClosed" in rule and rule in page and str(escape(expected.session_log)) in page
+        assert "Salesforce has no tags" in page
+        client.cookies.set("lang", "pt_BR", path="/admin")
+        portuguese = (await client.get("/admin/settings")).text
+        assert ">Objeto do Salesforce de cada registro</dt>" in portuguese and rule in portuguese
+
+
+async def test_the_sandbox_panel_has_no_salesforce_block(runtime):
+    async with browser_like(runtime) as client:
+        await signed_in(client, ADMIN)
+        page = (await client.get("/admin/settings")).text
+        assert 'data-testid="crm-setup"' not in page and "Salesforce object" not in page
+        assert 'data-testid="tags-preview"' in page
