@@ -99,15 +99,16 @@ def chat_scripts(draw) -> list[Step]:
 
 
 @st.composite
-def sessions(draw):
-    """(medium, script, events): in-order events with non-decreasing times (ties allowed)."""
+def sessions(draw, min_gap_seconds: int = 0):
+    """(medium, script, events): in-order events, each at least `min_gap_seconds` after the one
+    before (the default 0 allows ties)."""
     medium = draw(st.sampled_from(["call", "chat"]))
     script = draw(call_scripts() if medium == "call" else chat_scripts())
     session_type = draw(st.sampled_from(sorted(c for c, t in SESSION_TYPES.items() if t.medium == medium)))
     session = header(f"{medium}-p", medium=medium, session_type=session_type)
     events, seconds = [], 0
     for n, step in enumerate(script):
-        seconds += draw(st.integers(0, 30))
+        seconds += draw(st.integers(min_gap_seconds, 30))
         doc = event_doc(session, step.kind, seconds, event_id=f"{medium}-p-{n}", sender=step.sender or "end_user")
         events.append(to_event(doc))
     return medium, script, events

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from hypothesis import given
-from hypothesis import strategies as st
 
 from app.domain.events import SessionEvent
 from app.domain.record_settings import RecordSettings
 from app.domain.session import SessionState
-from app.domain.session_types import SESSION_TYPES
 from app.domain.whatif import (
     Outcome,
     actual_outcome,
@@ -17,9 +15,8 @@ from app.domain.whatif import (
     replay,
     replay_verdict,
 )
-from tests.factories import event_doc, header, to_event
 from tests.unit.helpers import call, chat, replay_steps, settings
-from tests.unit.test_policy_properties import PROPERTY_SETTINGS, call_scripts, chat_scripts, record_settings
+from tests.unit.test_policy_properties import PROPERTY_SETTINGS, record_settings, sessions
 
 
 def stored(events: list[SessionEvent], actual_settings: RecordSettings, action: str | None = "created"):
@@ -31,20 +28,10 @@ def stored(events: list[SessionEvent], actual_settings: RecordSettings, action: 
     return historic_session(state, message_times, actual)
 
 
-@st.composite
-def strictly_ordered_sessions(draw):
+def strictly_ordered_sessions():
     """In-order events, each strictly later than the one before (the replay takes moments that
     share an instant together)."""
-    medium = draw(st.sampled_from(["call", "chat"]))
-    script = draw(call_scripts() if medium == "call" else chat_scripts())
-    session_type = draw(st.sampled_from(sorted(c for c, t in SESSION_TYPES.items() if t.medium == medium)))
-    session = header(f"{medium}-p", medium=medium, session_type=session_type)
-    events, seconds = [], 0
-    for n, step in enumerate(script):
-        seconds += draw(st.integers(1, 30))
-        doc = event_doc(session, step.kind, seconds, event_id=f"{medium}-p-{n}", sender=step.sender or "end_user")
-        events.append(to_event(doc))
-    return events
+    return sessions(min_gap_seconds=1).map(lambda drawn: drawn[2])
 
 
 @PROPERTY_SETTINGS
