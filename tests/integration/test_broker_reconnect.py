@@ -8,8 +8,8 @@ from __future__ import annotations
 import httpx
 
 from app.entrypoints.embedded import EmbeddedBroker, free_port
-from tests.conftest import Topics, create_topics, eventually, run_in_process, service_settings
 from tests.factories import call_events
+from tests.helpers import Topics, create_topics, eventually, run_in_process, service_settings
 from tests.integration.kafka_helpers import publish
 from tests.integration.test_compression import _records
 

@@ -9,8 +9,8 @@ from sqlalchemy import select
 
 from app.adapters.db.schema import sandbox_records, sessions
 from app.entrypoints.embedded import free_port
-from tests.conftest import eventually, run_in_process
 from tests.factories import event_doc, header
+from tests.helpers import eventually, run_in_process
 from tests.integration.kafka_helpers import publish
 
 

@@ -16,7 +16,7 @@ import pytest
 from app.entrypoints.embedded import free_port
 from app.entrypoints.http import create_app
 from app.entrypoints.http.server import build_http_server
-from tests.conftest import eventually
+from tests.helpers import eventually
 from tests.integration.asgi_api import api_settings, build_runtime
 
 MAX_CONNECTIONS = 50

@@ -13,8 +13,8 @@ import time
 from sqlalchemy import func, select
 
 from app.adapters.db.schema import outbox, processed_events, sandbox_notes, sandbox_records
-from tests.conftest import eventually
 from tests.factories import call_events
+from tests.helpers import eventually
 from tests.integration.kafka_helpers import publish
 from tests.integration.service_process import ServiceProcess
 from tests.integration.test_consumer import _committed

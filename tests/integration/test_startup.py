@@ -11,8 +11,8 @@ import httpx
 from sqlalchemy.engine import make_url
 
 from app.entrypoints.embedded import EmbeddedBroker, free_port
-from tests.conftest import eventually, run_in_process, service_settings, wait_until_ready
 from tests.factories import call_events
+from tests.helpers import eventually, run_in_process, service_settings, wait_until_ready
 from tests.integration.kafka_helpers import publish
 from tests.integration.pg_faults import PostgresFaultProxy
 from tests.integration.test_compression import _records
