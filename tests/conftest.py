@@ -21,10 +21,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.adapters.db.engine import asyncpg_dsn, build_engine
 from app.adapters.db.schema import metadata
-from app.entrypoints.embedded import EmbeddedBroker, free_port
 from app.entrypoints.service import migrate
 from app.settings import Settings, normalize_database_url
 from tests.helpers import Topics, new_topics, server_url, service_settings, with_database
+from tools.dev.embedded import EmbeddedBroker, free_port
 
 
 def pytest_report_header(config):

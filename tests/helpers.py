@@ -19,8 +19,8 @@ from typing import TypeVar
 import httpx
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from app.entrypoints.embedded import free_port
 from app.settings import Settings, normalize_database_url
+from tools.dev.embedded import free_port
 
 ADMIN_TOKEN = "test-admin-token"
 

@@ -13,11 +13,11 @@ import sys
 import httpx
 import pytest
 
-from app.entrypoints.embedded import free_port
 from app.entrypoints.http import create_app
 from app.entrypoints.http.server import build_http_server
 from tests.helpers import eventually
 from tests.integration.asgi_api import api_settings, build_runtime
+from tools.dev.embedded import free_port
 
 MAX_CONNECTIONS = 50
 READ_TIMEOUT = 1.0
