@@ -35,16 +35,18 @@ class SandboxAdapter:
 
     def __init__(self, engine: AsyncEngine, *, latency_ms: int = 0):
         self.engine = engine
+        # A call of one statement needs no BEGIN and COMMIT around it (two round trips).
+        self._one_statement = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.latency = latency_ms / 1000
 
-    async def _call(self, operation: str, work):
+    async def _call(self, operation: str, work, *, one_statement: bool = False):
         """Run `work(conn)` in its own transaction, with the configured answer time, and log it."""
         started = time.perf_counter()
         error = None
         try:
             if self.latency:
                 await asyncio.sleep(self.latency / 2)
-            async with self.engine.begin() as conn:
+            async with (self._one_statement if one_statement else self.engine).begin() as conn:
                 result = await work(conn)
             if self.latency:
                 # Half the latency after the write: a crash here leaves a record the worker
@@ -66,14 +68,11 @@ class SandboxAdapter:
 
     async def find_or_create_end_user(self, user: EndUserInfo) -> str:
         async def work(conn: AsyncConnection) -> int:
-            found = await sandbox_repo.find_contact(conn, phone=user.phone, email=user.email)
-            if found is not None:
-                return found
-            return await sandbox_repo.upsert_contact(
+            return await sandbox_repo.find_or_create_contact(
                 conn, external_id=user.id, name=user.name, phone=user.phone, email=user.email
             )
 
-        return str(await self._call("find_or_create_end_user", work))
+        return str(await self._call("find_or_create_end_user", work, one_statement=True))
 
     async def find_record_by_session(self, session_id: str) -> RecordRef | None:
         async def work(conn: AsyncConnection):
@@ -93,14 +92,14 @@ class SandboxAdapter:
                 contact_id=int(contact_id), tags=list(dict.fromkeys(record.tags)), medium=record.medium,
             )
 
-        record_id = await self._call("create_record", work)
+        record_id = await self._call("create_record", work, one_statement=True)
         return RecordRef(str(record_id), sandbox_record_url(record_id))
 
     async def get_record(self, record_id: str) -> ExistingRecord | None:
         async def work(conn: AsyncConnection):
             return await sandbox_repo.get_record(conn, int(record_id))
 
-        row = await self._call("get_record", work)
+        row = await self._call("get_record", work, one_statement=True)
         if row is None:
             return None
         return ExistingRecord(
@@ -144,7 +143,7 @@ class SandboxAdapter:
         async def work(conn: AsyncConnection):
             await sandbox_repo.add_note(conn, int(note.record_id), note.body, note.idempotency_key)
 
-        await self._call("add_note", work)
+        await self._call("add_note", work, one_statement=True)
 
     async def aclose(self) -> None:
         """The engine belongs to the service; nothing to release here."""
