@@ -67,8 +67,8 @@ async def timeline(conn: AsyncConnection, session_id: str, state: dict) -> list[
                 state.get("agent_name") or state.get("agent_id") or "" if moment in ("assigned", "connected") else ""
             )
             entries.append(TimelineEntry(datetime.fromisoformat(at), moment, detail))
-    for at, sender, _text in await events_repo.transcript(conn, session_id):
-        entries.append(TimelineEntry(at, "message", sender))
+    for line in await events_repo.transcript(conn, session_id):
+        entries.append(TimelineEntry(line.occurred_at, "message", line.sender))
     return sorted(entries, key=lambda e: (e.at, MOMENTS.index(e.kind) if e.kind in MOMENTS else 9))
 
 
