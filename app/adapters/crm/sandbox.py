@@ -81,10 +81,25 @@ class SandboxAdapter:
         found = await self._call("find_record_by_session", work)
         return RecordRef(str(found), sandbox_record_url(found)) if found is not None else None
 
+    # The end user's contact is found or made with the record, in one statement, when the
+    # worker knows no contact for it yet (RecordRef.contact_id tells the worker which).
+    resolves_end_user = True
+
     async def create_record(self, record: NewRecord) -> RecordRef:
-        # not resolves_end_user: the worker resolved the end user's contact before this call
         contact_id = record.contact_id
-        assert contact_id is not None, "the sandbox's records always name a contact"
+        if contact_id is None:
+            user = record.end_user
+            assert user is not None, "the sandbox's records always name a contact"
+
+            async def with_contact(conn: AsyncConnection) -> tuple[int, int]:
+                return await sandbox_repo.insert_record_for_end_user(
+                    conn, session_id=record.session_id, title=record.title, description=record.description,
+                    tags=list(dict.fromkeys(record.tags)), medium=record.medium,
+                    external_id=user.id, name=user.name, phone=user.phone, email=user.email,
+                )
+
+            made, contact = await self._call("create_record", with_contact, one_statement=True)
+            return RecordRef(str(made), sandbox_record_url(made), str(contact))
 
         async def work(conn: AsyncConnection) -> int:
             return await sandbox_repo.insert_record(

@@ -29,9 +29,8 @@ async def find_contact(conn: AsyncConnection, *, phone: str | None, email: str |
 
 # Found by phone, else by email (the oldest contact with it), else made (or renamed) by
 # the end user's id: one statement, one round trip.
-_FIND_OR_CREATE_CONTACT = text(
-    """
-    WITH by_phone AS (
+_CONTACT_CTES = """
+    by_phone AS (
         SELECT id FROM sandbox_contacts WHERE CAST(:phone AS text) <> '' AND phone = :phone ORDER BY id LIMIT 1
     ), by_email AS (
         SELECT id FROM sandbox_contacts
@@ -43,10 +42,11 @@ _FIND_OR_CREATE_CONTACT = text(
         WHERE NOT EXISTS (SELECT 1 FROM by_phone) AND NOT EXISTS (SELECT 1 FROM by_email)
         ON CONFLICT (external_id) DO UPDATE SET name = coalesce(EXCLUDED.name, sandbox_contacts.name)
         RETURNING id
+    ), contact AS (
+        SELECT id FROM by_phone UNION ALL SELECT id FROM by_email UNION ALL SELECT id FROM created
     )
-    SELECT id FROM by_phone UNION ALL SELECT id FROM by_email UNION ALL SELECT id FROM created
-    """
-)
+"""
+_FIND_OR_CREATE_CONTACT = text(f"WITH {_CONTACT_CTES} SELECT id FROM contact")
 
 
 async def find_or_create_contact(
@@ -85,6 +85,36 @@ _INSERT_RECORD = text(
     SELECT id FROM created UNION ALL SELECT id FROM sandbox_records WHERE external_id = :session_id
     """
 )
+# The end user's contact found or made, and the record, in one statement: a repeated
+# create returns the first record and its contact.
+_INSERT_RECORD_FOR_END_USER = text(
+    f"""
+    WITH {_CONTACT_CTES}, made AS (
+        INSERT INTO sandbox_records (external_id, title, description, contact_id, tags, medium)
+        SELECT :session_id, :title, :description, contact.id, CAST(:tags AS text[]), :medium FROM contact
+        ON CONFLICT (external_id) DO NOTHING
+        RETURNING id, contact_id
+    )
+    SELECT id, contact_id FROM made
+    UNION ALL SELECT id, contact_id FROM sandbox_records WHERE external_id = :session_id
+    """
+)
+
+
+async def insert_record_for_end_user(
+    conn: AsyncConnection, *, session_id: str, title: str, description: str, tags: list[str], medium: str,
+    external_id: str, name: str | None, phone: str | None, email: str | None,
+) -> tuple[int, int]:
+    """`find_or_create_contact` and `insert_record` in one statement: (record id, contact id)."""
+    params = {"session_id": session_id, "title": title, "description": description, "tags": tags,
+              "medium": medium, "external_id": external_id, "name": name, "phone": phone, "email": email}
+    row = (await conn.execute(_INSERT_RECORD_FOR_END_USER, params)).first()
+    if row is None:  # committed by another transaction while this statement ran (see insert_record)
+        row = (await conn.execute(
+            select(sandbox_records.c.id, sandbox_records.c.contact_id).where(
+                sandbox_records.c.external_id == session_id)
+        )).one()
+    return row.id, row.contact_id
 
 
 async def insert_record(
