@@ -7,8 +7,9 @@ next free slot, slots are `60 / per_minute` seconds apart, and a request waits f
 slot. Once the vendor's limit is known, a few requests may take their slots at once
 (`burst`, a generic cell rate algorithm's tolerance): the pace is 95 % of the limit, so
 the other 5 % lets records that arrive together go without waiting for evenly spaced
-slots, and every window still holds at most the limit. The rate follows what the vendor announces on every answer (`VendorQuota`, read
-from its headers by each adapter); a configured ceiling only lowers it. A 429 or a
+slots, and every window still holds at most the limit. The rate follows what the
+vendor announces on every answer (`VendorQuota`, read from its headers by each
+adapter); a configured ceiling only lowers it. A 429 or a
 spent "remaining" count pauses the whole account until the vendor's reset.
 
 Priorities: a request for a record (someone waits for the screen pop) may book a slot
