@@ -18,7 +18,7 @@ install: $(STAMP)
 # The service on embedded defaults: an embedded broker unless KAFKA_BOOTSTRAP_SERVERS is
 # set, an embedded PostgreSQL (data in .data/pg) unless DATABASE_URL is set.
 run: $(STAMP)
-	$(BIN)/python -m app dev
+	$(BIN)/python -m tools.dev
 
 # Uses PostgreSQL at 127.0.0.1:5432 (or TEST_DATABASE_URL) and starts its own broker
 # unless KAFKA_BOOTSTRAP_SERVERS is set.

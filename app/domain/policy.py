@@ -14,13 +14,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, NamedTuple, Protocol
+from typing import Final, Literal, NamedTuple, Protocol
 
+from app.domain.kinds import DecisionKind
 from app.domain.record_settings import RecordSettings
 from app.domain.session import SessionState, evolve
 
-DecisionKind = Literal["record_due", "skipped", "waiting", "ended_note_due"]
-VerdictOutcome = Literal["due", "skip", "wait"]
+# A verdict is the decision it leads to: a record is due, the session is skipped, or it waits.
+VerdictOutcome = Literal[DecisionKind.RECORD_DUE, DecisionKind.SKIPPED, DecisionKind.WAITING]
+DUE: Final = DecisionKind.RECORD_DUE
+SKIP: Final = DecisionKind.SKIPPED
+WAIT: Final = DecisionKind.WAITING
 
 
 class PolicyFacts(Protocol):
@@ -83,31 +87,31 @@ def _call_verdict(state: PolicyFacts, settings: RecordSettings) -> tuple[Verdict
     )
     if trigger_at is not None and not (abandoned_unconnected is not None and abandoned_unconnected < trigger_at):
         if delayed:
-            return "due", "call connected to an agent (records are delayed until connected)", trigger_at
+            return DUE, "call connected to an agent (records are delayed until connected)", trigger_at
         agent = f" {state.agent_name or state.agent_id}" if (state.agent_name or state.agent_id) else ""
-        return "due", f"call assigned to agent{agent}", trigger_at
+        return DUE, f"call assigned to agent{agent}", trigger_at
     if abandoned_unconnected is not None:
         if settings.create_records_for_abandoned_calls:
             return (
-                "due",
+                DUE,
                 "call abandoned before it was connected; records for abandoned calls are on",
                 state.abandoned_at,
             )
         if delayed:
             return (
-                "skip",
+                SKIP,
                 "call abandoned before it was connected; records for abandoned calls are off "
                 "and records are delayed until connected, so only connected calls get one",
                 state.abandoned_at,
             )
-        return "skip", "call abandoned before it was assigned; records for abandoned calls are off", state.abandoned_at
+        return SKIP, "call abandoned before it was assigned; records for abandoned calls are off", state.abandoned_at
     if state.ended_at is not None:
         needed = "connected" if delayed else "assigned"
         note = " (records are delayed until connected)" if delayed else ""
-        return "skip", f"call ended without being {needed} to an agent{note}", state.ended_at
+        return SKIP, f"call ended without being {needed} to an agent{note}", state.ended_at
     if delayed:
-        return "wait", "waiting for the call to be connected (records are delayed until connected)", None
-    return "wait", "waiting for the call to be assigned to an agent", None
+        return WAIT, "waiting for the call to be connected (records are delayed until connected)", None
+    return WAIT, "waiting for the call to be assigned to an agent", None
 
 
 def _abandoned_chat_verdict(
@@ -127,18 +131,18 @@ def _abandoned_chat_verdict(
         how = "chat abandoned (its queued event was not seen, so its wait is unknown)"
     sent = state.end_user_messages
     if mode == "off":
-        return "skip", f"{how}; records for abandoned chats are off", state.abandoned_at
+        return SKIP, f"{how}; records for abandoned chats are off", state.abandoned_at
     if mode == "all":
-        return "due", f"{how}; records for abandoned chats: all, short ones included", state.abandoned_at
+        return DUE, f"{how}; records for abandoned chats: all, short ones included", state.abandoned_at
     minimum = settings.abandoned_chat_min_messages
     if sent >= minimum:
         return (
-            "due",
+            DUE,
             f"{how}; the end user sent {_plural(sent, 'message')}, at least the {minimum} required for abandoned chats",
             state.abandoned_at,
         )
     return (
-        "skip",
+        SKIP,
         f"{how}; the end user sent {_plural(sent, 'message')}, fewer than the {minimum} required for abandoned chats",
         state.abandoned_at,
     )
@@ -153,25 +157,25 @@ def _chat_verdict(state: PolicyFacts, settings: RecordSettings) -> tuple[Verdict
         reason = f"chat assigned to agent {agent}" if agent else "chat assigned to an agent"
         if required:
             reason += f" and the end user sent {_plural(sent, 'message')} (records wait for {required})"
-        return "due", reason, state.header_at
+        return DUE, reason, state.header_at
     if state.abandoned_at is not None:
         return _abandoned_chat_verdict(state, settings)
     if state.ended_at is not None:
         if assigned_at is None:
-            return "skip", "chat ended without being assigned to an agent", state.ended_at
+            return SKIP, "chat ended without being assigned to an agent", state.ended_at
         return (
-            "skip",
+            SKIP,
             f"chat ended with {_plural(sent, 'end-user message')}, fewer than the {required} a record waits for",
             state.ended_at,
         )
     if assigned_at is None:
-        return "wait", "waiting for the chat to be assigned to an agent", None
-    return "wait", f"waiting for the end user's messages: {sent} of {required} sent", None
+        return WAIT, "waiting for the chat to be assigned to an agent", None
+    return WAIT, f"waiting for the end user's messages: {sent} of {required} sent", None
 
 
 def verdict_tuple(facts: PolicyFacts, settings: RecordSettings) -> tuple[VerdictOutcome, str, datetime | None]:
-    """Is a record due for a session in this state ("due"), should it be skipped ("skip"), or
-    do we wait ("wait")? With the reason and the moment. `decide` asks this after every event."""
+    """Is a record due for a session in this state (RECORD_DUE), should it be skipped (SKIPPED),
+    or do we wait (WAITING)? With the reason and the moment. `decide` asks this after every event."""
     return (_chat_verdict if facts.is_chat else _call_verdict)(facts, settings)
 
 
@@ -184,19 +188,19 @@ def decide(state: SessionState, settings: RecordSettings) -> tuple[SessionState,
     decisions: list[Decision] = []
     if state.record == "pending":
         outcome, reason, at = verdict_tuple(state, settings)
-        if outcome == "due":
+        if outcome == DUE:
             state = evolve(state, record="due", record_reason=reason, record_decided_at=at, last_wait_reason=None)
-            decisions.append(Decision("record_due", reason, at))
-        elif outcome == "skip":
+            decisions.append(Decision(outcome, reason, at))
+        elif outcome == SKIP:
             state = evolve(state, record="skipped", record_reason=reason, record_decided_at=at, last_wait_reason=None)
-            decisions.append(Decision("skipped", reason, at))
+            decisions.append(Decision(outcome, reason, at))
         elif reason != state.last_wait_reason:
             state = evolve(state, last_wait_reason=reason)
-            decisions.append(Decision("waiting", reason, state.header_at))
+            decisions.append(Decision(outcome, reason, state.header_at))
     if state.record == "due" and state.ended_at is not None and not state.ended_note_due:
         state = evolve(state, ended_note_due=True)
         decisions.append(
-            Decision("ended_note_due", "session ended: add the summary note to its record", state.ended_at)
+            Decision(DecisionKind.ENDED_NOTE_DUE, "session ended: add the summary note to its record", state.ended_at)
         )
     return state, decisions
 

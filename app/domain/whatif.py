@@ -20,6 +20,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Literal, NamedTuple
 
+from app.domain.kinds import DecisionKind
 from app.domain.policy import Verdict, VerdictOutcome, verdict_tuple
 from app.domain.record_settings import RecordSettings
 from app.domain.session import SessionState
@@ -130,7 +131,7 @@ def snapshots(session: HistoricSession) -> tuple[Snapshot, ...]:
     return tuple(result)
 
 
-_NO_EVENTS: tuple[VerdictOutcome, str, datetime | None] = ("wait", "no events", None)
+_NO_EVENTS: tuple[VerdictOutcome, str, datetime | None] = (DecisionKind.WAITING, "no events", None)
 
 
 def replay_verdict(session: HistoricSession, settings: RecordSettings) -> Verdict:
@@ -148,7 +149,7 @@ def _replay(session: HistoricSession, settings: RecordSettings) -> tuple[Verdict
         facts.abandoned_at, facts.ended_at = abandoned, ended
         facts.end_user_messages, facts.header_at = messages, moment
         last = verdict_tuple(facts, settings)
-        if last[0] != "wait":
+        if last[0] != DecisionKind.WAITING:
             break
     return last
 
@@ -177,9 +178,9 @@ def propose(
 def _propose(session: HistoricSession, proposed: RecordSettings, earlier_record: bool,
              same_appending: bool) -> tuple[OutcomeKind, str]:
     outcome, reason, _ = _replay(session, proposed)
-    if outcome == "wait":
+    if outcome == DecisionKind.WAITING:
         return "waiting", reason
-    if outcome == "skip":
+    if outcome == DecisionKind.SKIPPED:
         return "skip", reason
     if not earlier_record or not proposed.append_to_open_record_in_leaf_queue:
         return "record", reason

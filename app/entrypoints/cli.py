@@ -20,35 +20,6 @@ def _cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
-    """The service on embedded defaults: whatever is not configured is started here."""
-    from app.entrypoints.dev_banner import dev_banner
-    from app.entrypoints.embedded import EmbeddedBroker, EmbeddedPostgres
-    from app.entrypoints.service import configure_logging, run_service, run_until_complete
-    from app.settings import EMBEDDED_BROKER_PORT
-
-    configure_logging(settings)
-    started: list[EmbeddedPostgres | EmbeddedBroker] = []
-    try:
-        if not settings.database_url:
-            started.append(EmbeddedPostgres(settings.embedded_database_dir()).start())
-        if not settings.kafka_bootstrap_servers:
-            settings.embedded_database_dir().parent.mkdir(parents=True, exist_ok=True)
-            broker = EmbeddedBroker(EMBEDDED_BROKER_PORT, settings.embedded_database_dir().parent / "broker.log")
-            started.append(broker.start())
-            settings = settings.model_copy(update={"kafka_bootstrap_servers": broker.bootstrap_servers})
-        print(dev_banner(settings, embedded_broker=any(isinstance(p, EmbeddedBroker) for p in started),
-                         embedded_database=any(isinstance(p, EmbeddedPostgres) for p in started),
-                         data_dir=".data"), file=sys.stderr, flush=True)
-        run_until_complete(run_service(settings))
-    except KeyboardInterrupt:
-        pass
-    finally:
-        for part in reversed(started):
-            part.stop()
-    return 0
-
-
 def _cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     from app.entrypoints.service import configure_logging, migrate
 
@@ -173,9 +144,6 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("run", help="run the service (broker and database from the environment)").set_defaults(
         handler=_cmd_run
-    )
-    commands.add_parser("dev", help="run the service, starting an embedded broker/database when unset").set_defaults(
-        handler=_cmd_dev
     )
     commands.add_parser("migrate", help="apply database migrations").set_defaults(handler=_cmd_migrate)
     publish = commands.add_parser("publish", help="publish session events from JSON-lines files")

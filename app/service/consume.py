@@ -18,6 +18,8 @@ from app.adapters.db.decisions_repo import DecisionRow
 from app.adapters.db.outbox_repo import NewOutboxRow
 from app.adapters.db.settings_repo import SettingsInForce
 from app.domain.events import SessionEvent
+from app.domain.kinds import DecisionKind, OutboxKind, OutcomeEventType
+from app.domain.outcome import OutcomeEvent
 from app.domain.policy import decide
 from app.domain.session import SessionState, apply_event
 
@@ -48,7 +50,7 @@ def serial_key(crm: str, state: SessionState) -> str:
 def record_row(crm: str, state: SessionState, settings: SettingsInForce) -> NewOutboxRow:
     return NewOutboxRow(
         idempotency_key=f"record:{crm}:{state.session_id}",
-        kind="record",
+        kind=OutboxKind.RECORD,
         session_id=state.session_id,
         serial_key=serial_key(crm, state),
         # The settings in force when the record became due decide its title, tags and target;
@@ -61,7 +63,7 @@ def record_row(crm: str, state: SessionState, settings: SettingsInForce) -> NewO
 def ended_note_row(crm: str, state: SessionState) -> NewOutboxRow:
     return NewOutboxRow(
         idempotency_key=f"ended_note:{crm}:{state.session_id}",
-        kind="ended_note",
+        kind=OutboxKind.ENDED_NOTE,
         session_id=state.session_id,
         serial_key=serial_key(crm, state),
         payload={"crm": crm},
@@ -69,21 +71,14 @@ def ended_note_row(crm: str, state: SessionState) -> NewOutboxRow:
 
 
 def skipped_row(crm: str, state: SessionState, reason: str) -> NewOutboxRow:
-    occurred = state.record_decided_at.isoformat() if state.record_decided_at else None
+    event = OutcomeEvent(OutcomeEventType.RECORD_SKIPPED, state.session_id, crm, None, None, reason,
+                         state.record_decided_at)
     return NewOutboxRow(
         idempotency_key=f"skipped:{crm}:{state.session_id}",
-        kind="publish",
+        kind=OutboxKind.PUBLISH,
         session_id=state.session_id,
         serial_key=None,
-        payload={
-            "event_type": "record.skipped",
-            "session_id": state.session_id,
-            "crm": crm,
-            "record_id": None,
-            "record_url": None,
-            "reason": reason,
-            "occurred_at": occurred,
-        },
+        payload=event.payload(),
     )
 
 
@@ -133,11 +128,11 @@ async def apply_batch(
             outcome.decisions.append(
                 DecisionRow(session_id, decision.kind, decision.reason, decision.at, version)
             )
-            if decision.kind == "record_due":
+            if decision.kind == DecisionKind.RECORD_DUE:
                 rows.append(record_row(crm, state, in_force))
-            elif decision.kind == "skipped":
+            elif decision.kind == DecisionKind.SKIPPED:
                 rows.append(skipped_row(crm, state, decision.reason))
-            elif decision.kind == "ended_note_due":
+            elif decision.kind == DecisionKind.ENDED_NOTE_DUE:
                 rows.append(ended_note_row(crm, state))
         if rows and trace_for is not None:
             traceparent = trace_for(event.event_id)

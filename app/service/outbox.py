@@ -27,12 +27,10 @@ from app.adapters.crm.base import (
     CrmEndUserGone,
     CrmError,
     CrmRateLimited,
-    EndUserInfo,
     LogsSessionActivities,
     NewRecord,
     NoteWrite,
     RecordRef,
-    SessionActivity,
     crm_account,
     current_call_log,
 )
@@ -49,6 +47,17 @@ from app.adapters.db import (
 from app.adapters.db.decisions_repo import DecisionRow
 from app.adapters.db.outbox_repo import Attempt, ClaimedRow
 from app.domain.field_limits import limits_for
+from app.domain.kinds import (
+    PARKED_DECISION,
+    RECORD_DECISION,
+    RECORD_EVENT,
+    DecisionKind,
+    OutboxKind,
+    OutboxStatus,
+    OutcomeEventType,
+    RecordAction,
+)
+from app.domain.outcome import OutcomeEvent
 from app.domain.policy import ExistingRecord, Target, choose_target
 from app.domain.record_settings import RecordSettings
 from app.domain.rendering import (
@@ -62,40 +71,25 @@ from app.domain.rendering import (
 from app.domain.session import SessionState
 from app.observability import tracing
 from app.observability.logs import log_context
-from app.service.outbox_bookkeeping import Completion, CompletionWriter, Finished, LeaseLost
+from app.service.outbox_bookkeeping import Completion, CompletionWriter, Finished, LeaseLost, MadeRecord
+from app.service.outbox_work import (
+    NoRecord,
+    RowBlocked,
+    WaitForRecord,
+    activity,
+    describe_cost,
+    end_user,
+    note_marker,
+    with_contact,
+    wrote,
+)
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
 Publisher = Callable[[str, dict[str, Any]], Awaitable[None]]
 
-__all__ = ["Completion", "CompletionWriter", "Finished", "LeaseLost", "OutboxRunner", "note_marker"]
-
-
-class WaitForRecord(CrmError):
-    """The session's record is still being made: try the note again shortly."""
-
-
-class NoRecord(CrmError):
-    retryable = False
-
-
-def note_marker(idempotency_key: str) -> str:
-    """The line that ends every end-of-session note: the outbox row's key, by which a
-    retry finds a note an earlier attempt wrote without hearing back."""
-    return f"[ref {idempotency_key}]"
-
-
-def _end_user(state: SessionState) -> EndUserInfo:
-    return EndUserInfo(state.end_user_id, state.end_user_name, state.end_user_phone, state.end_user_email)
-
-
-def _activity(state: SessionState, title: str, contact: str | None) -> SessionActivity:
-    return SessionActivity(
-        session_id=state.session_id, title=title, medium=state.medium, session_type=state.session_type,
-        started_at=state.timestamp, contact_id=contact or None, duration_seconds=state.duration_seconds,
-        disposition=state.disposition, over=state.ended_at is not None or state.abandoned_at is not None,
-    )
+__all__ = ["Completion", "CompletionWriter", "Finished", "LeaseLost", "MadeRecord", "OutboxRunner", "note_marker"]
 
 
 @dataclass(slots=True)
@@ -117,12 +111,12 @@ class OutboxRunner:
             self.engine, self.crm.name, account=self.account, lease_seconds=self.settings.outbox_lease_seconds
         )
 
-    async def run(self, row: ClaimedRow) -> str:
-        """Carry out `row`; returns its new status (done, pending, parked, or lost when
-        another worker holds it now)."""
+    async def run(self, row: ClaimedRow) -> OutboxStatus | None:
+        """Carry out `row`; returns its new status (done, pending, parked), or None when
+        another worker holds it now (this claim's lease ran out)."""
         calls = CallLog()
         token = current_call_log.set(calls)
-        priority = current_priority.set(Priority.NOTE if row.kind == "ended_note" else Priority.RECORD)
+        priority = current_priority.set(Priority.NOTE if row.kind == OutboxKind.ENDED_NOTE else Priority.RECORD)
         try:
             with (log_context(outbox_id=row.id, session_id=row.session_id, crm=self.crm.name, outbox_kind=row.kind),
                   tracing.outbox_span(row, self.crm.name)):
@@ -131,29 +125,29 @@ class OutboxRunner:
             current_priority.reset(priority)
             current_call_log.reset(token)
 
-    async def _run(self, row: ClaimedRow, calls: CallLog) -> str:
+    async def _run(self, row: ClaimedRow, calls: CallLog) -> OutboxStatus | None:
         try:
             completion = await self._perform(row)
-        except CrmError as exc:
+        except (CrmError, RowBlocked) as exc:
             return await self._failed(row, exc, calls)
         except Exception as exc:  # a bug or an unexpected answer: retried, and visible
             log.exception("outbox row failed unexpectedly")
             return await self._failed(row, CrmError(f"unexpected error: {exc!r}"), calls, outcome_unknown=True)
         status = await self._finish(row, completion, calls)
-        if status == "done":
+        if status == OutboxStatus.DONE:
             self._log_done(row, completion)
         return status
 
     @staticmethod
     def _log_done(row: ClaimedRow, completion: Completion) -> None:
-        if completion.session_record is not None:
-            record_id, _url, action = completion.session_record
-            log.info("record %s", action, extra={"record_id": record_id, "action": action})
-        elif row.kind == "ended_note":
+        made = completion.session_record
+        if made is not None:
+            log.info("record %s", made.action, extra={"record_id": made.record_id, "action": made.action})
+        elif row.kind == OutboxKind.ENDED_NOTE:
             log.info("summary note added")
 
-    async def _finish(self, row: ClaimedRow, completion: Completion, calls: CallLog) -> str:
-        if row.kind == "publish":
+    async def _finish(self, row: ClaimedRow, completion: Completion, calls: CallLog) -> OutboxStatus | None:
+        if row.kind == OutboxKind.PUBLISH:
             # An outcome event whose first publisher died: published, then marked done. If
             # it died (or lost the database) after publishing, the event is on the topic.
             for event in completion.output:
@@ -162,17 +156,17 @@ class OutboxRunner:
                     continue
                 await self.publish(row.session_id, event)
             await self.completions.write(Finished(row, completion, calls))
-            return "done"
+            return OutboxStatus.DONE
         self._cost(row, completion, calls)
         try:
             event_rows = await self.completions.write(Finished(row, completion, calls))
         except LeaseLost as exc:
             log.warning("outbox row %s (%s): %s; its outcome is left to that worker", row.id, row.kind, exc)
-            return "lost"
+            return None
         for event in completion.output:
             await self.publish(row.session_id, event)
         await self.completions.published(event_rows)
-        return "done"
+        return OutboxStatus.DONE
 
     async def _published_before(self, row: ClaimedRow, event: dict[str, Any]) -> bool:
         if not (row.outcome_unknown and self.published_since and row.created_at):
@@ -185,7 +179,7 @@ class OutboxRunner:
         crm = self.crm.name
         for call in calls.calls:
             metrics.crm_requests.labels(crm, row.kind, call.operation).inc()
-        action = completion.session_record[2] if completion.session_record else "note"
+        action = completion.session_record.action if completion.session_record else "note"
         metrics.crm_work_done.labels(crm, row.kind, action).inc()
         cost = describe_cost(calls)
         completion.decisions = [
@@ -196,11 +190,11 @@ class OutboxRunner:
     # --- the three kinds of work -------------------------------------------------------------
 
     async def _perform(self, row: ClaimedRow) -> Completion:
-        if row.kind == "publish":
+        if row.kind == OutboxKind.PUBLISH:
             return Completion(output=[row.payload])
-        if row.kind == "record":
+        if row.kind == OutboxKind.RECORD:
             return await self._record(row)
-        if row.kind == "ended_note":
+        if row.kind == OutboxKind.ENDED_NOTE:
             return await self._ended_note(row)
         raise NoRecord(f"unknown outbox kind {row.kind!r}")
 
@@ -225,22 +219,24 @@ class OutboxRunner:
         if context.newest is not None:
             existing = await self.crm.get_record(context.newest.record_id)
         target = choose_target(existing, settings, self.clock(), state.record_decided_at)
-        record_id, url, action = await self._apply_target(row, state, settings, target, context.contact_id, completion)
-        metrics.records.labels(crm, action).inc()
-        if action == "created":
-            completion.new_record = RecordRef(record_id, url)
-        completion.session_record = (record_id, url, action)
+        made = await self._apply_target(row, state, settings, target, context.contact_id, completion)
+        metrics.records.labels(crm, made.action).inc()
+        if made.action == RecordAction.CREATED:
+            completion.new_record = RecordRef(made.record_id, made.url)
+        completion.session_record = made
         completion.decisions.append(
-            DecisionRow(state.session_id, f"record_{action}", f"{action} record {record_id}: {target.reason}",
-                        None, version, record_id)
+            DecisionRow(state.session_id, RECORD_DECISION[made.action],
+                        f"{made.action} record {made.record_id}: {target.reason}", None, version, made.record_id)
         )
-        completion.output.append(self._output(f"record.{action}", state.session_id, record_id, url, target.reason))
+        completion.output.append(
+            self._output(RECORD_EVENT[made.action], state.session_id, made.record_id, made.url, target.reason)
+        )
         return completion
 
     async def _apply_target(
         self, row: ClaimedRow, state: SessionState, settings: RecordSettings, target: Target,
         known_user: str | None, completion: Completion,
-    ) -> tuple[str, str, str]:
+    ) -> MadeRecord:
         crm = self.crm.name
         title = render_title(
             settings.record_title_template, state, settings.record_title_locale, max_chars=limits_for(crm).title
@@ -255,22 +251,24 @@ class OutboxRunner:
                 medium=state.medium,
                 queue_id=state.queue_id,
                 idempotency_key=row.idempotency_key,
-                end_user=_end_user(state),
-                session=_activity(state, title, known_user),
+                end_user=end_user(state),
+                session=activity(state, title, known_user),
                 retrying_unknown_outcome=row.outcome_unknown,
             )
             ref = await self._create(new, completion)
-            return ref.record_id, ref.url, "created"
+            return MadeRecord(ref.record_id, ref.url, RecordAction.CREATED)
         assert target.record is not None
         existing = target.record
         reopened = target.action == "reopen"
+        made = MadeRecord(existing.record_id, existing.url or "",
+                          RecordAction.REOPENED if reopened else RecordAction.ATTACHED)
         if isinstance(self.crm, LogsSessionActivities):
             # The session is an activity of its own on the record; the reopen rides along.
             await self.crm.attach_session_activity(
-                existing.record_id, _activity(state, title, known_user), render_attach_note(state, reopened),
+                existing.record_id, activity(state, title, known_user), render_attach_note(state, reopened),
                 reopen=reopened,
             )
-            return existing.record_id, existing.url or "", "reopened" if reopened else "attached"
+            return made
         if reopened:
             await self.crm.reopen_record(existing.record_id)
         await self.crm.attach_session(
@@ -278,7 +276,7 @@ class OutboxRunner:
             render_attach_note(state, reopened),
             record_tags(crm, state, settings, creating=False),
         )
-        return existing.record_id, existing.url or "", "reopened" if reopened else "attached"
+        return made
 
     async def _create(self, new: NewRecord, completion: Completion) -> RecordRef:
         """Create the record with the end user's remembered CRM id; if the CRM says that
@@ -291,9 +289,7 @@ class OutboxRunner:
                 known = await self.crm.find_or_create_end_user(new.end_user)
                 completion.contact = known
             try:
-                ref = await self.crm.create_record(
-                    NewRecord(**{**_fields(new), "contact_id": known})
-                )
+                ref = await self.crm.create_record(with_contact(new, known))
             except CrmEndUserGone:
                 if not remembered or new.contact_id is None:
                     raise
@@ -314,8 +310,8 @@ class OutboxRunner:
             record_id = session["record_id"]
             if record_id is None:
                 record_row = await outbox_repo.record_row_status(conn, row.session_id)
-                if record_row is None or record_row[0] in ("parked", "done"):
-                    why = f": {record_row[1]}" if record_row and record_row[1] else ""
+                if record_row is None or record_row.status in (OutboxStatus.PARKED, OutboxStatus.DONE):
+                    why = f": {record_row.last_error}" if record_row and record_row.last_error else ""
                     raise NoRecord(f"the session has no record to add the summary note to{why}")
                 raise WaitForRecord("the session's record is not made yet")
             lines = []
@@ -328,7 +324,7 @@ class OutboxRunner:
         if isinstance(self.crm, LogsSessionActivities):
             # The session's Task already names the Contact and the title: only the outcome is new.
             await self.crm.complete_session_activity(
-                record_id, _activity(state, "", None), note, key=row.idempotency_key,
+                record_id, activity(state, "", None), note, key=row.idempotency_key,
                 outcome_unknown=row.outcome_unknown,
             )
         elif write_note is not None:
@@ -337,21 +333,16 @@ class OutboxRunner:
             await self.crm.add_note(record_id, body)
         reason = "session ended: summary note added"
         return Completion(
-            decisions=[DecisionRow(state.session_id, "ended_note_added", f"{reason} to record {record_id}",
-                                   state.ended_at, None, record_id)],
-            output=[self._output("record.updated", state.session_id, record_id, session["record_url"], reason)],
+            decisions=[DecisionRow(state.session_id, DecisionKind.ENDED_NOTE_ADDED,
+                                   f"{reason} to record {record_id}", state.ended_at, None, record_id)],
+            output=[self._output(OutcomeEventType.RECORD_UPDATED, state.session_id, record_id,
+                                 session["record_url"], reason)],
         )
 
-    def _output(self, event_type: str, session_id: str, record_id: str, url: str | None, reason: str) -> dict:
-        return {
-            "event_type": event_type,
-            "session_id": session_id,
-            "crm": self.crm.name,
-            "record_id": record_id,
-            "record_url": url,
-            "reason": reason,
-            "occurred_at": self.clock().isoformat(),
-        }
+    def _output(
+        self, event_type: OutcomeEventType, session_id: str, record_id: str, url: str | None, reason: str
+    ) -> dict[str, Any]:
+        return OutcomeEvent(event_type, session_id, self.crm.name, record_id, url, reason, self.clock()).payload()
 
     # --- bookkeeping ---------------------------------------------------------------------------
 
@@ -359,10 +350,12 @@ class OutboxRunner:
         base = self.settings.outbox_backoff_base_seconds * (2 ** max(0, attempts - 1))
         return min(self.settings.outbox_backoff_max_seconds, base) * random.uniform(0.5, 1.0)
 
-    async def _failed(self, row: ClaimedRow, exc: CrmError, calls: CallLog, *, outcome_unknown: bool = False) -> str:
+    async def _failed(
+        self, row: ClaimedRow, exc: CrmError | RowBlocked, calls: CallLog, *, outcome_unknown: bool = False
+    ) -> OutboxStatus | None:
         crm = self.crm.name
         message = str(exc) or type(exc).__name__
-        unknown = outcome_unknown or bool(getattr(exc, "outcome_unknown", False)) or _wrote(calls)
+        unknown = outcome_unknown or bool(getattr(exc, "outcome_unknown", False)) or wrote(calls)
         held = {"claim_id": row.claim_id}
         async with self.engine.begin() as conn:
             await outbox_repo.record_attempts(conn, crm, [Attempt(row.id, row.session_id, row.attempts, calls.calls)])
@@ -373,44 +366,21 @@ class OutboxRunner:
                     log.info("CRM asked to slow down; retrying in %.1f s", exc.retry_after)
                 await outbox_repo.reschedule(conn, row.id, delay_seconds=delay, error=message, count_attempt=False,
                                              outcome_unknown=unknown, **held)
-                return "pending"
+                return OutboxStatus.PENDING
             if exc.retryable and row.attempts < self.settings.outbox_max_attempts:
                 delay = self._backoff(row.attempts)
                 log.warning("attempt %d failed, retrying in %.1f s: %s", row.attempts, delay, message)
                 await outbox_repo.reschedule(conn, row.id, delay_seconds=delay, error=message,
                                              count_attempt=True, outcome_unknown=unknown, **held)
-                return "pending"
+                return OutboxStatus.PENDING
             reason = message if not exc.retryable else f"gave up after {row.attempts} attempts: {message}"
             if not await outbox_repo.park(conn, row.id, reason, **held):
-                return "lost"
+                return None
             await decisions_repo.insert_decision(
-                conn, DecisionRow(row.session_id, f"{row.kind}_parked", f"parked, will not be retried: {reason}",
+                conn, DecisionRow(row.session_id, PARKED_DECISION[row.kind], f"parked, will not be retried: {reason}",
                                   None, row.payload.get("settings_version"))
             )
         metrics.outbox_parked.labels(crm, row.kind).inc()
         log.error("outbox row parked, will not be retried: %s", reason)
-        return "parked"
+        return OutboxStatus.PARKED
 
-
-def _wrote(calls: CallLog) -> bool:
-    """Whether a failed attempt made a write that may have taken effect (answered 2xx, a
-    5xx, or no answer): e.g. the conversation was created and its tags were refused. The
-    retry must then look for what it made before writing again."""
-    return any(
-        c.method not in ("GET", "HEAD") and (c.status is None or c.status < 300 or c.status >= 500)
-        for c in calls.calls
-    )
-
-
-def _fields(record: NewRecord) -> dict[str, Any]:
-    return {name: getattr(record, name) for name in NewRecord.__dataclass_fields__}
-
-
-def describe_cost(calls: CallLog) -> str:
-    """`2 CRM requests: find_or_create_end_user GET /users/search, create_record POST /tickets`."""
-    count = len(calls.calls)
-    if not count:
-        return "no CRM request"
-    listed = ", ".join(f"{c.operation} {c.method} {c.path}" for c in calls.calls[:8])
-    more = f", +{count - 8} more" if count > 8 else ""
-    return f"{count} CRM request{'s' if count != 1 else ''}: {listed}{more}"

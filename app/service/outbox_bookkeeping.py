@@ -20,6 +20,7 @@ from app.adapters.crm.base import CallLog, RecordRef
 from app.adapters.db import decisions_repo, end_users_repo, outbox_repo, records_repo, sessions_repo
 from app.adapters.db.decisions_repo import DecisionRow
 from app.adapters.db.outbox_repo import Attempt, ClaimedRow, NewOutboxRow
+from app.domain.kinds import OutboxKind, RecordAction
 from app.domain.session import SessionState
 
 Item = TypeVar("Item")
@@ -31,13 +32,22 @@ class LeaseLost(Exception):
     outcome is not recorded and its events are not published (the other claimer's are)."""
 
 
+@dataclass(frozen=True, slots=True)
+class MadeRecord:
+    """The record a session's record row ended with, and how."""
+
+    record_id: str
+    url: str
+    action: RecordAction
+
+
 @dataclass(slots=True)
 class Completion:
     """What a successful run leaves behind, written in one transaction."""
 
     decisions: list[DecisionRow] = field(default_factory=list)
     output: list[dict[str, Any]] = field(default_factory=list)
-    session_record: tuple[str, str, str] | None = None  # record_id, url, action
+    session_record: MadeRecord | None = None
     new_record: RecordRef | None = None
     contact: str | None = None  # the CRM's id for the session's end user, to remember
     state: SessionState | None = None  # as read before the CRM calls, for the bookkeeping
@@ -141,8 +151,9 @@ class CompletionWriter:
             if completion.new_record is not None and state is not None:
                 ref = completion.new_record
                 new_records.append((ref.record_id, ref.url, state.end_user_id, state.queue_id, session_id))
-            if completion.session_record is not None:
-                session_records.append((session_id, *completion.session_record))
+            made = completion.session_record
+            if made is not None:
+                session_records.append((session_id, made.record_id, made.url, made.action))
             decisions.extend(completion.decisions)
         await end_users_repo.remember(conn, self.account, users)
         await records_repo.remember_records(conn, self.crm, new_records)
@@ -154,10 +165,10 @@ class CompletionWriter:
 
     async def _enqueue_events(self, conn: AsyncConnection, finished: Finished) -> list[int]:
         row = finished.row
-        if row.kind == "publish" or not finished.completion.output or row.claim_id is None:
+        if row.kind == OutboxKind.PUBLISH or not finished.completion.output or row.claim_id is None:
             return []
         events = [
-            NewOutboxRow(f"{row.idempotency_key}:event:{n}", "publish", row.session_id, None, event)
+            NewOutboxRow(f"{row.idempotency_key}:event:{n}", OutboxKind.PUBLISH, row.session_id, None, event)
             for n, event in enumerate(finished.completion.output)
         ]
         return await outbox_repo.enqueue_publishing(

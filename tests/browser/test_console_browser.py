@@ -18,8 +18,8 @@ from sqlalchemy import text
 from app.adapters.db import outbox_repo, settings_repo
 from app.adapters.db.outbox_repo import NewOutboxRow
 from app.adapters.db.schema import metadata
-from tests.conftest import eventually, new_topics, run_in_process, service_settings
 from tests.factories import event_doc, header
+from tests.helpers import eventually, new_topics, run_in_process, service_settings
 from tests.integration.kafka_helpers import publish
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -13,6 +13,7 @@ import httpx
 from pydantic import SecretStr
 
 from app.settings import Settings
+from tests.helpers import eventually
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -45,17 +46,20 @@ class ServiceProcess:
 
     async def wait_ready(self, timeout: float = 60.0) -> None:
         url = f"http://127.0.0.1:{self.settings.http_port}/readyz"
-        deadline = asyncio.get_running_loop().time() + timeout
         async with httpx.AsyncClient(timeout=2.0) as client:
-            while asyncio.get_running_loop().time() < deadline:
+
+            async def ready() -> bool:
                 assert self.process and self.process.poll() is None, self.log_path.read_text()[-3000:]
-                try:
-                    if (await client.get(url)).status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(0.2)
-        raise AssertionError("service process not ready: " + self.log_path.read_text()[-3000:])
+                with contextlib.suppress(httpx.HTTPError):
+                    return (await client.get(url)).status_code == 200
+                return False
+
+            try:
+                await eventually(ready, timeout=timeout, interval=0.2)
+            except AssertionError as not_ready:
+                if self.process and self.process.poll() is not None:
+                    raise
+                raise AssertionError("service process not ready: " + self.log_path.read_text()[-3000:]) from not_ready
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs, exactly like a crashed container."""

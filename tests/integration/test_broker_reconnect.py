@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import httpx
 
-from app.entrypoints.embedded import EmbeddedBroker, free_port
-from tests.conftest import Topics, create_topics, eventually, run_in_process, service_settings
 from tests.factories import call_events
+from tests.helpers import Topics, create_topics, eventually, run_in_process, service_settings
 from tests.integration.kafka_helpers import publish
 from tests.integration.test_compression import _records
+from tools.dev.embedded import EmbeddedBroker, free_port
 
 
 async def _readyz(base_url: str) -> tuple[int, dict]:

@@ -9,11 +9,11 @@ import logging
 from sqlalchemy import func, select
 
 from app.adapters.db.schema import kafka_clusters, processed_events, sandbox_records
-from app.entrypoints.embedded import EmbeddedBroker, free_port
-from tests.conftest import Topics, eventually, run_in_process, service_settings
 from tests.factories import call_events
+from tests.helpers import Topics, eventually, run_in_process, service_settings
 from tests.integration.kafka_helpers import publish
 from tests.integration.test_end_to_end import example_documents
+from tools.dev.embedded import EmbeddedBroker, free_port
 
 
 async def _count(engine, table) -> int:

@@ -11,8 +11,8 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy import select
 
 from app.adapters.db.schema import sandbox_records
-from tests.conftest import eventually, run_in_process
 from tests.factories import call_events
+from tests.helpers import eventually, run_in_process
 from tests.integration.kafka_helpers import read_all
 
 CODECS = ("gzip", "snappy", "lz4", "zstd")

@@ -8,10 +8,10 @@ import collections
 from sqlalchemy import select
 
 from app.adapters.db.schema import sandbox_records, sessions
-from app.entrypoints.embedded import free_port
-from tests.conftest import eventually, run_in_process
 from tests.factories import event_doc, header
+from tests.helpers import eventually, run_in_process
 from tests.integration.kafka_helpers import publish
+from tools.dev.embedded import free_port
 
 
 def assigned_call(session_id: str, end_user: str) -> list[dict]:

@@ -7,8 +7,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import func, select
 
 from app.adapters.db.schema import processed_events, sandbox_records
-from tests.conftest import eventually, run_in_process
 from tests.factories import call_events, event_doc, header
+from tests.helpers import eventually, run_in_process
 from tests.integration.kafka_helpers import publish, read_all
 
 

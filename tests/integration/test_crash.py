@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import func, select
 
 from app.adapters.db.schema import outbox, processed_events, sessions
-from tests.conftest import eventually
 from tests.factories import call_events, chat_events
+from tests.helpers import eventually
 from tests.integration.crm_backends import SandboxBackend, ZendeskBackend
 from tests.integration.kafka_helpers import publish
 from tests.integration.service_process import ServiceProcess

@@ -19,8 +19,8 @@ from app.adapters.crm.factory import crm_account_for
 from app.adapters.crm.zendesk import ZendeskAdapter, zendesk_quota
 from app.adapters.db import end_users_repo
 from app.adapters.db.rate_budget_repo import PostgresBudgetStore
-from tests.conftest import eventually, new_topics, run_in_process, service_settings
 from tests.factories import event_doc, header
+from tests.helpers import eventually, new_topics, run_in_process, service_settings
 from tests.integration.crm_backends import ZendeskBackend
 from tests.integration.kafka_helpers import publish, read_all
 

@@ -129,7 +129,7 @@ async def test_a_write_refused_after_the_record_was_made_makes_the_retry_look_fi
     # The row's failure is a rate limit, yet the retry must find the conversation rather
     # than create a second one: the worker marks the outcome unknown from the calls made.
     from app.adapters.crm.base import CallLog, CrmCall
-    from app.service.outbox import _wrote
+    from app.service.outbox_work import wrote as _wrote
 
     made_then_refused = CallLog([CrmCall("create_record", "POST", "/v1/conversations", 201, 120.0),
                                  CrmCall("create_record", "POST", "/v1/conversations/x/notes", 429, 120.0, "429")])

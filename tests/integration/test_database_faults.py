@@ -14,8 +14,8 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from app.adapters.db.schema import outbox, processed_events, sandbox_records
-from tests.conftest import eventually, run_in_process, service_settings
 from tests.factories import call_events
+from tests.helpers import eventually, run_in_process, service_settings
 from tests.integration.kafka_helpers import publish, read_all
 from tests.integration.pg_faults import PostgresFaultProxy
 

@@ -13,8 +13,8 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy import func, select
 
 from app.adapters.db.schema import sandbox_records
-from tests.conftest import eventually, run_in_process
 from tests.factories import call_events
+from tests.helpers import eventually, run_in_process
 from tests.integration.kafka_helpers import read_all
 from tests.integration.service_process import PROJECT, settings_env
 

@@ -20,7 +20,7 @@ from tests.integration.service_process import PROJECT
 SCRIPT = """
 import sys
 from pathlib import Path
-from app.entrypoints.embedded import EmbeddedPostgres
+from tools.dev.embedded import EmbeddedPostgres
 pg = EmbeddedPostgres(Path(sys.argv[1])).start()
 assert "1" in pg.server.psql("SELECT 1;")
 print("READY", pg.server.get_postmaster_info().pid, getattr(getattr(pg, "watchdog", None), "pid", 0), flush=True)

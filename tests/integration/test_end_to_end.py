@@ -8,7 +8,7 @@ import orjson
 from sqlalchemy import func, select
 
 from app.adapters.db.schema import processed_events, sandbox_notes, sandbox_records
-from tests.conftest import eventually, run_in_process
+from tests.helpers import eventually, run_in_process
 from tests.integration.kafka_helpers import publish, read_all
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from app.domain.record_settings import RecordSettings
-from tests.conftest import ADMIN_TOKEN, eventually, run_in_process
+from tests.helpers import ADMIN_TOKEN, eventually, run_in_process
 from tests.integration.asgi_api import api_settings, asgi_client, build_runtime
 from tests.integration.crm_backends import ZendeskBackend
 

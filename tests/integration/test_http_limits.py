@@ -13,11 +13,11 @@ import sys
 import httpx
 import pytest
 
-from app.entrypoints.embedded import free_port
 from app.entrypoints.http import create_app
 from app.entrypoints.http.server import build_http_server
-from tests.conftest import eventually
+from tests.helpers import eventually
 from tests.integration.asgi_api import api_settings, build_runtime
+from tools.dev.embedded import free_port
 
 MAX_CONNECTIONS = 50
 READ_TIMEOUT = 1.0
@@ -75,7 +75,7 @@ async def http_server(clean_db, database_url):
     server = build_http_server(create_app(build_runtime(settings, clean_db)), settings)
     task = asyncio.create_task(server.serve())
     try:
-        await eventually(lambda: asyncio.sleep(0, server.started), timeout=10)
+        await eventually(lambda: server.started, timeout=10)
         yield server, f"http://127.0.0.1:{settings.http_port}"
     finally:
         server.should_exit = True
@@ -106,7 +106,7 @@ async def test_an_idle_socket_flood_stays_bounded_and_is_closed(clean_db, databa
         assert report == {"opened": FLOOD, "closed_by_server": FLOOD}
         assert 0 < peak <= MAX_CONNECTIONS, peak
         assert answered_during_flood  # a real request still got through while the flood was on
-        await eventually(lambda: asyncio.sleep(0, server_sockets(port) == 0), timeout=10)
+        await eventually(lambda: server_sockets(port) == 0, timeout=10)
         async with httpx.AsyncClient(base_url=base_url) as client:
             assert (await client.get("/healthz")).status_code == 200
 

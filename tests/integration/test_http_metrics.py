@@ -10,7 +10,7 @@ from sqlalchemy import event
 from app.adapters.db import outbox_repo
 from app.adapters.db.outbox_repo import NewOutboxRow
 from app.service.gauges import refresh_gauges_periodically
-from tests.conftest import eventually
+from tests.helpers import eventually
 from tests.integration.asgi_api import api_settings, asgi_client, build_runtime
 
 

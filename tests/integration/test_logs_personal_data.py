@@ -8,8 +8,8 @@ import urllib.parse
 
 import pytest
 
-from tests.conftest import eventually
 from tests.factories import call_events, chat_events
+from tests.helpers import eventually
 from tests.integration.crm_backends import FreshdeskBackend, ZendeskBackend
 from tests.integration.kafka_helpers import publish
 from tests.integration.service_process import ServiceProcess

@@ -12,7 +12,7 @@ import uuid
 import asyncpg
 
 from app.adapters.db.engine import asyncpg_dsn
-from tests.conftest import _with_database
+from tests.helpers import with_database
 from tests.integration.service_process import PROJECT
 
 
@@ -22,7 +22,7 @@ async def test_concurrent_migrators_leave_one_schema_at_head(postgres_server_url
     admin = await asyncpg.connect(asyncpg_dsn(server))
     await admin.execute(f'CREATE DATABASE "{name}"')
     try:
-        url = _with_database(server, name)
+        url = with_database(server, name)
         env = {**os.environ, "DATABASE_URL": url, "LOG_FORMAT": "json"}
         processes = [
             subprocess.Popen([sys.executable, "-m", "app", "migrate"], cwd=PROJECT, env=env,

@@ -15,8 +15,9 @@ from app.adapters.db import outbox_repo, records_repo, sessions_repo
 from app.adapters.db.decisions_repo import DecisionRow
 from app.adapters.db.outbox_repo import NewOutboxRow
 from app.adapters.db.schema import metadata
+from app.domain.kinds import DecisionKind, RecordAction
 from app.domain.session import apply_event
-from app.service.outbox import Completion, CompletionWriter, Finished
+from app.service.outbox import Completion, CompletionWriter, Finished, MadeRecord
 from tests.factories import call_events, to_event
 
 
@@ -80,8 +81,9 @@ async def _claimed_record_rows(engine, session_ids: list[str]):
 def _finished(row, state, reason: str) -> Finished:
     calls = CallLog([CrmCall("create_record", "SQL", "sandbox", 200, 1.5, None)])
     completion = Completion(
-        decisions=[DecisionRow(state.session_id, "record_created", reason, None, None, f"r-{state.session_id}")],
-        session_record=(f"r-{state.session_id}", f"/r/{state.session_id}", "created"),
+        decisions=[DecisionRow(state.session_id, DecisionKind.RECORD_CREATED, reason, None, None,
+                               f"r-{state.session_id}")],
+        session_record=MadeRecord(f"r-{state.session_id}", f"/r/{state.session_id}", RecordAction.CREATED),
         new_record=RecordRef(f"r-{state.session_id}", f"/r/{state.session_id}"),
         contact=f"c-{state.session_id}",
         state=state,

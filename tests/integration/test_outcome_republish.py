@@ -11,7 +11,7 @@ import asyncio
 from app.adapters.db import outbox_repo
 from app.adapters.db.outbox_repo import NewOutboxRow
 from app.adapters.kafka.producer import KafkaPublisher
-from tests.conftest import eventually, run_in_process
+from tests.helpers import eventually, run_in_process
 from tests.integration.kafka_helpers import read_all
 
 

@@ -9,8 +9,8 @@ import uuid
 
 import pytest
 
-from tests.conftest import eventually, new_topics, run_in_process, service_settings
 from tests.factories import call_events
+from tests.helpers import eventually, new_topics, run_in_process, service_settings
 from tests.integration.crm_backends import SalesforceBackend
 from tests.integration.kafka_helpers import publish
 

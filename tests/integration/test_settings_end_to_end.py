@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from tests.conftest import eventually, new_topics, run_in_process, service_settings
 from tests.factories import event_doc, header
+from tests.helpers import eventually, new_topics, run_in_process, service_settings
 from tests.integration.crm_backends import BACKENDS, build_backend
 from tests.integration.kafka_helpers import publish, read_all
 

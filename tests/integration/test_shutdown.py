@@ -13,8 +13,8 @@ import time
 from sqlalchemy import func, select
 
 from app.adapters.db.schema import outbox, processed_events, sandbox_notes, sandbox_records
-from tests.conftest import eventually
 from tests.factories import call_events
+from tests.helpers import eventually
 from tests.integration.kafka_helpers import publish
 from tests.integration.service_process import ServiceProcess
 from tests.integration.test_consumer import _committed
@@ -56,8 +56,7 @@ async def test_sigterm_mid_burst_loses_nothing_and_makes_nothing_twice(
         await eventually(lambda: _at_least(clean_db, in_flight, 1), timeout=30, interval=0.05)
         service.process.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
-        while service.process.poll() is None and time.monotonic() - signalled < deadline + 10:
-            await asyncio.sleep(0.05)
+        await eventually(lambda: service.process.poll() is not None, timeout=deadline + 10, interval=0.05)
         took = time.monotonic() - signalled
         print(f"exited {took:.1f} s after SIGTERM")
         await publisher

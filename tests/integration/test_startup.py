@@ -10,12 +10,12 @@ import logging
 import httpx
 from sqlalchemy.engine import make_url
 
-from app.entrypoints.embedded import EmbeddedBroker, free_port
-from tests.conftest import eventually, run_in_process, service_settings, wait_until_ready
 from tests.factories import call_events
+from tests.helpers import eventually, run_in_process, service_settings, wait_until_ready
 from tests.integration.kafka_helpers import publish
 from tests.integration.pg_faults import PostgresFaultProxy
 from tests.integration.test_compression import _records
+from tools.dev.embedded import EmbeddedBroker, free_port
 
 
 async def _health(base_url: str) -> tuple[int, int, dict] | None:

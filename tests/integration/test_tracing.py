@@ -13,8 +13,8 @@ from sqlalchemy import select
 
 from app.adapters.db.schema import outbox
 from app.observability import tracing
-from tests.conftest import eventually, run_in_process
 from tests.factories import call_events
+from tests.helpers import eventually, run_in_process
 from tests.integration.crm_backends import ZendeskBackend
 from tests.integration.kafka_helpers import read_all
 

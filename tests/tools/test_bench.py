@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaProducer
 from app.adapters.db.engine import asyncpg_dsn
 from app.domain.events import parse_event
 from app.domain.session_types import SESSION_TYPES
-from tests.conftest import create_topics
+from tests.helpers import create_topics
 from tools.bench import bare
 from tools.bench import traffic as synthetic
 from tools.bench.phases import percentile

@@ -78,8 +78,8 @@ def test_format_defaults_to_text_on_a_terminal_and_json_elsewhere():
 
 
 def test_make_run_banner_says_the_broker_forgets_and_how_to_publish():
-    from app.entrypoints.dev_banner import dev_banner
     from app.settings import Settings
+    from tools.dev.banner import dev_banner
 
     text = dev_banner(Settings(_env_file=None), embedded_broker=True, embedded_database=True, data_dir=".data")
     assert "IN MEMORY ONLY" in text and "no second record" in text

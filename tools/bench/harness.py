@@ -14,9 +14,9 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.entrypoints.embedded import EmbeddedBroker, free_port
 from app.settings import PROJECT_ROOT, Settings, normalize_database_url
 from tools.bench.procstat import status_kb
+from tools.dev.embedded import EmbeddedBroker, free_port
 
 PARTITIONS = 6
 DEFAULT_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/postgres"

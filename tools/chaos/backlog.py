@@ -22,12 +22,12 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from app.adapters.kafka.topics import ensure_topics
-from app.entrypoints.embedded import EmbeddedBroker, free_port
 from app.settings import Settings
 from tests.integration.service_process import ServiceProcess
 from tools.bench.procstat import status_kb
 from tools.chaos.cluster import PrivatePostgres
 from tools.chaos.traffic import session_events, shared_end_users
+from tools.dev.embedded import EmbeddedBroker, free_port
 
 PROGRESS_MARKS = (0.1, 0.25, 0.5, 0.75, 1.0)
 

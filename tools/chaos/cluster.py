@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from app.entrypoints.embedded import free_port
+from tools.dev.embedded import free_port
 
 DEFAULT_BIN_DIR = Path("/usr/lib/postgresql/15/bin")
 

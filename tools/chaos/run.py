@@ -23,7 +23,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from app.adapters.db.engine import build_engine
 from app.adapters.kafka.topics import ensure_topics
 from app.domain.record_settings import RecordSettings
-from app.entrypoints.embedded import EmbeddedBroker, free_port
 from app.settings import Settings
 from tests.integration.crm_backends import Backend, SandboxBackend, ZendeskBackend
 from tools.chaos.cluster import PrivatePostgres
@@ -38,6 +37,7 @@ from tools.chaos.faults import (
 )
 from tools.chaos.oracle import Observed, Report, SessionRecord, judge, render
 from tools.chaos.traffic import Traffic, build_traffic
+from tools.dev.embedded import EmbeddedBroker, free_port
 
 log = logging.getLogger("chaos")
 ADMIN_TOKEN = "chaos-admin-token"

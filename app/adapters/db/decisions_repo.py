@@ -11,12 +11,13 @@ from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.adapters.db.schema import decisions
+from app.domain.kinds import DecisionKind
 
 
 @dataclass(frozen=True, slots=True)
 class DecisionRow:
     session_id: str
-    kind: str
+    kind: DecisionKind
     reason: str
     event_at: datetime | None
     settings_version: int | None

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.adapters.crm.base import CrmCall
 from app.adapters.db.schema import crm_attempts, outbox
+from app.domain.kinds import OutboxKind, OutboxStatus
 
 NOTIFY_CHANNEL = "crm_records_outbox"
 
@@ -21,7 +22,7 @@ NOTIFY_CHANNEL = "crm_records_outbox"
 @dataclass(frozen=True, slots=True)
 class NewOutboxRow:
     idempotency_key: str
-    kind: str
+    kind: OutboxKind
     session_id: str
     serial_key: str | None
     payload: dict[str, Any]
@@ -33,7 +34,7 @@ class NewOutboxRow:
 class ClaimedRow:
     id: int
     idempotency_key: str
-    kind: str
+    kind: OutboxKind
     session_id: str
     serial_key: str | None
     payload: dict[str, Any]
@@ -139,7 +140,7 @@ async def notify_workers(conn: AsyncConnection) -> None:
 
 async def claim(conn: AsyncConnection, limit: int, lease_seconds: float) -> list[ClaimedRow]:
     result = await conn.execute(_CLAIM, {"limit": limit, "lease": lease_seconds})
-    rows = [ClaimedRow(**row) for row in result.mappings()]
+    rows = [ClaimedRow(**{**row, "kind": OutboxKind(row["kind"])}) for row in result.mappings()]
     rows.sort(key=lambda r: r.id)
     return rows
 
@@ -212,7 +213,7 @@ async def reschedule(
 ) -> bool:
     """Put the row back for later; False when this claim no longer holds it."""
     values: dict[str, Any] = {
-        "status": "pending",
+        "status": OutboxStatus.PENDING,
         "due_at": func.now() + func.make_interval(0, 0, 0, 0, 0, 0, delay_seconds),
         "lease_until": None,
         "last_error": error,
@@ -231,7 +232,7 @@ async def park(conn: AsyncConnection, outbox_id: int, error: str, *, claim_id: s
     result = await conn.execute(
         update(outbox)
         .where(_held(outbox_id, claim_id))
-        .values(status="parked", last_error=error, lease_until=None, updated_at=func.now())
+        .values(status=OutboxStatus.PARKED, last_error=error, lease_until=None, updated_at=func.now())
     )
     return bool(result.rowcount)
 
@@ -316,25 +317,30 @@ async def record_attempts(conn: AsyncConnection, crm: str, attempts: Sequence[At
     )
 
 
-async def record_row_status(conn: AsyncConnection, session_id: str) -> tuple[str, str | None] | None:
+@dataclass(frozen=True, slots=True)
+class RowStatus:
+    status: OutboxStatus
+    last_error: str | None
+
+
+async def record_row_status(conn: AsyncConnection, session_id: str) -> RowStatus | None:
     """The status and last error of the session's record row, if it has one."""
     row = (
         await conn.execute(
             select(outbox.c.status, outbox.c.last_error).where(
-                outbox.c.session_id == session_id, outbox.c.kind == "record"
+                outbox.c.session_id == session_id, outbox.c.kind == OutboxKind.RECORD
             )
         )
     ).first()
-    return (row[0], row[1]) if row else None
+    return RowStatus(OutboxStatus(row.status), row.last_error) if row else None
 
 
 async def backlog_counts(conn: AsyncConnection) -> dict[str, int]:
+    waiting = (OutboxStatus.PENDING, OutboxStatus.IN_PROGRESS, OutboxStatus.PARKED)
     result = await conn.execute(
-        select(outbox.c.status, func.count())
-        .where(outbox.c.status.in_(("pending", "in_progress", "parked")))
-        .group_by(outbox.c.status)
+        select(outbox.c.status, func.count()).where(outbox.c.status.in_(waiting)).group_by(outbox.c.status)
     )
-    counts = {"pending": 0, "in_progress": 0, "parked": 0}
+    counts = {str(status): 0 for status in waiting}
     counts.update({status: count for status, count in result})
     return counts
 
@@ -374,8 +380,8 @@ async def requeue_parked(conn: AsyncConnection, session_id: str | None = None) -
     """Give parked rows a fresh start (after an operator fixed the cause)."""
     statement = (
         update(outbox)
-        .where(outbox.c.status == "parked")
-        .values(status="pending", attempts=0, due_at=func.now(), updated_at=func.now())
+        .where(outbox.c.status == OutboxStatus.PARKED)
+        .values(status=OutboxStatus.PENDING, attempts=0, due_at=func.now(), updated_at=func.now())
     )
     if session_id is not None:
         statement = statement.where(outbox.c.session_id == session_id)

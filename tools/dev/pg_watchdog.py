@@ -1,4 +1,4 @@
-"""`python -m app.entrypoints.pg_watchdog PARENT_PID PGDATA [USER]`: stops the embedded
+"""`python -m tools.dev.pg_watchdog PARENT_PID PGDATA [USER]`: stops the embedded
 PostgreSQL when the `make run` that started it is gone, however it went (Ctrl-C, kill -9,
 a closed terminal). pg_ctl daemonizes the server, so nothing else would stop it: a killed
 `make run` would leave a database running unattended on the developer's machine."""
