@@ -22,7 +22,8 @@ EMBEDDED_BROKER_PORT = 9092
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
 
-    # Kafka. None means "start an embedded broker" (only `make run` does that).
+    # Kafka. None means "start an embedded broker" (only `make run`, tools/dev, does that;
+    # the CLI's publish then talks to it at EMBEDDED_BROKER_PORT).
     kafka_bootstrap_servers: str | None = None
     kafka_topic: str = "ccai.session-events"
     kafka_output_topic: str = "ccai.crm-record-events"
@@ -30,11 +31,11 @@ class Settings(BaseSettings):
     kafka_group_id: str = "crm-records"
     kafka_topic_partitions: int = Field(default=6, ge=1)
     kafka_max_poll_records: int = Field(default=2000, ge=1)
-    # A replica that dies is noticed after this long; joining a group also takes about
-    # half of it on some brokers, so keep it modest.
     # How long the broker may hold a fetch while waiting for data: short, so a quiet
     # topic's next event is picked up quickly.
     kafka_fetch_max_wait_ms: int = Field(default=50, ge=1)
+    # A replica that dies is noticed after this long; joining a group also takes about
+    # half of it on some brokers, so keep it modest.
     kafka_session_timeout_ms: int = Field(default=10000, ge=1000)
     kafka_heartbeat_interval_ms: int = Field(default=2000, ge=100)
     # The largest dead letter sent as a copy; None: what the broker reports for the
@@ -45,7 +46,8 @@ class Settings(BaseSettings):
     # SIGTERM: stop fetching, finish or release in-flight work, commit, exit within this.
     shutdown_timeout_seconds: float = Field(default=25.0, gt=0)
 
-    # PostgreSQL. None means "start an embedded PostgreSQL" (only `make run` does that).
+    # PostgreSQL. None means "start an embedded PostgreSQL" (only `make run`, tools/dev,
+    # does that; the CLI then reads that one, see resolved_database_url).
     database_url: str | None = None
     # Connections kept open, plus up to 8 more in bursts. Sized for OUTBOX_CONCURRENCY and
     # the consumer, so a busy replica rarely opens new ones (each is a server process).

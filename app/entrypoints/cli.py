@@ -89,7 +89,7 @@ def _cmd_records(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _trace(settings: Settings, session_id: str) -> int:
     from app.adapters.db.engine import build_engine
-    from app.service.admin import session_trace
+    from app.service.trace import session_trace
 
     engine = build_engine(settings)
     try:

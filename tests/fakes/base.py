@@ -3,9 +3,10 @@ port, a regex router, JSON helpers, a request log, and faults a test can switch 
 
 It is deliberately a real socket server rather than an httpx mock transport, so
 the adapters are exercised through real HTTP, timeouts and dropped connections.
-The fakes run in the test process (a thread) or as their own process
-(`python -m tests.fakes NAME --port N`) for tests that run the service as a
-subprocess; faults can be switched through `POST /__fake__/faults` as well.
+Each fake serves from a thread of the process that starts it (a test, or a tool such as
+the chaos run); a service run as a subprocess reaches it over loopback like any CRM.
+Faults are switched on the object (`set_faults`) or over HTTP (`POST /__fake__/faults`),
+and `GET /__fake__/requests` returns the request log.
 """
 
 from __future__ import annotations

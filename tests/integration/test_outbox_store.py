@@ -123,7 +123,8 @@ async def test_record_context_reads_the_newest_record_only_when_asked(clean_db, 
         # Same end user and leaf queue for both records: the newer one is the one to append to.
         end_user, queue = states["n1"].end_user_id, states["n1"].queue_id
         await records_repo.remember_records(
-            conn, "sandbox", [("old", None, end_user, queue, "n0"), ("new", "/r/new", end_user, queue, "n1")]
+            conn, "sandbox", [records_repo.NewRecord("old", None, end_user, queue, "n0"),
+                              records_repo.NewRecord("new", "/r/new", end_user, queue, "n1")]
         )
     async with clean_db.connect() as conn:
         context = await records_repo.record_context(conn, "sandbox", "n1", with_newest=with_newest)

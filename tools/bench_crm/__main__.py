@@ -42,10 +42,28 @@ NOT_RECORD_WORK = ("/users/me", "/agents/me", "/users/current", "/oauth2/token",
 
 
 @dataclass
+class Split:
+    """Where one phase's p50/p99 went, from the outbox rows' own timestamps (the service's
+    clock) and the CRM calls it logged: the part the service adds, apart from the CRM's."""
+
+    to_outbox_ms: list[float] = field(default_factory=list)  # assigned published -> record row written
+    to_claim_ms: list[float] = field(default_factory=list)  # row written -> claimed by a worker
+    work_ms: list[float] = field(default_factory=list)  # claimed -> row done (CRM calls, budget, bookkeeping)
+    crm_ms: list[float] = field(default_factory=list)  # of which: the CRM calls themselves
+    to_topic_ms: list[float] = field(default_factory=list)  # row done -> record.created on the topic
+
+    def describe(self) -> str:
+        parts = [("to outbox", self.to_outbox_ms), ("to claim", self.to_claim_ms), ("work", self.work_ms),
+                 ("of which CRM", self.crm_ms), ("to topic", self.to_topic_ms)]
+        return ", ".join(f"{name} {percentile(v, 0.5):.0f}/{percentile(v, 0.99):.0f}" for name, v in parts if v)
+
+
+@dataclass
 class PhaseResult:
     sessions: int
     requests: int
     latencies_ms: list[float]
+    split: Split = field(default_factory=Split)
 
     @property
     def per_record(self) -> float:
@@ -123,13 +141,45 @@ def record_requests(fake, since: int) -> int:
     return sum(1 for r in fake.requests[since:] if not any(p in r.path for p in NOT_RECORD_WORK))
 
 
+async def split(resources: Resources, outcomes: Outcomes, published: dict[str, int]) -> Split:
+    """p50/p99 of each leg, from the record rows of these sessions (ms)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(resources.url(driver="postgresql"))
+    try:
+        rows = await conn.fetch(
+            """
+            SELECT o.session_id, o.created_at, o.claimed_at, o.done_at,
+                   (SELECT sum(a.latency_ms) FROM crm_attempts a WHERE a.outbox_id = o.id) AS crm_ms
+            FROM outbox o WHERE o.kind = 'record' AND o.session_id = ANY($1::text[])
+            """,
+            list(published),
+        )
+    finally:
+        await conn.close()
+    result = Split()
+    for r in rows:
+        if r["claimed_at"] is None or r["done_at"] is None:
+            continue
+        created, claimed, done = (r[k].timestamp() * 1000 for k in ("created_at", "claimed_at", "done_at"))
+        result.to_outbox_ms.append(created - published[r["session_id"]])
+        result.to_claim_ms.append(claimed - created)
+        result.work_ms.append(done - claimed)
+        result.crm_ms.append(float(r["crm_ms"] or 0.0))
+        topic = outcomes.created(r["session_id"])
+        if topic is not None:
+            result.to_topic_ms.append(topic - done)
+    return result
+
+
 async def phase(fake, producer, topics, outcomes, resources, sessions, seconds) -> PhaseResult:
     before = len(fake.requests)
     published = await publish_paced(producer, topics["events"], sessions, seconds)
     await wait_created(outcomes, list(published), 120, resources)
     await asyncio.sleep(0.5)
     latencies = [outcomes.created(s) - t for s, t in published.items()]
-    return PhaseResult(len(sessions), record_requests(fake, before), latencies)
+    return PhaseResult(len(sessions), record_requests(fake, before), latencies,
+                       await split(resources, outcomes, published))
 
 
 def refusals(fake, since: int) -> int:
@@ -255,7 +305,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{crm}: bench failed: {exc}", file=sys.stderr, flush=True)
                 return 1
             rows.append(row(crm, *results, args.limit))
-            print(f"{crm}: done in {time.monotonic() - started:.0f} s\n{rows[-1]}", flush=True)
+            new, returning = results[0], results[1]
+            print(f"{crm}: done in {time.monotonic() - started:.0f} s\n{rows[-1]}\n"
+                  f"  p50/p99 ms, new: {new.split.describe()}\n"
+                  f"  p50/p99 ms, returning: {returning.split.describe()}", flush=True)
     print("\n" + HEADER + "\n" + "\n".join(rows))
     return 0
 

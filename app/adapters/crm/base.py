@@ -1,8 +1,10 @@
 """What every CRM adapter offers the outbox worker, and the errors it may raise.
 
 An adapter speaks one CRM's documented API and nothing else: it does not decide
-whether a record is due or which record to use (the domain policy does), and it
-does not touch the service's database.
+whether a record is due or which record to use (the domain policy does). A vendor's
+adapter reaches the service's database only through the stores it is given (the rate
+budget shared by the replicas); the worker keeps the remembered end users. The
+sandbox CRM is the exception: its records live in the service's own database.
 """
 
 from __future__ import annotations

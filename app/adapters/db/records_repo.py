@@ -13,6 +13,17 @@ from app.adapters.db.schema import crm_records
 
 
 @dataclass(frozen=True, slots=True)
+class NewRecord:
+    """A record this service just made, for "the newest record of this end user in this leaf queue"."""
+
+    record_id: str
+    record_url: str | None
+    end_user_id: str
+    queue_id: str
+    session_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class KnownRecord:
     record_id: str
     record_url: str | None
@@ -68,22 +79,20 @@ async def record_context(
     return RecordContext(row.state, row.contact_id, newest)
 
 
-async def remember_records(
-    conn: AsyncConnection, crm: str, records: Sequence[tuple[str, str | None, str, str, str]]
-) -> None:
-    """Remember records this service made: (record_id, url, end_user_id, queue_id, session_id),
-    in the order given: the newest record of an end user is the one with the highest id."""
+async def remember_records(conn: AsyncConnection, crm: str, records: Sequence[NewRecord]) -> None:
+    """Remember records this service made, in the order given: the newest record of an end
+    user is the one with the highest id."""
     if not records:
         return
     await conn.execute(
         _REMEMBER_RECORDS,
         {
             "crm": crm,
-            "record_ids": [r[0] for r in records],
-            "record_urls": [r[1] for r in records],
-            "end_user_ids": [r[2] for r in records],
-            "queue_ids": [r[3] for r in records],
-            "session_ids": [r[4] for r in records],
+            "record_ids": [r.record_id for r in records],
+            "record_urls": [r.record_url for r in records],
+            "end_user_ids": [r.end_user_id for r in records],
+            "queue_ids": [r.queue_id for r in records],
+            "session_ids": [r.session_id for r in records],
         },
     )
 

@@ -1,5 +1,6 @@
-"""The service's tables, as SQLAlchemy Core. Migrations (migrations/) create them;
-repositories (this package) are the only code that queries them."""
+"""The service's tables, as SQLAlchemy Core. Migrations (migrations/) create them: a change
+here needs a migration too. In app/, only the modules of this package query them;
+services and adapters call its repositories."""
 
 from __future__ import annotations
 
@@ -49,7 +50,8 @@ sessions = Table(
     metadata,
     Column("session_id", Text, primary_key=True),
     Column("state", JSONB, nullable=False),  # app.domain.session.SessionState.to_document()
-    Column("record", Text, nullable=False, server_default="pending"),  # pending | due | skipped
+    # app.domain.session.RecordProgress: pending | due | skipped
+    Column("record", Text, nullable=False, server_default="pending"),
     Column("crm", Text),
     Column("record_id", Text),
     Column("record_url", Text),
@@ -177,7 +179,8 @@ crm_end_users = Table(
     PrimaryKeyConstraint("crm_account", "end_user_id"),
 )
 
-# One request schedule per CRM account, shared by every replica (app.adapters.crm.budget).
+# One request schedule per CRM account, shared by every replica (app.adapters.crm.budget's
+# RateBudget, stored through rate_budget_repo).
 crm_rate_budgets = Table(
     "crm_rate_budgets",
     metadata,

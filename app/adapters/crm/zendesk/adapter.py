@@ -1,52 +1,16 @@
-"""Zendesk Support adapter: a record is a Zendesk ticket, the end user a Zendesk end user.
-
-What it speaks (Zendesk Support API v2 under `{ZENDESK_URL}/api/v2`, API token basic
-auth: username `{email}/token`, password the token):
-
-* `GET /users/me`: the cheap authenticated call behind `check_credentials`. Zendesk may
-  answer it with an anonymous user (`id: null`) instead of a 401, so that counts as refused.
-* `GET /users/search?query=...` by phone, then by email (the search index; a hit is kept
-  only when the phone or email really is the user's), then `GET /users/search?external_id=...`
-  (a direct look-up that also finds a user created moments ago), then `POST /users`
-  with role `end-user`, name, phone, email and `external_id` = the platform's end-user id.
-* The cheap path for a record (`create_record`, `resolves_end_user`): a remembered requester
-  is named by `requester_id` (one request). A new end user costs one user search, by
-  phone (the identity an inline requester cannot carry); when it finds nobody, the ticket
-  names its requester inline (`requester: {name, email}`), which Zendesk matches to the
-  user holding that email or creates (two requests). Only an end user with a phone and no
-  email is created first with `POST /users` (three requests). The ticket's `requester_id`
-  is remembered. A remembered requester Zendesk no longer has is refused with 422
-  `Requester: is invalid`, which is reported as CrmEndUserGone.
-* `GET /tickets?external_id=...`: the documented List Tickets filter, a direct look-up of
-  the ticket made for a session (the search API lags, so it is not used for this), made
-  only when an earlier attempt's outcome is unknown.
-* `POST /tickets` with the `Idempotency-Key` header: Zendesk answers a repeat of the same
-  request within two hours with the original ticket (`x-idempotency-lookup: hit`), and a
-  different request under the same key with 400 `IdempotentRequestError`.
-* End-of-session notes end with a marker line (the outbox row's key); a retry whose
-  earlier attempt's outcome is unknown reads `GET /tickets/{id}/comments` first.
-* `GET /tickets/{id}`, `GET /tickets/{id}/metrics` (`ticket_metric.solved_at`: tickets
-  have no closing-time field), `PUT /tickets/{id}` for the status, private comments and
-  `additional_tags` (which adds tags; `tags` would replace them).
-
-Statuses: new, open, pending, hold (open), solved and closed (closed). A solved ticket
-is reopened by setting `open`; a closed one can never be updated again.
-"""
+"""The ZendeskAdapter: the CrmAdapter protocol over the API described in the package docstring."""
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import httpx
 
-from app import metrics
 from app.adapters.crm.base import (
     CrmAuthError,
     CrmEndUserGone,
     CrmPermanentError,
-    CrmRateLimited,
     CrmTransientError,
     EndUserInfo,
     NewRecord,
@@ -54,161 +18,27 @@ from app.adapters.crm.base import (
     RecordRef,
     required_setting,
 )
-from app.adapters.crm.budget import RateBudget, VendorQuota, header_int
-from app.adapters.crm.http import CrmHttp, default_describe, parse_retry_after
+from app.adapters.crm.budget import RateBudget
+from app.adapters.crm.zendesk.answers import (
+    API,
+    CLOSED_STATUSES,
+    END_USER_ROLE,
+    FINAL_STATUS,
+    OPEN_STATUS,
+    ZendeskHttp,
+    ZendeskIdempotencyConflict,
+    _api_base,
+    _oldest,
+    _parse_time,
+    _requester_refused,
+    _same_email,
+    _same_phone,
+    _zendesk_id,
+    describe_zendesk_error,
+    zendesk_quota,
+)
 from app.domain.policy import ExistingRecord
 from app.settings import Settings
-
-API = "/api/v2"
-OPEN_STATUS = "open"
-CLOSED_STATUSES = frozenset({"solved", "closed"})
-# Zendesk refuses every update to a closed ticket, reopening included.
-FINAL_STATUS = "closed"
-END_USER_ROLE = "end-user"
-IDEMPOTENCY_ERROR = "IdempotentRequestError"
-# The validation code Zendesk gives when an email or external id already belongs to a user.
-DUPLICATE_VALUE = "DuplicateValue"
-
-
-class ZendeskIdempotencyConflict(CrmPermanentError):
-    """400 IdempotentRequestError: the key was used before with a different request."""
-
-
-# --- error bodies ----------------------------------------------------------------------------
-
-
-def _body(response: httpx.Response) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
-
-
-def _detail_texts(details: Any) -> list[str]:
-    """`details` maps a field to a list of `{"description", "error"}` entries."""
-    if not isinstance(details, dict):
-        return []
-    texts: list[str] = []
-    for field, entries in details.items():
-        for entry in entries if isinstance(entries, list) else [entries]:
-            text = entry.get("description") if isinstance(entry, dict) else entry
-            if text:
-                texts.append(str(text) if field == "base" else f"{field}: {text}")
-    return texts
-
-
-def describe_zendesk_error(response: httpx.Response) -> str:
-    """Zendesk errors come as `{"error": "RecordInvalid", "description": ..., "details": {...}}`,
-    as `{"error": "Couldn't authenticate you"}`, or as `{"error": {"title", "message"}}`."""
-    body = _body(response)
-    error = body.get("error")
-    if error is None:
-        return default_describe(response)
-    if isinstance(error, dict):
-        parts = [str(error.get("title") or ""), str(error.get("message") or "")]
-    else:
-        parts = [str(error), str(body.get("description") or "")]
-    text = ": ".join(p for p in parts if p)
-    details = _detail_texts(body.get("details"))
-    if details:
-        text += " (" + "; ".join(details[:5]) + ")"
-    return f"HTTP {response.status_code}: {text}"
-
-
-def _duplicate_user(response: httpx.Response) -> bool:
-    details = _body(response).get("details")
-    if not isinstance(details, dict):
-        return False
-    return any(
-        isinstance(entry, dict) and entry.get("error") == DUPLICATE_VALUE
-        for entries in details.values()
-        if isinstance(entries, list)
-        for entry in entries
-    )
-
-
-def zendesk_retry_after(headers: httpx.Headers) -> float:
-    """`Retry-After` when sent (Zendesk always sends it with a 429), else `ratelimit-reset`."""
-    return parse_retry_after(headers.get("Retry-After") or headers.get("ratelimit-reset"))
-
-
-def zendesk_quota(headers: httpx.Headers) -> VendorQuota | None:
-    """`X-Rate-Limit` / `X-Rate-Limit-Remaining` (the account's per-minute limit) and the
-    `ratelimit-limit` / `-remaining` / `-reset` headers Zendesk sends alongside."""
-    limit = header_int(headers, "X-Rate-Limit", "ratelimit-limit")
-    remaining = header_int(headers, "X-Rate-Limit-Remaining", "ratelimit-remaining")
-    if limit is None and remaining is None:
-        return None
-    reset = header_int(headers, "ratelimit-reset")
-    return VendorQuota(limit=limit, remaining=remaining, reset_seconds=float(reset) if reset is not None else None)
-
-
-class ZendeskHttp(CrmHttp):
-    """CrmHttp with Zendesk's quirks: a 503 carrying `Retry-After` asks to wait that long,
-    the idempotency-key conflict gets its own class, and a user create refused because
-    the email or external id is taken means the user search has not caught up yet."""
-
-    def classify(self, response: httpx.Response, operation: str, message: str) -> Exception:
-        status = response.status_code
-        text = f"{self.crm} {operation}: {message}"
-        if status == 429 or (status == 503 and response.headers.get("Retry-After")):
-            if status == 429:
-                metrics.crm_rate_limited.labels(self.crm).inc()
-            retry_after = zendesk_retry_after(response.headers)
-            if self.budget is not None:
-                self.budget.pause(retry_after)
-            return CrmRateLimited(text, retry_after=retry_after, status=status)
-        if status == 400 and _body(response).get("error") == IDEMPOTENCY_ERROR:
-            return ZendeskIdempotencyConflict(text, status=status)
-        if status == 422 and operation == "find_or_create_end_user" and _duplicate_user(response):
-            return CrmTransientError(f"{text} (the user search has not indexed that user yet)", status=status)
-        return super().classify(response, operation, message)
-
-
-# --- reading answers -------------------------------------------------------------------------
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
-
-
-def _digits(phone: str | None) -> str:
-    return re.sub(r"\D", "", phone or "")
-
-
-def _same_phone(user: dict[str, Any], phone: str) -> bool:
-    return bool(_digits(phone)) and _digits(user.get("phone")) == _digits(phone)
-
-
-def _same_email(user: dict[str, Any], email: str) -> bool:
-    return str(user.get("email") or "").strip().lower() == email.strip().lower()
-
-
-def _oldest(items: list[dict[str, Any]]) -> dict[str, Any] | None:
-    # Several matches are possible (external ids are not unique in Zendesk): the first made wins.
-    return min(items, key=lambda item: int(item["id"])) if items else None
-
-
-def _zendesk_id(value: str) -> int | str:
-    """Zendesk ids are integers; an id that is not one is sent as given, for Zendesk to refuse."""
-    return int(value) if value.isdigit() else value
-
-
-def _api_base(url: str) -> str:
-    """The account URL, also when the API path was pasted along with it."""
-    url = url.rstrip("/")
-    return url[: -len(API)] if url.endswith(API) else url
-
-
-def _requester_refused(response: httpx.Response) -> bool:
-    details = _body(response).get("details")
-    return response.status_code == 422 and isinstance(details, dict) and "requester" in details
 
 
 class ZendeskAdapter:

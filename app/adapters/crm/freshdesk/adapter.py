@@ -1,44 +1,10 @@
-"""Freshdesk adapter: a record is a Freshdesk ticket, the end user a Freshdesk contact.
-
-What it speaks (Freshdesk REST API v2 under `{FRESHDESK_URL}/api/v2`, JSON, HTTP basic auth
-with the API key as user name and `X` as password):
-
-* `GET /agents/me`: the cheap authenticated call behind `check_credentials`.
-* `GET /contacts?phone=...`, `?mobile=...`, `?email=...` (each a list), then `POST /contacts`
-  with name, phone, email and `unique_external_id` (the platform's end-user id). Freshdesk
-  keeps emails and external ids unique: a second create answers 409 `duplicate_value` naming
-  the existing contact in `additional_info.user_id`, which is used as the answer.
-* `POST /tickets` with subject, HTML description, status 2 (Open), priority 1 (Low), source
-  3 (Phone) or 7 (Chat), tags and the session id in the custom ticket field
-  `FRESHDESK_EXTERNAL_ID_FIELD`; the requester as `requester_id` when the service remembers
-  the end user's contact, else as `email` and/or `phone` + `name`: Freshdesk finds the
-  contact holding them or creates one, so a new end user costs one request (the ticket's
-  `requester_id` answer is remembered for the next time). A remembered contact Freshdesk
-  no longer has (deleted, merged) is refused with `invalid_value` on `requester_id`.
-* Freshdesk has no idempotency key and cannot filter the ticket list by a custom field. The
-  filter API (`GET /search/tickets?query="cf_x:'...'"`) can, but its index lags by minutes,
-  exactly the window in which a retried create happens. So only a retry whose earlier
-  attempt's outcome is unknown looks, and it reads the ticket list itself, which is never
-  stale, comparing the custom field: the requester's newest tickets when the requester is
-  known, else the newest tickets of the last hour and only then the filter API (for older
-  tickets, which are indexed by then).
-* End-of-session notes end with a marker line (the outbox row's key); a retry whose
-  earlier attempt's outcome is unknown lists the ticket's conversations
-  (`GET /tickets/{id}/conversations`) and writes the note only when no note carries it.
-* `GET /tickets/{id}?include=stats` (closing times), `PUT /tickets/{id}` for the status and
-  the tags (a PUT replaces the whole tag list, so the current tags are read and the union
-  written), `POST /tickets/{id}/notes` with `"private": true`.
-
-Statuses: 2 Open, 3 Pending, 4 Resolved, 5 Closed; custom statuses (6 and up) count as open.
-Resolved and Closed tickets can both be reopened by setting status 2.
-"""
+"""The FreshdeskAdapter: the CrmAdapter protocol over the API described in the package docstring."""
 
 from __future__ import annotations
 
 import html
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 
@@ -51,149 +17,36 @@ from app.adapters.crm.base import (
     RecordRef,
     required_setting,
 )
-from app.adapters.crm.budget import RateBudget, VendorQuota, header_int
-from app.adapters.crm.http import CrmHttp, default_describe
+from app.adapters.crm.budget import RateBudget
+from app.adapters.crm.freshdesk.answers import (
+    API,
+    PAGE_SIZE,
+    PRIORITY_LOW,
+    RECENT_PAGES,
+    RECENT_WINDOW,
+    SEARCH_QUERY_MAX_CHARS,
+    SOURCE_CHAT,
+    SOURCE_PHONE,
+    STATUS_CLOSED,
+    STATUS_NAMES,
+    STATUS_OPEN,
+    STATUS_RESOLVED,
+    SUBJECT_MAX_CHARS,
+    _closed_at,
+    _duplicate_contact_id,
+    _merged_tags,
+    _refuses_field,
+    _requester_gone,
+    _requester_id,
+    _ticket_path,
+    describe_freshdesk_error,
+    freshdesk_quota,
+    html_text,
+)
+from app.adapters.crm.http import CrmHttp
 from app.domain.field_limits import cut
 from app.domain.policy import ExistingRecord
 from app.settings import Settings
-
-API = "/api/v2"
-
-STATUS_OPEN = 2
-STATUS_PENDING = 3
-STATUS_RESOLVED = 4
-STATUS_CLOSED = 5
-STATUS_NAMES = {STATUS_OPEN: "Open", STATUS_PENDING: "Pending", STATUS_RESOLVED: "Resolved", STATUS_CLOSED: "Closed"}
-PRIORITY_LOW = 1
-SOURCE_PHONE = 3
-SOURCE_CHAT = 7
-
-SUBJECT_MAX_CHARS = 255  # Freshdesk refuses a longer subject
-PAGE_SIZE = 100  # the largest page Freshdesk serves
-# How far back, and how deep, find_record_by_session reads the plain ticket list before it
-# trusts the lagging filter API: the filter index catches up within minutes.
-RECENT_WINDOW = timedelta(hours=1)
-RECENT_PAGES = 3
-SEARCH_QUERY_MAX_CHARS = 512
-
-
-# --- error bodies -----------------------------------------------------------------------------
-
-
-def _describe_field_error(error: dict[str, Any]) -> str:
-    field = error.get("field")
-    text = str(error.get("message") or "")
-    code = error.get("code")
-    described = f"{field}: {text}" if field else text
-    return f"{described} ({code})" if code else described
-
-
-def describe_freshdesk_error(response: httpx.Response) -> str:
-    """Freshdesk answers `{"description": "Validation failed", "errors": [{field, message, code}]}`
-    for a refused request and `{"code": ..., "message": ...}` for the rest (401, 403, ...)."""
-    try:
-        body = response.json()
-    except ValueError:
-        return default_describe(response)
-    if not isinstance(body, dict):
-        return default_describe(response)
-    parts = [str(p) for p in (body.get("code"), body.get("description") or body.get("message")) if p]
-    errors = body.get("errors")
-    if isinstance(errors, list) and errors:
-        details = "; ".join(_describe_field_error(e) for e in errors[:5] if isinstance(e, dict))
-        parts.append(details)
-    if not parts:
-        return default_describe(response)
-    return f"HTTP {response.status_code}: " + ": ".join(parts)
-
-
-def _duplicate_contact_id(response: httpx.Response) -> str | None:
-    """The existing contact a 409 `duplicate_value` names, if it names one."""
-    try:
-        errors = response.json().get("errors") or []
-    except (ValueError, AttributeError):
-        return None
-    for error in errors:
-        info = error.get("additional_info") if isinstance(error, dict) else None
-        if error.get("code") == "duplicate_value" and isinstance(info, dict) and info.get("user_id"):
-            return str(info["user_id"])
-    return None
-
-
-def _refuses_field(response: httpx.Response, field: str) -> bool:
-    """A 400 that refuses only `field` as unknown to this account (`invalid_field`)."""
-    try:
-        errors = response.json().get("errors") or []
-    except (ValueError, AttributeError):
-        return False
-    return bool(errors) and all(
-        isinstance(e, dict) and e.get("field") == field and e.get("code") == "invalid_field" for e in errors
-    )
-
-
-def freshdesk_quota(headers: httpx.Headers) -> VendorQuota | None:
-    """`X-RateLimit-Total` / `X-RateLimit-Remaining`: the account's calls per minute."""
-    limit = header_int(headers, "X-RateLimit-Total")
-    remaining = header_int(headers, "X-RateLimit-Remaining")
-    if limit is None and remaining is None:
-        return None
-    return VendorQuota(limit=limit, remaining=remaining)
-
-
-# --- small conversions ------------------------------------------------------------------------
-
-
-def html_text(text: str) -> str:
-    """Freshdesk stores descriptions and notes as HTML: escape the text, keep its line breaks."""
-    return "<br>".join(html.escape(line) for line in text.split("\n"))
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    moment = datetime.fromisoformat(value)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
-
-
-def _closed_at(status: int, stats: dict[str, Any]) -> datetime | None:
-    """When the ticket reached its closed status: `closed_at` for Closed, `resolved_at` for
-    Resolved, else when its status last changed."""
-    first = stats.get("closed_at") if status == STATUS_CLOSED else stats.get("resolved_at")
-    return _parse_time(first) or _parse_time(stats.get("resolved_at")) or _parse_time(stats.get("status_updated_at"))
-
-
-def _ticket_path(record_id: str) -> str:
-    return f"{API}/tickets/{quote(str(record_id), safe='')}"
-
-
-def _requester_id(contact_id: str) -> int:
-    try:
-        return int(contact_id)
-    except ValueError:
-        raise CrmPermanentError(f"freshdesk create_record: {contact_id!r} is not a Freshdesk contact id") from None
-
-
-def _merged_tags(current: list[str], added: list[str]) -> list[str]:
-    """The current tags followed by the new ones; Freshdesk compares tags case-insensitively."""
-    merged = list(current)
-    seen = {t.casefold() for t in current}
-    for tag in added:
-        if tag and tag.casefold() not in seen:
-            merged.append(tag)
-            seen.add(tag.casefold())
-    return merged
-
-
-def _requester_gone(response: httpx.Response) -> bool:
-    """A 400 refusing `requester_id` as no contact: the remembered contact is gone."""
-    try:
-        errors = response.json().get("errors") or []
-    except (ValueError, AttributeError):
-        return False
-    return any(isinstance(e, dict) and e.get("field") == "requester_id" and e.get("code") == "invalid_value"
-               for e in errors)
 
 
 class FreshdeskAdapter:
