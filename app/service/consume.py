@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.adapters.db import batch_writes, events_repo, sessions_repo, settings_repo
 from app.adapters.db.decisions_repo import DecisionRow
+from app.adapters.db.events_repo import ChatMessage
 from app.adapters.db.outbox_repo import NewOutboxRow
 from app.adapters.db.settings_repo import SettingsInForce
 from app.domain.events import SessionEvent
@@ -112,7 +113,7 @@ async def apply_batch(
 
     states = await sessions_repo.load_states_for_update(conn, (e.session.id for e in fresh))
     touched: dict[str, SessionState] = {}
-    messages = []
+    messages: list[ChatMessage] = []
     for event in fresh:
         session_id = event.session.id
         try:
@@ -122,7 +123,9 @@ async def apply_batch(
             raise EventNotApplicable(event.event_id, f"{type(exc).__name__}: {exc}") from exc
         states[session_id] = touched[session_id] = state
         if event.event_type == "message" and event.message is not None:
-            messages.append((session_id, event.event_id, event.occurred_at, event.message.sender, event.message.text))
+            messages.append(
+                ChatMessage(session_id, event.event_id, event.occurred_at, event.message.sender, event.message.text)
+            )
         rows: list[NewOutboxRow] = []
         for decision in decided:
             outcome.decisions.append(

@@ -62,7 +62,6 @@ from app.domain.outcome import OutcomeEvent
 from app.domain.policy import ExistingRecord, Target, choose_target
 from app.domain.record_settings import RecordSettings
 from app.domain.rendering import (
-    TranscriptLine,
     render_attach_note,
     render_description,
     render_ended_note,
@@ -316,7 +315,7 @@ class OutboxRunner:
                 raise WaitForRecord("the session's record is not made yet")
             lines = []
             if state.is_chat:
-                lines = [TranscriptLine(*line) for line in await events_repo.transcript(conn, row.session_id)]
+                lines = await events_repo.transcript(conn, row.session_id)
         note = render_ended_note(state, lines)
         marker = note_marker(row.idempotency_key)
         body = f"{note}\n\n{marker}"

@@ -20,6 +20,8 @@ from app.adapters.crm.base import CallLog, RecordRef
 from app.adapters.db import decisions_repo, end_users_repo, outbox_repo, records_repo, sessions_repo
 from app.adapters.db.decisions_repo import DecisionRow
 from app.adapters.db.outbox_repo import Attempt, ClaimedRow, NewOutboxRow
+from app.adapters.db.records_repo import NewRecord
+from app.adapters.db.sessions_repo import SessionRecord
 from app.domain.kinds import OutboxKind, RecordAction
 from app.domain.session import SessionState
 
@@ -140,8 +142,8 @@ class CompletionWriter:
 
     async def _record_effects(self, conn: AsyncConnection, batch: Sequence[Finished]) -> None:
         users: dict[str, str] = {}
-        new_records: list[tuple[str, str | None, str, str, str]] = []
-        session_records: list[tuple[str, str, str | None, str]] = []
+        new_records: list[NewRecord] = []
+        session_records: list[SessionRecord] = []
         decisions: list[DecisionRow] = []
         for finished in batch:
             completion, session_id = finished.completion, finished.row.session_id
@@ -150,10 +152,10 @@ class CompletionWriter:
                 users[state.end_user_id] = completion.contact
             if completion.new_record is not None and state is not None:
                 ref = completion.new_record
-                new_records.append((ref.record_id, ref.url, state.end_user_id, state.queue_id, session_id))
+                new_records.append(NewRecord(ref.record_id, ref.url, state.end_user_id, state.queue_id, session_id))
             made = completion.session_record
             if made is not None:
-                session_records.append((session_id, made.record_id, made.url, made.action))
+                session_records.append(SessionRecord(session_id, made.record_id, made.url, made.action))
             decisions.extend(completion.decisions)
         await end_users_repo.remember(conn, self.account, users)
         await records_repo.remember_records(conn, self.crm, new_records)

@@ -123,7 +123,8 @@ async def test_record_context_reads_the_newest_record_only_when_asked(clean_db, 
         # Same end user and leaf queue for both records: the newer one is the one to append to.
         end_user, queue = states["n1"].end_user_id, states["n1"].queue_id
         await records_repo.remember_records(
-            conn, "sandbox", [("old", None, end_user, queue, "n0"), ("new", "/r/new", end_user, queue, "n1")]
+            conn, "sandbox", [records_repo.NewRecord("old", None, end_user, queue, "n0"),
+                              records_repo.NewRecord("new", "/r/new", end_user, queue, "n1")]
         )
     async with clean_db.connect() as conn:
         context = await records_repo.record_context(conn, "sandbox", "n1", with_newest=with_newest)
@@ -151,7 +152,7 @@ async def test_sandbox_end_of_session_note_is_written_once_per_key(clean_db):
     await crm.write_note(note)
     async with clean_db.connect() as conn:
         notes = await sandbox_repo.notes_for(conn, int(ref.record_id))
-    assert [n["body"] for n in notes] == [note.body]
+    assert [n.body for n in notes] == [note.body]
 
 
 async def test_a_row_claimed_again_after_its_lease_knows_the_outcome_is_unknown_and_the_old_claim_is_fenced(clean_db):

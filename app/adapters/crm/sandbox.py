@@ -109,12 +109,12 @@ class SandboxAdapter:
         if row is None:
             return None
         return ExistingRecord(
-            record_id=str(row["id"]),
-            status=row["status"],
-            is_closed=row["status"] in sandbox_repo.CLOSED_STATUSES,
-            closed_at=row["closed_at"],
-            can_reopen=row["status"] != "closed",
-            url=sandbox_record_url(row["id"]),
+            record_id=str(row.id),
+            status=row.status,
+            is_closed=row.status in sandbox_repo.CLOSED_STATUSES,
+            closed_at=row.closed_at,
+            can_reopen=row.status != "closed",
+            url=sandbox_record_url(row.id),
         )
 
     async def reopen_record(self, record_id: str) -> None:
@@ -122,7 +122,7 @@ class SandboxAdapter:
             row = await sandbox_repo.get_record(conn, int(record_id))
             if row is None:
                 raise CrmPermanentError(f"sandbox: record {record_id} does not exist")
-            if row["status"] == "closed":
+            if row.status == "closed":
                 raise CrmPermanentError(f"sandbox: record {record_id} is closed and cannot be reopened")
             await sandbox_repo.set_status(conn, int(record_id), "open", None)
 

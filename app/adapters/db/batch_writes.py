@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import text
@@ -21,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.adapters.db import decisions_repo, events_repo, outbox_repo, sessions_repo
 from app.adapters.db.decisions_repo import DecisionRow
+from app.adapters.db.events_repo import ChatMessage
 from app.adapters.db.outbox_repo import NewOutboxRow
 from app.domain.session import SessionState
 
@@ -52,7 +52,7 @@ def _prefixed(prefix: str, parameters: dict[str, Any]) -> dict[str, Any]:
 async def write_batch(
     conn: AsyncConnection,
     states: Sequence[SessionState],
-    messages: Sequence[tuple[str, str, datetime, str, str | None]],
+    messages: Sequence[ChatMessage],
     decisions: Sequence[DecisionRow],
     outbox_rows: Sequence[NewOutboxRow],
 ) -> None:

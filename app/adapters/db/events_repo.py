@@ -3,10 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.domain.rendering import TranscriptLine
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    """One chat message of a session, as the consumer stores it for the transcript."""
+
+    session_id: str
+    event_id: str
+    occurred_at: datetime
+    sender: str
+    text: str | None
 
 # Built once; arrays keep the SQL text constant whatever the batch size, so PostgreSQL
 # prepares it once per connection.
@@ -43,25 +57,21 @@ async def insert_new_events(conn: AsyncConnection, event_ids: Sequence[str], ses
     return {row[0] for row in result}
 
 
-def insert_messages_parameters(rows: Sequence[tuple[str, str, datetime, str, str | None]]) -> dict[str, list]:
-    session_ids, event_ids, occurred, senders, texts = (
-        (list(column) for column in zip(*rows, strict=True)) if rows else ([],) * 5
-    )
-    return {"session_ids": session_ids, "event_ids": event_ids, "occurred": occurred, "senders": senders,
-            "texts": texts}
+def insert_messages_parameters(rows: Sequence[ChatMessage]) -> dict[str, list]:
+    return {"session_ids": [r.session_id for r in rows], "event_ids": [r.event_id for r in rows],
+            "occurred": [r.occurred_at for r in rows], "senders": [r.sender for r in rows],
+            "texts": [r.text for r in rows]}
 
 
 INSERT_MESSAGES = _INSERT_MESSAGES  # for batch_writes
 
 
-async def insert_messages(
-    conn: AsyncConnection, rows: Sequence[tuple[str, str, datetime, str, str | None]]
-) -> None:
+async def insert_messages(conn: AsyncConnection, rows: Sequence[ChatMessage]) -> None:
     if not rows:
         return
     await conn.execute(_INSERT_MESSAGES, insert_messages_parameters(rows))
 
 
-async def transcript(conn: AsyncConnection, session_id: str) -> list[tuple[datetime, str, str | None]]:
+async def transcript(conn: AsyncConnection, session_id: str) -> list[TranscriptLine]:
     result = await conn.execute(_TRANSCRIPT, {"session_id": session_id})
-    return [tuple(row) for row in result]
+    return [TranscriptLine(row.occurred_at, row.sender, row.text) for row in result]

@@ -4,12 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.adapters.db.schema import crm_records
+
+
+@dataclass(frozen=True, slots=True)
+class NewRecord:
+    """A record this service just made, for "the newest record of this end user in this leaf queue"."""
+
+    record_id: str
+    record_url: str | None
+    end_user_id: str
+    queue_id: str
+    session_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,26 +80,44 @@ async def record_context(
     return RecordContext(row.state, row.contact_id, newest)
 
 
-async def remember_records(
-    conn: AsyncConnection, crm: str, records: Sequence[tuple[str, str | None, str, str, str]]
-) -> None:
-    """Remember records this service made: (record_id, url, end_user_id, queue_id, session_id),
-    in the order given: the newest record of an end user is the one with the highest id."""
+async def remember_records(conn: AsyncConnection, crm: str, records: Sequence[NewRecord]) -> None:
+    """Remember records this service made, in the order given: the newest record of an end
+    user is the one with the highest id."""
     if not records:
         return
     await conn.execute(
         _REMEMBER_RECORDS,
         {
             "crm": crm,
-            "record_ids": [r[0] for r in records],
-            "record_urls": [r[1] for r in records],
-            "end_user_ids": [r[2] for r in records],
-            "queue_ids": [r[3] for r in records],
-            "session_ids": [r[4] for r in records],
+            "record_ids": [r.record_id for r in records],
+            "record_urls": [r.record_url for r in records],
+            "end_user_ids": [r.end_user_id for r in records],
+            "queue_ids": [r.queue_id for r in records],
+            "session_ids": [r.session_id for r in records],
         },
     )
 
 
-async def list_records(conn: AsyncConnection, limit: int = 100) -> list[dict[str, Any]]:
-    result = await conn.execute(select(crm_records).order_by(crm_records.c.id.desc()).limit(limit))
-    return [dict(r) for r in result.mappings()]
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    """A record this service made, as the records listing shows it."""
+
+    id: int
+    crm: str
+    record_id: str
+    record_url: str | None
+    end_user_id: str
+    queue_id: str
+    session_id: str
+    created_at: datetime
+
+
+async def list_records(conn: AsyncConnection, limit: int = 100) -> list[StoredRecord]:
+    """Newest first."""
+    c = crm_records.c
+    result = await conn.execute(
+        select(c.id, c.crm, c.record_id, c.record_url, c.end_user_id, c.queue_id, c.session_id, c.created_at)
+        .order_by(c.id.desc())
+        .limit(limit)
+    )
+    return [StoredRecord(*r) for r in result]

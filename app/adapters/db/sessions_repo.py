@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.domain.kinds import RecordAction
 from app.domain.session import SessionState
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """The CRM record a session ended up with, noted on its session row."""
+
+    session_id: str
+    record_id: str
+    record_url: str | None
+    action: RecordAction
 
 # Row locks: a rebalance can hand a partition to another consumer while the old owner
 # finishes its batch; the lock makes the two batches apply one after the other.
@@ -79,21 +91,21 @@ async def get_session(conn: AsyncConnection, session_id: str) -> dict[str, Any] 
 
 
 
-async def set_records(conn: AsyncConnection, crm: str, records: Sequence[tuple[str, str, str | None, str]]) -> None:
-    """Note each session's record: (session_id, record_id, url, action).
+async def set_records(conn: AsyncConnection, crm: str, records: Sequence[SessionRecord]) -> None:
+    """Note each session's record.
 
     The rows are locked in session id order first, the order the consumer locks them in,
     so a batch of these never deadlocks with a consumer batch."""
     if not records:
         return
-    await conn.execute(_LOCK, {"ids": sorted(r[0] for r in records)})
+    await conn.execute(_LOCK, {"ids": sorted(r.session_id for r in records)})
     await conn.execute(
         _SET_RECORDS,
         {
             "crm": crm,
-            "ids": [r[0] for r in records],
-            "record_ids": [r[1] for r in records],
-            "record_urls": [r[2] for r in records],
-            "actions": [r[3] for r in records],
+            "ids": [r.session_id for r in records],
+            "record_ids": [r.record_id for r in records],
+            "record_urls": [r.record_url for r in records],
+            "actions": [str(r.action) for r in records],
         },
     )
