@@ -9,7 +9,7 @@ from fastapi.responses import Response
 
 from app.console.web import N_, Console, Refused, redirect
 from app.service import operations
-from app.service.admin import session_trace
+from app.service.trace import session_trace
 
 
 def ops_router(console: Console, runtime: Any) -> APIRouter:
@@ -29,7 +29,7 @@ def ops_router(console: Console, runtime: Any) -> APIRouter:
         session = console.require_session(request)
         async with engine.connect() as conn:
             trace = await session_trace(conn, session_id)
-            timeline = await operations.timeline(conn, session_id, trace["state"]) if trace else []
+            timeline = await operations.timeline(conn, session_id, trace.state) if trace else []
         if trace is None:
             return console.render(request, "not_found.html", status=404, session=session, session_id=session_id)
         return console.render(request, "session.html", session=session, trace=trace, timeline=timeline)

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app import metrics
 from app.adapters.db import events_repo, explorer_repo, outbox_repo
 from app.adapters.db.explorer_repo import ParkedRow, SessionSummary
+from app.domain.session import SessionState
 
 PAGE_SIZE = 25
 MOMENTS = ("queued", "assigned", "connected", "abandoned", "ended")
@@ -56,17 +57,15 @@ async def search_sessions(conn: AsyncConnection, query: str | None, page: int) -
     return rows[:PAGE_SIZE], Page(page, len(rows) > PAGE_SIZE)
 
 
-async def timeline(conn: AsyncConnection, session_id: str, state: dict) -> list[TimelineEntry]:
+async def timeline(conn: AsyncConnection, session_id: str, state: SessionState) -> list[TimelineEntry]:
     """The session's events in the order they occurred: its lifecycle moments (the first
     occurrence of each) and every message, with who sent it (never its text)."""
     entries = []
     for moment in MOMENTS:
-        at = state.get(f"{moment}_at")
+        at: datetime | None = getattr(state, f"{moment}_at")
         if at:
-            detail = (
-                state.get("agent_name") or state.get("agent_id") or "" if moment in ("assigned", "connected") else ""
-            )
-            entries.append(TimelineEntry(datetime.fromisoformat(at), moment, detail))
+            detail = state.agent_name or state.agent_id or "" if moment in ("assigned", "connected") else ""
+            entries.append(TimelineEntry(at, moment, detail))
     for line in await events_repo.transcript(conn, session_id):
         entries.append(TimelineEntry(line.occurred_at, "message", line.sender))
     return sorted(entries, key=lambda e: (e.at, MOMENTS.index(e.kind) if e.kind in MOMENTS else 9))

@@ -26,8 +26,15 @@ async def browser_like(runtime) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+async def sign_in_form(client: httpx.AsyncClient, token: str, next_path: str = "/admin/settings") -> dict[str, str]:
+    """The sign-in form as the browser posts it: with the token of the form's login cookie."""
+    page = await client.get("/admin/sign-in")
+    login = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    return {"token": token, "next": next_path, "csrf_token": login}
+
+
 async def signed_in(client: httpx.AsyncClient, token: str) -> str:
-    response = await client.post("/admin/sign-in", data={"token": token, "next": "/admin/settings"})
+    response = await client.post("/admin/sign-in", data=await sign_in_form(client, token))
     assert response.status_code == 303, response.text
     page = await client.get("/admin/settings")
     return re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
@@ -52,9 +59,9 @@ async def test_pages_need_a_sign_in_and_the_cookie_is_signed_httponly_strict(run
         assert first.status_code == 303 and first.headers["location"].startswith("/admin/sign-in")
         page = await client.get("/admin/sign-in")
         assert 'type="password"' in page.text and ">Admin token</label>" in page.text
-        wrong = await client.post("/admin/sign-in", data={"token": "nope"})
+        wrong = await client.post("/admin/sign-in", data=await sign_in_form(client, "nope"))
         assert wrong.status_code == 401
-        right = await client.post("/admin/sign-in", data={"token": ADMIN, "next": "/admin/operations"})
+        right = await client.post("/admin/sign-in", data=await sign_in_form(client, ADMIN, "/admin/operations"))
         assert right.headers["location"] == "/admin/operations"
         cookie = right.headers["set-cookie"]
         assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Max-Age=" in cookie
@@ -67,8 +74,26 @@ async def test_pages_need_a_sign_in_and_the_cookie_is_signed_httponly_strict(run
 
 async def test_an_open_redirect_is_refused(runtime):
     async with browser_like(runtime) as client:
-        response = await client.post("/admin/sign-in", data={"token": ADMIN, "next": "//evil.example/admin"})
+        response = await client.post("/admin/sign-in",
+                                     data=await sign_in_form(client, ADMIN, "//evil.example/admin"))
         assert response.headers["location"] == "/admin/settings"
+
+
+async def test_a_cross_site_sign_in_without_the_forms_token_is_refused(runtime):
+    """Login CSRF: another site's form can post a valid token, but not the sign-in form's own
+    token, and SameSite=Strict keeps the login cookie off its post."""
+    async with browser_like(runtime) as client:
+        cross_site = await client.post("/admin/sign-in", data={"token": ADMIN, "next": "/admin/settings"})
+        assert cross_site.status_code == 403 and "crm_console" not in client.cookies
+        form = await sign_in_form(client, ADMIN)  # the browser has our login cookie now
+        forged = await client.post("/admin/sign-in", data={**form, "csrf_token": "f" * 64})
+        assert forged.status_code == 403 and "crm_console" not in client.cookies
+        nonce = client.cookies.get("crm_console_login")
+        client.cookies.delete("crm_console_login")  # a cross-site post carries no Strict cookie
+        assert (await client.post("/admin/sign-in", data=form)).status_code == 403
+        client.cookies.set("crm_console_login", nonce, path="/admin")
+        signed = await client.post("/admin/sign-in", data=form)
+        assert signed.status_code == 303 and client.cookies.get("crm_console")
 
 
 async def test_every_change_needs_the_csrf_token(runtime, clean_db):

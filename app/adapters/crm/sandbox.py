@@ -24,6 +24,7 @@ from app.adapters.crm.base import (
 )
 from app.adapters.db import sandbox_repo
 from app.domain.policy import ExistingRecord
+from app.settings import Settings
 
 
 def sandbox_record_url(record_id: int | str) -> str:
@@ -38,6 +39,10 @@ class SandboxAdapter:
         # A call of one statement needs no BEGIN and COMMIT around it (two round trips).
         self._one_statement = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.latency = latency_ms / 1000
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, engine: AsyncEngine) -> SandboxAdapter:
+        return cls(engine, latency_ms=settings.sandbox_latency_ms)
 
     async def _call(self, operation: str, work, *, one_statement: bool = False):
         """Run `work(conn)` in its own transaction, with the configured answer time, and log it."""
@@ -118,12 +123,12 @@ class SandboxAdapter:
         if row is None:
             return None
         return ExistingRecord(
-            record_id=str(row["id"]),
-            status=row["status"],
-            is_closed=row["status"] in sandbox_repo.CLOSED_STATUSES,
-            closed_at=row["closed_at"],
-            can_reopen=row["status"] != "closed",
-            url=sandbox_record_url(row["id"]),
+            record_id=str(row.id),
+            status=row.status,
+            is_closed=row.status in sandbox_repo.CLOSED_STATUSES,
+            closed_at=row.closed_at,
+            can_reopen=row.status != "closed",
+            url=sandbox_record_url(row.id),
         )
 
     async def reopen_record(self, record_id: str) -> None:
@@ -131,7 +136,7 @@ class SandboxAdapter:
             row = await sandbox_repo.get_record(conn, int(record_id))
             if row is None:
                 raise CrmPermanentError(f"sandbox: record {record_id} does not exist")
-            if row["status"] == "closed":
+            if row.status == "closed":
                 raise CrmPermanentError(f"sandbox: record {record_id} is closed and cannot be reopened")
             await sandbox_repo.set_status(conn, int(record_id), "open", None)
 
