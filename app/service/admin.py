@@ -4,11 +4,11 @@ and requeueing parked outbox rows (a session's trace is app/service/trace.py).""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.adapters.db import outbox_repo, records_repo, settings_repo
+from app.adapters.db.records_repo import StoredRecord
 from app.domain.record_settings import RecordSettings, settings_changes
 from app.service.auth import Principal
 
@@ -66,7 +66,7 @@ async def settings_history_page(
         return await settings_history(conn, limit=limit, before_version=before_version)
 
 
-async def recent_records(engine: AsyncEngine, limit: int) -> list[dict[str, Any]]:
+async def recent_records(engine: AsyncEngine, limit: int) -> list[StoredRecord]:
     async with engine.connect() as conn:
         return await records_repo.list_records(conn, limit)
 
