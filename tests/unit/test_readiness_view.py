@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiokafka import TopicPartition
 
 from app.adapters.crm.budget import RateBudget
-from app.entrypoints.http.routes.health import readiness_view
+from app.entrypoints.http.routes.health import readiness_body, readiness_view
 from app.service.consumer_health import ConsumerHealth
 from app.service.readiness import ComponentCheck, CrmCredentialsCheck, CrmHealth, readiness
 from app.service.startup import StartupProgress
@@ -28,11 +28,11 @@ async def test_a_stuck_partition_and_the_crm_quota_as_readyz_shows_them():
     clock.now += 61.27
     budget = RateBudget("zendesk", "zendesk:acme", ceiling_per_minute=300, clock=clock)
     checks = [
-        ComponentCheck("startup", StartupProgress(waiting_for=None)),
-        ComponentCheck("consumer", consumer, ("g1",)),
+        ComponentCheck("startup", StartupProgress(waiting_for=None).readiness),
+        ComponentCheck("consumer", lambda: consumer.readiness("g1")),
         CrmCredentialsCheck(CrmHealth(ok=False, detail="401 from /users/me"), "zendesk", budget=budget),
     ]
-    body = readiness_view(await readiness(checks)).model_dump(mode="json", exclude_none=True)
+    body = readiness_body(readiness_view(await readiness(checks)))
     assert body == {
         "status": "not ready",
         "not_ready": ["consumer", "crm"],
@@ -51,8 +51,9 @@ async def test_a_stuck_partition_and_the_crm_quota_as_readyz_shows_them():
                 "detail": "401 from /users/me",
                 "crm": "zendesk",
                 "quota": {
-                    "crm": "zendesk", "account": "zendesk:acme", "per_minute": 300.0, "ceiling_per_minute": 300, "vendor_limit": None, "vendor_remaining": None,
-                    "window_seconds": 60.0, "usable_remaining": None, "paused_for_seconds": 0.0,
+                    "crm": "zendesk", "account": "zendesk:acme", "per_minute": 300.0, "ceiling_per_minute": 300,
+                    "vendor_limit": None, "vendor_remaining": None, "window_seconds": 60.0, "usable_remaining": None,
+                    "paused_for_seconds": 0.0,
                 },
             },
         },
@@ -60,6 +61,5 @@ async def test_a_stuck_partition_and_the_crm_quota_as_readyz_shows_them():
 
 
 async def test_a_ready_crm_check_still_names_the_crm():
-    body = readiness_view(await readiness([CrmCredentialsCheck(CrmHealth(ok=True), "sandbox")])).model_dump(
-        mode="json", exclude_none=True)
+    body = readiness_body(readiness_view(await readiness([CrmCredentialsCheck(CrmHealth(ok=True), "sandbox")])))
     assert body == {"status": "ready", "not_ready": [], "checks": {"crm": {"ready": True, "crm": "sandbox"}}}
