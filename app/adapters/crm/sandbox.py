@@ -24,6 +24,7 @@ from app.adapters.crm.base import (
 )
 from app.adapters.db import sandbox_repo
 from app.domain.policy import ExistingRecord
+from app.settings import Settings
 
 
 def sandbox_record_url(record_id: int | str) -> str:
@@ -36,6 +37,10 @@ class SandboxAdapter:
     def __init__(self, engine: AsyncEngine, *, latency_ms: int = 0):
         self.engine = engine
         self.latency = latency_ms / 1000
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, engine: AsyncEngine) -> SandboxAdapter:
+        return cls(engine, latency_ms=settings.sandbox_latency_ms)
 
     async def _call(self, operation: str, work):
         """Run `work(conn)` in its own transaction, with the configured answer time, and log it."""
