@@ -10,7 +10,6 @@ import logging
 import signal
 import time
 from collections.abc import Coroutine
-from datetime import UTC, datetime
 from typing import Any
 
 from alembic import command
@@ -78,7 +77,6 @@ async def watch_crm_credentials(crm: CrmAdapter, health: CrmHealth, stop: asynci
             health.ok, health.detail = False, f"{crm.name} refused the credentials: {exc.message}"
         except Exception as exc:
             health.ok, health.detail = False, f"{crm.name} could not be reached: {exc}"
-        health.checked_at = datetime.now(UTC)
         metrics.crm_credentials_accepted.labels(crm.name).set(1 if health.ok else 0)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=30 if health.ok else 5)
