@@ -95,8 +95,8 @@ async def measure(url: str, sessions: int) -> None:
         for size in (333, 4):
             async def apply_all(size: int = size) -> None:  # this pass's batch size, bound now
                 for start in range(0, n, size):
-                    async with engine.begin() as conn:
-                        await apply_batch(conn, events[start:start + size], "sandbox")
+                    async with raw.transaction(engine) as pg:
+                        await apply_batch(pg, events[start:start + size], "sandbox")
 
             async with engine.begin() as conn:
                 await conn.execute(
