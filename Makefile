@@ -25,10 +25,12 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -rs $(PYTEST_ARGS)
 
-# The lint and type gate (config in pyproject.toml); .ci/run runs it before the tests.
+# The lint and type gate (config in pyproject.toml), and the size gate (tools/check_size.py:
+# no module in app/ over 400 lines, no function over 60); .ci/run runs it before the tests.
 lint: $(STAMP)
 	$(BIN)/ruff check app tools tests
 	$(BIN)/mypy app
+	$(BIN)/python -m tools.check_size
 
 bench: $(STAMP)
 	$(BIN)/python -m tools.bench $(BENCH_ARGS)

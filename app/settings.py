@@ -176,12 +176,11 @@ class Settings(BaseSettings):
     def crm_requests_per_minute(self) -> int | None:
         """The configured ceiling of the CRM's request rate; None: follow what the vendor
         announces on every answer (its rate-limit headers)."""
-        return {
-            "zendesk": self.zendesk_requests_per_minute,
-            "freshdesk": self.freshdesk_requests_per_minute,
-            "kustomer": self.kustomer_requests_per_minute,
-            "salesforce": self.salesforce_requests_per_minute,
-        }.get(self.crm_provider)
+        from app.adapters.crm.registry import CRMS  # the registry names each CRM's setting
+
+        spec = CRMS.get(self.crm_provider)
+        field = spec.ceiling_setting if spec is not None else None
+        return getattr(self, field) if field else None
 
 
 def normalize_database_url(url: str) -> str:

@@ -27,6 +27,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.adapters.db.engine import asyncpg_dsn, build_engine  # noqa: E402
+from app.domain.kinds import DecisionKind  # noqa: E402
 from app.domain.record_settings import DEFAULT_RECORD_SETTINGS, RecordSettings  # noqa: E402
 from app.domain.session import SessionState  # noqa: E402
 from app.domain.session_types import SESSION_TYPES  # noqa: E402
@@ -100,10 +101,10 @@ def synthetic_session(n: int, rng: random.Random, now: datetime) -> tuple[Sessio
 def with_what_happened(state: SessionState, messages: list[datetime]) -> SessionState:
     """The state the consumer left under the default settings: the policy's verdict, replayed."""
     happened = replay_verdict(historic_session(state, messages, Outcome("waiting", "")), DEFAULT_RECORD_SETTINGS)
-    if happened.outcome == "wait":
+    if happened.outcome == DecisionKind.WAITING:
         return SessionState(**{**{f: getattr(state, f) for f in state.__slots__}, "last_wait_reason": happened.reason})
     return SessionState(**{**{f: getattr(state, f) for f in state.__slots__},
-                           "record": "due" if happened.outcome == "due" else "skipped",
+                           "record": "due" if happened.outcome == DecisionKind.RECORD_DUE else "skipped",
                            "record_reason": happened.reason, "record_decided_at": happened.at})
 
 
@@ -134,36 +135,44 @@ async def fill(dsn: str, count: int, seed: int) -> None:
     print(f"filled {count} sessions and {len(message_rows)} end-user messages", flush=True)
 
 
-async def measure(url: str, runs: int) -> None:
+async def _timed(label: str, what_if: WhatIf, proposed: RecordSettings,
+                 timings: dict[str, list[tuple[float, float]]]):
+    started, cpu = time.monotonic(), time.process_time()
+    result = await what_if.run(proposed, 7)
+    wall, used = time.monotonic() - started, time.process_time() - cpu
+    timings.setdefault(label, []).append((wall, used))
+    print(f"{label}: {wall:.2f} s, CPU {used:.2f} s (read {result.load_seconds:.2f} s, replay "
+          f"{result.replay_seconds:.2f} s) for {result.report.sessions} sessions; "
+          f"load average {os.getloadavg()[0]:.1f}", flush=True)
+    return result
+
+
+async def measure(url: str, dsn: str, runs: int) -> None:
     """Wall time as the administrator waits for it, and this process's CPU time (the machine's
-    load average shows how much the other work on it stretched the wall time)."""
+    load average shows how much the other work on it stretched the wall time). Three requests:
+    the first what-if ever on the database (every session's replay input is worked out), the
+    first after a start (the inputs are current: read and replayed), and the next one."""
     engine = build_engine(Settings(_env_file=None, database_url=url))
-    what_if = WhatIf(engine, "sandbox")
-    cold, warm, cold_cpu, warm_cpu = [], [], [], []
+    timings: dict[str, list[tuple[float, float]]] = {}
     try:
         for _ in range(runs):
-            started, cpu = time.monotonic(), time.process_time()
-            result = first = await what_if.run(PROPOSED, 7, fresh=True)
-            cold.append(time.monotonic() - started)
-            cold_cpu.append(time.process_time() - cpu)
-            print(f"first request: {cold[-1]:.2f} s, CPU {cold_cpu[-1]:.2f} s (read {result.load_seconds:.2f} s, "
-                  f"replay {result.replay_seconds:.2f} s) for {result.report.sessions} sessions; "
-                  f"load average {os.getloadavg()[0]:.1f}", flush=True)
-            started, cpu = time.monotonic(), time.process_time()
-            result = await what_if.run(RecordSettings(create_records_for_abandoned_calls=True), 7)
-            warm.append(time.monotonic() - started)
-            warm_cpu.append(time.process_time() - cpu)
-            print(f"next request: {warm[-1]:.2f} s, CPU {warm_cpu[-1]:.2f} s (read {result.load_seconds:.2f} s, "
-                  f"replay {result.replay_seconds:.2f} s); load average {os.getloadavg()[0]:.1f}", flush=True)
+            conn = await asyncpg.connect(dsn)
+            await conn.execute("TRUNCATE whatif_inputs")
+            await conn.close()
+            first = await _timed("first what-if on this database", WhatIf(engine, "sandbox"), PROPOSED, timings)
+            what_if = WhatIf(engine, "sandbox")  # a service just started: nothing in memory
+            await _timed("first request after a start", what_if, PROPOSED, timings)
+            await _timed("next request, other deciding settings", what_if,
+                         RecordSettings(create_records_for_abandoned_calls=True), timings)
     finally:
         await engine.dispose()
     report = first.report
     print(f"sessions {report.sessions}; with every deciding setting changed: {report.changed} would end "
           f"differently, {report.depends_on_crm} depend on the CRM's state then")
-    print(f"first request: median {statistics.median(cold):.2f} s (CPU {statistics.median(cold_cpu):.2f} s) "
-          f"over {runs} runs")
-    print(f"next requests: median {statistics.median(warm):.2f} s (CPU {statistics.median(warm_cpu):.2f} s) "
-          f"over {runs} runs")
+    for label, values in timings.items():
+        print(f"{label}: median {statistics.median(w for w, _ in values):.2f} s "
+              f"(CPU {statistics.median(c for _, c in values):.2f} s) over {len(values)} runs")
+    print("uptime:", os.popen("uptime").read().strip())
 
 
 async def main() -> int:
@@ -182,7 +191,7 @@ async def main() -> int:
     try:
         await asyncio.to_thread(migrate, Settings(_env_file=None, database_url=url))
         await fill(asyncpg_dsn(url), args.sessions, args.seed)
-        await measure(url, args.runs)
+        await measure(url, asyncpg_dsn(url), args.runs)
     finally:
         admin = await asyncpg.connect(asyncpg_dsn(server))
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

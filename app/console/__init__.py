@@ -12,6 +12,7 @@ from fastapi.staticfiles import StaticFiles
 
 from app.console.routes_ops import ops_router
 from app.console.routes_settings import settings_router
+from app.console.routes_sign_in import sign_in_router
 from app.console.security import SessionSigner
 from app.console.web import SECURITY_HEADERS, Console, NotSignedIn, Refused, redirect
 
@@ -22,6 +23,7 @@ def mount_console(app: FastAPI, runtime: Any) -> Console:
     console = Console(runtime.tokens, SessionSigner(runtime.tokens))
     app.mount("/admin/static", StaticFiles(directory=STATIC), name="console-static")
     # HTML pages, not part of the JSON API that /openapi.json describes.
+    app.include_router(sign_in_router(console), include_in_schema=False)
     app.include_router(settings_router(console, runtime), include_in_schema=False)
     app.include_router(ops_router(console, runtime), include_in_schema=False)
 

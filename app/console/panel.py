@@ -9,10 +9,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from app.adapters.crm.registry import crm_tags, has_tags
 from app.domain.record_settings import TEMPLATE_REFERENCE, TITLE_VARIABLES, RecordSettings
-from app.domain.rendering import PLATFORM_TAG, record_tags, render_title
+from app.domain.rendering import PLATFORM_TAG, render_title
 from app.domain.session import SessionState
-from app.domain.session_types import TAG_FORMS
 
 BOOLEAN_FIELDS = (
     "append_to_open_record_in_leaf_queue",
@@ -134,8 +134,8 @@ def previews(document: dict[str, Any], crm: str, sample: SessionState | None) ->
     title = render_title(template, state, locale if locale in ("en", "pt-BR") else "en")
     tag_settings = RecordSettings(add_session_type_tags=bool(document.get("add_session_type_tags")),
                                   add_platform_tag=bool(document.get("add_platform_tag")))
-    created = _crm_form(crm, record_tags(crm, state, tag_settings, creating=True))
-    attached = _crm_form(crm, record_tags(crm, state, tag_settings, creating=False))
+    created = _crm_form(crm, crm_tags(crm, state, tag_settings, creating=True))
+    attached = _crm_form(crm, crm_tags(crm, state, tag_settings, creating=False))
     platform = _crm_form(crm, [PLATFORM_TAG]) if tag_settings.add_platform_tag else []
     return Previews(
         example=sample is None,
@@ -144,7 +144,7 @@ def previews(document: dict[str, Any], crm: str, sample: SessionState | None) ->
         title_error=title_error,
         template_parts=template_parts(template),
         crm=crm,
-        has_tags=crm in TAG_FORMS,
+        has_tags=has_tags(crm),
         type_tags=[t for t in created if t not in platform],
         platform_tags=[t for t in created if t in platform],
         attach_tags=attached,

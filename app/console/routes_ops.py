@@ -8,8 +8,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from app.console.web import N_, Console, Refused, redirect
-from app.service import operations
-from app.service.admin import session_trace
+from app.service import operations, replicas
+from app.service.trace import session_trace
 
 
 def ops_router(console: Console, runtime: Any) -> APIRouter:
@@ -29,7 +29,7 @@ def ops_router(console: Console, runtime: Any) -> APIRouter:
         session = console.require_session(request)
         async with engine.connect() as conn:
             trace = await session_trace(conn, session_id)
-            timeline = await operations.timeline(conn, session_id, trace["state"]) if trace else []
+            timeline = await operations.timeline(conn, session_id, trace.state) if trace else []
         if trace is None:
             return console.render(request, "not_found.html", status=404, session=session, session_id=session_id)
         return console.render(request, "session.html", session=session, trace=trace, timeline=timeline)
@@ -37,10 +37,12 @@ def ops_router(console: Console, runtime: Any) -> APIRouter:
     @router.get("/admin/operations")
     async def operations_page(request: Request, page: int = 1, retried: int | None = None) -> Response:
         session = console.require_session(request)
+        # This replica's heartbeat first, so that the one showing the page is current.
+        await replicas.beat_once(engine, replicas.replica_id(), runtime.crm.name, runtime.crm_health)
         async with engine.connect() as conn:
             overview = await operations.operations_overview(conn, max(page, 1))
         return console.render(request, "operations.html", session=session, overview=overview,
-                              crm=runtime.crm.name, health=runtime.crm_health, retried=retried)
+                              this_replica=replicas.replica_id(), retried=retried)
 
     @router.post("/admin/operations/parked/{outbox_id}/retry")
     async def retry(request: Request, outbox_id: int) -> Response:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from app.domain.field_limits import cut, limits_for
+from app.domain.field_limits import cut
 from app.domain.record_settings import TEMPLATE_REFERENCE, RecordSettings
 from app.domain.session import SessionState
-from app.domain.session_types import SESSION_TYPES, TAG_FORMS
+from app.domain.session_types import SESSION_TYPES, TagForm
 
 PLATFORM_TAG = "UJET"
 
@@ -60,9 +60,11 @@ def session_type_name(state: SessionState) -> str:
     return kind.display_name if kind else state.session_type
 
 
-def record_tags(crm: str, state: SessionState, settings: RecordSettings, *, creating: bool) -> list[str]:
-    """Tags for a record made (`creating`) or a session attached to one. Salesforce has none."""
-    form = TAG_FORMS.get(crm)
+def record_tags(
+    form: TagForm | None, state: SessionState, settings: RecordSettings, *, creating: bool, max_chars: int | None
+) -> list[str]:
+    """Tags for a record made (`creating`) or a session attached to one, in a CRM's tag
+    `form` (None: the CRM has no tags, as Salesforce), each cut to `max_chars`."""
     if form is None:
         return []
     tags: list[str] = []
@@ -70,7 +72,6 @@ def record_tags(crm: str, state: SessionState, settings: RecordSettings, *, crea
         tags.append(form(session_type_name(state)))
     if settings.add_platform_tag and creating:
         tags.append(PLATFORM_TAG)
-    max_chars = limits_for(crm).tag
     return [cut(tag, max_chars) for tag in tags]
 
 

@@ -1,8 +1,9 @@
-"""The platform's session types, their display names, and the tag forms each CRM uses."""
+"""The platform's session types, their display names, and the tag forms CRMs use."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -76,11 +77,6 @@ def freshdesk_tag(display_name: str) -> str:
     return display_name
 
 
-# Which tag form a CRM uses; a CRM missing here (Salesforce) has no tags.
-TAG_FORMS = {
-    "zendesk": zendesk_tag,
-    "kustomer": kustomer_tag,
-    "freshdesk": freshdesk_tag,
-    # The sandbox shows the display name, so trying it out shows what a tag is made from.
-    "sandbox": freshdesk_tag,
-}
+# How a session type's display name becomes a tag in one CRM. Which CRM uses which form
+# is said by the CRM registry (app/adapters/crm/registry.py).
+TagForm = Callable[[str], str]

@@ -37,6 +37,22 @@ class Outcome(NamedTuple):
     reason: str
 
 
+class SessionFacts(NamedTuple):
+    """A session as it stood at one moment: what `policy.verdict` reads (policy.PolicyFacts).
+    A tuple: a history of 100,000 sessions holds about 450,000 of them."""
+
+    is_chat: bool
+    queued_at: datetime | None
+    assigned_at: datetime | None
+    connected_at: datetime | None
+    abandoned_at: datetime | None
+    ended_at: datetime | None
+    agent_id: str | None
+    agent_name: str | None
+    end_user_messages: int
+    header_at: datetime | None
+
+
 @dataclass(slots=True)  # not frozen: a history of 100,000 is built at every full read; treat as read-only
 class HistoricSession:
     """What the replay needs of one stored session, and what actually happened to it."""
@@ -56,27 +72,13 @@ class HistoricSession:
     end_user_message_times: tuple[datetime, ...]
     first_event_at: datetime
     actual: Outcome
-    snapshots: tuple[Snapshot, ...] = ()  # worked out from the fields above when not given
+    # The session as it stood after each instant at which one of its events occurred, oldest
+    # first: worked out from the fields above when not given (see `steps`).
+    steps: tuple[SessionFacts, ...] = ()
 
     def __post_init__(self) -> None:
-        if not self.snapshots:
-            self.snapshots = snapshots(self)
-
-
-@dataclass(slots=True)
-class SessionFacts:
-    """A session as it stood at one moment: what `policy.verdict` reads (policy.PolicyFacts)."""
-
-    is_chat: bool
-    queued_at: datetime | None
-    assigned_at: datetime | None
-    connected_at: datetime | None
-    abandoned_at: datetime | None
-    ended_at: datetime | None
-    agent_id: str | None
-    agent_name: str | None
-    end_user_messages: int
-    header_at: datetime | None
+        if not self.steps:
+            self.steps = steps(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,50 +108,43 @@ class WhatIfReport:
     sample: list[ChangedSession] = field(default_factory=list)
 
 
-_MOMENT_NAMES = ("queued_at", "assigned_at", "connected_at", "abandoned_at", "ended_at")
-# One moment of a session's past: when, then the moments reached and the end user's messages
-# sent by then (queued, assigned, connected, abandoned, ended, messages).
-Snapshot = tuple[datetime, datetime | None, datetime | None, datetime | None, datetime | None, datetime | None, int]
-
-
-def snapshots(session: HistoricSession) -> tuple[Snapshot, ...]:
+def steps(session: HistoricSession) -> tuple[SessionFacts, ...]:
     """The session as it stood after each instant at which one of its events occurred, oldest
     first (events sharing an instant taken together). They do not depend on the settings, so
     a history loaded once is replayed under any settings without working them out again."""
     q, a, c, ab, e = (session.queued_at, session.assigned_at, session.connected_at, session.abandoned_at,
                       session.ended_at)
+    is_chat, agent_id, agent_name = session.medium == "chat", session.agent_id, session.agent_name
     messages = session.end_user_message_times
     instants = sorted({session.first_event_at, *(m for m in (q, a, c, ab, e) if m is not None), *messages})
-    result: list[Snapshot] = []
+    result: list[SessionFacts] = []
     sent, total = 0, len(messages)
     for t in instants:
         while sent < total and messages[sent] <= t:
             sent += 1
-        result.append((t, q if q is not None and q <= t else None, a if a is not None and a <= t else None,
-                       c if c is not None and c <= t else None, ab if ab is not None and ab <= t else None,
-                       e if e is not None and e <= t else None, sent))
+        result.append(SessionFacts(
+            is_chat, q if q is not None and q <= t else None, a if a is not None and a <= t else None,
+            c if c is not None and c <= t else None, ab if ab is not None and ab <= t else None,
+            e if e is not None and e <= t else None, agent_id, agent_name, sent, t))
     return tuple(result)
 
 
 _NO_EVENTS: tuple[VerdictOutcome, str, datetime | None] = (DecisionKind.WAITING, "no events", None)
+_WAITING = DecisionKind.WAITING
 
 
 def replay_verdict(session: HistoricSession, settings: RecordSettings) -> Verdict:
     """The policy's verdict at the first moment it stops waiting, or its last wait: the
-    session folded again moment by moment into one snapshot, as the consumer folds events."""
-    return Verdict(*_replay(session, settings))
+    session's steps put to the policy one after another, as the consumer asks after each event."""
+    return Verdict(*_replay(session.steps, settings))
 
 
-def _replay(session: HistoricSession, settings: RecordSettings) -> tuple[VerdictOutcome, str, datetime | None]:
-    facts = SessionFacts(session.medium == "chat", None, None, None, None, None,
-                         session.agent_id, session.agent_name, 0, None)
+def _replay(session_steps: tuple[SessionFacts, ...], settings: RecordSettings,
+            verdict=verdict_tuple) -> tuple[VerdictOutcome, str, datetime | None]:
     last = _NO_EVENTS
-    for moment, queued, assigned, connected, abandoned, ended, messages in session.snapshots:
-        facts.queued_at, facts.assigned_at, facts.connected_at = queued, assigned, connected
-        facts.abandoned_at, facts.ended_at = abandoned, ended
-        facts.end_user_messages, facts.header_at = messages, moment
-        last = verdict_tuple(facts, settings)
-        if last[0] != DecisionKind.WAITING:
+    for facts in session_steps:
+        last = verdict(facts, settings)
+        if last[0] != _WAITING:
             break
     return last
 
@@ -177,7 +172,7 @@ def propose(
 
 def _propose(session: HistoricSession, proposed: RecordSettings, earlier_record: bool,
              same_appending: bool) -> tuple[OutcomeKind, str]:
-    outcome, reason, _ = _replay(session, proposed)
+    outcome, reason, _ = _replay(session.steps, proposed)
     if outcome == DecisionKind.WAITING:
         return "waiting", reason
     if outcome == DecisionKind.SKIPPED:

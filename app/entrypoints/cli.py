@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import orjson
@@ -69,12 +70,13 @@ async def _records(settings: Settings, session_id: str | None, limit: int) -> in
     engine = build_engine(settings)
     try:
         async with engine.connect() as conn:
+            rows: list[dict[str, object]] = []  # printed as JSON, one object per record
             if settings.crm_provider == "sandbox":
-                rows = await sandbox_repo.list_records(conn, limit, session_id)
-                for row in rows:
-                    row["notes"] = [n["body"] for n in await sandbox_repo.notes_for(conn, row["id"])]
+                for record in await sandbox_repo.list_records(conn, limit, session_id):
+                    notes = [n.body for n in await sandbox_repo.notes_for(conn, record.id)]
+                    rows.append(asdict(record) | {"notes": notes})
             else:
-                rows = await records_repo.list_records(conn, limit)
+                rows = [asdict(record) for record in await records_repo.list_records(conn, limit)]
     finally:
         await engine.dispose()
     for row in reversed(rows):
@@ -89,7 +91,7 @@ def _cmd_records(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _trace(settings: Settings, session_id: str) -> int:
     from app.adapters.db.engine import build_engine
-    from app.service.admin import session_trace
+    from app.service.trace import session_trace
 
     engine = build_engine(settings)
     try:

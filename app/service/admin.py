@@ -1,14 +1,14 @@
-"""Use cases behind the admin API and the console: settings versions, the per-session
-trace, the records made, and requeueing parked outbox rows."""
+"""Use cases behind the admin API and the console: settings versions, the records made,
+and requeueing parked outbox rows (a session's trace is app/service/trace.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from app.adapters.db import decisions_repo, outbox_repo, records_repo, sessions_repo, settings_repo
+from app.adapters.db import outbox_repo, records_repo, settings_repo
+from app.adapters.db.records_repo import StoredRecord
 from app.domain.record_settings import RecordSettings, settings_changes
 from app.service.auth import Principal
 
@@ -66,12 +66,7 @@ async def settings_history_page(
         return await settings_history(conn, limit=limit, before_version=before_version)
 
 
-async def trace_of_session(engine: AsyncEngine, session_id: str) -> dict[str, Any] | None:
-    async with engine.connect() as conn:
-        return await session_trace(conn, session_id)
-
-
-async def recent_records(engine: AsyncEngine, limit: int) -> list[dict[str, Any]]:
+async def recent_records(engine: AsyncEngine, limit: int) -> list[StoredRecord]:
     async with engine.connect() as conn:
         return await records_repo.list_records(conn, limit)
 
@@ -82,50 +77,3 @@ async def requeue_parked(engine: AsyncEngine, session_id: str | None) -> int:
         count = await outbox_repo.requeue_parked(conn, session_id)
         await outbox_repo.notify_workers(conn)
     return count
-
-
-async def session_trace(conn: AsyncConnection, session_id: str) -> dict[str, Any] | None:
-    session = await sessions_repo.get_session(conn, session_id)
-    if session is None:
-        return None
-    state = session["state"]
-    return {
-        "session_id": session_id,
-        "state": state,
-        "record": {
-            "progress": session["record"],
-            "reason": state.get("record_reason"),
-            "crm": session["crm"],
-            "record_id": session["record_id"],
-            "record_url": session["record_url"],
-            "action": session["record_action"],
-        },
-        "decisions": [
-            {
-                "kind": d["kind"],
-                "reason": d["reason"],
-                "event_at": d["event_at"],
-                "settings_version": d["settings_version"],
-                "record_id": d["record_id"],
-                "decided_at": d["created_at"],
-            }
-            for d in await decisions_repo.list_for_session(conn, session_id)
-        ],
-        "outbox": await outbox_repo.list_for_session(conn, session_id),
-        "crm_calls": [
-            {
-                "outbox_id": a["outbox_id"],
-                "attempt": a["attempt"],
-                "crm": a["crm"],
-                "operation": a["operation"],
-                "method": a["method"],
-                "path": a["path"],
-                "status_code": a["status_code"],
-                "latency_ms": a["latency_ms"],
-                "outcome": "ok" if a["error"] is None else "failed",
-                "error": a["error"],
-                "at": a["created_at"],
-            }
-            for a in await outbox_repo.attempts_for_session(conn, session_id)
-        ],
-    }

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from aiokafka import TopicPartition
 
 from app import metrics
+from app.service.readiness import CheckResult, StuckPartition
 
 
 @dataclass(slots=True)
@@ -29,19 +30,6 @@ class _Partition:
     busy_since: float | None = None
     last_error: str | None = None
     retry_at: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class StuckPartition:
-    topic: str
-    partition: int
-    offset: int | None  # the first offset not yet applied, when known
-    seconds: float
-    error: str
-
-    def describe(self) -> str:
-        at = f" at offset {self.offset}" if self.offset is not None else ""
-        return f"partition {self.partition} of {self.topic}{at} has not advanced for {self.seconds:.0f} s: {self.error}"
 
 
 @dataclass
@@ -116,25 +104,17 @@ class ConsumerHealth:
             found.append(StuckPartition(tp.topic, tp.partition, state.next_offset, now - since, error))
         return found
 
-    def readiness(self, group_id: str) -> dict:
+    def readiness(self, group_id: str) -> CheckResult:
         """The consumer's entry in /readyz's checks."""
         if self.broker_error is not None:
-            return {"ready": False, "detail": f"the broker cannot be reached: {self.broker_error}; reconnecting"}
+            return CheckResult(False, f"the broker cannot be reached: {self.broker_error}; reconnecting")
         if not self.joined:
-            return {"ready": False, "detail": f"consumer has not joined group {group_id!r} yet"}
+            return CheckResult(False, f"consumer has not joined group {group_id!r} yet")
         stuck = self.stuck()
         if stuck:
-            return {
-                "ready": False,
-                "degraded": True,
-                "detail": "; ".join(s.describe() for s in stuck),
-                "stuck_partitions": [
-                    {"topic": s.topic, "partition": s.partition, "offset": s.offset,
-                     "seconds": round(s.seconds, 1), "error": s.error}
-                    for s in stuck
-                ],
-            }
-        return {"ready": True}
+            return CheckResult(False, "; ".join(s.describe() for s in stuck), degraded=True,
+                               stuck_partitions=tuple(stuck))
+        return CheckResult(True)
 
     def stalled_seconds(self, tp: TopicPartition) -> float:
         """How long the partition's current batch has failed or run (0: it moves)."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.domain.session_types import TAG_FORMS
+from app.adapters.crm.registry import has_tags
 from app.settings import Settings
 
 
@@ -40,6 +40,6 @@ def crm_setup(settings: Settings) -> CrmSetup:
                 if log == "task" else "each session is a private CaseComment on its Case"
             ),
         )
-    if crm in TAG_FORMS:
+    if has_tags(crm):
         return CrmSetup(crm=crm, has_tags=True, tags=f"tags are added in {crm}'s tag form")
     return CrmSetup(crm=crm, has_tags=True, tags="tags are stored with the record")

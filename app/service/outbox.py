@@ -35,6 +35,7 @@ from app.adapters.crm.base import (
     current_call_log,
 )
 from app.adapters.crm.budget import Priority, current_priority
+from app.adapters.crm.registry import crm_tags
 from app.adapters.db import (
     decisions_repo,
     end_users_repo,
@@ -61,7 +62,6 @@ from app.domain.outcome import OutcomeEvent
 from app.domain.policy import ExistingRecord, Target, choose_target
 from app.domain.record_settings import RecordSettings
 from app.domain.rendering import (
-    record_tags,
     render_attach_note,
     render_description,
     render_ended_note,
@@ -246,7 +246,7 @@ class OutboxRunner:
                 title=title,
                 description=render_description(state),
                 contact_id=known_user,
-                tags=record_tags(crm, state, settings, creating=True),
+                tags=crm_tags(crm, state, settings, creating=True),
                 medium=state.medium,
                 queue_id=state.queue_id,
                 idempotency_key=row.idempotency_key,
@@ -273,7 +273,7 @@ class OutboxRunner:
         await self.crm.attach_session(
             existing.record_id,
             render_attach_note(state, reopened),
-            record_tags(crm, state, settings, creating=False),
+            crm_tags(crm, state, settings, creating=False),
         )
         return made
 

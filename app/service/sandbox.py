@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.adapters.crm.sandbox import close_sandbox_record
 from app.adapters.db import sandbox_repo
+from app.adapters.db.sandbox_repo import SandboxNoteRow, SandboxRecordListed, SandboxRecordRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,15 +37,21 @@ async def change_status(
     return StatusChange(record_id, status, closed_at)
 
 
-async def list_records(engine: AsyncEngine, limit: int, session_id: str | None) -> list[dict[str, Any]]:
+@dataclass(frozen=True, slots=True)
+class SandboxRecordWithNotes(SandboxRecordRow):
+    notes: tuple[SandboxNoteRow, ...]
+
+
+async def list_records(engine: AsyncEngine, limit: int, session_id: str | None) -> list[SandboxRecordListed]:
     async with engine.connect() as conn:
         return await sandbox_repo.list_records(conn, limit, session_id)
 
 
-async def record_with_notes(engine: AsyncEngine, record_id: int) -> dict[str, Any] | None:
+async def record_with_notes(engine: AsyncEngine, record_id: int) -> SandboxRecordWithNotes | None:
+    """None when there is no such record."""
     async with engine.connect() as conn:
         row = await sandbox_repo.get_record(conn, record_id)
         if row is None:
             return None
-        row["notes"] = await sandbox_repo.notes_for(conn, record_id)
-    return row
+        notes = tuple(await sandbox_repo.notes_for(conn, record_id))
+    return SandboxRecordWithNotes(**sandbox_repo.record_fields(row), notes=notes)

@@ -1,10 +1,12 @@
 """Use case: the what-if preview. Replays the sessions of the last N days through the pure
 policy (app/domain/whatif.py).
 
-The history is loaded from PostgreSQL once and then kept up to date: each later request
-reads only the sessions updated since the previous read, so an administrator who tries
-setting after setting waits for the replay alone. The console starts the first load in the
-background when the panel opens. An unused history is dropped after a while."""
+What the replay needs is kept in PostgreSQL as one compact row per session
+(history_repo: brought up to date with the sessions before each read). The history is
+loaded from there once and then kept up to date: each later request reads only the rows
+that changed, so an administrator who tries setting after setting waits for the replay
+alone. The console starts the first load in the background when the panel opens. An unused
+history is dropped after a while."""
 
 from __future__ import annotations
 
@@ -21,9 +23,6 @@ from app.domain.whatif import HistoricSession, WhatIfReport, replay
 
 DEFAULT_DAYS = 7
 MAX_DAYS = 90
-# A session row committed late by a transaction that began before the previous read can carry
-# an `updated_at` a little older than that read: reading back this far again catches it.
-REREAD_MARGIN = timedelta(seconds=60)
 DROP_UNUSED_AFTER_SECONDS = 600.0
 
 
@@ -44,6 +43,7 @@ class _History:
     owners_before: list[tuple[str, str]] = field(default_factory=list)
     last_used: float = 0.0
     generation: int = 0  # grows whenever a read brings changed sessions
+    ordered: list[HistoricSession] | None = None  # the window's sessions, oldest first, for this generation
 
 
 class WhatIf:
@@ -61,22 +61,28 @@ class WhatIf:
     async def _read(self, days: int) -> float:
         started = time.monotonic()
         history = self._history
-        async with self.engine.connect() as conn:
+        async with self.engine.begin() as conn:  # the refreshed rows are committed for every replica
             now = await history_repo.database_now(conn)
+            full = history is None or history.days != days
+            changed_rows = await history_repo.refresh(conn, changed=not full)
             if history is None or history.days != days:
                 history = _History(days, now)
                 for row in await history_repo.sessions_since(conn, days):
                     history.sessions[row.session.session_id] = row
             else:
-                changed = False
-                for row in await history_repo.sessions_updated_since(conn, history.read_at - REREAD_MARGIN):
-                    changed = changed or history.sessions.get(row.session.session_id) != row
+                for row in changed_rows:
                     history.sessions[row.session.session_id] = row
                 history.read_at = now
-                history.generation += changed
+                if changed_rows:
+                    history.generation += 1
+                    history.ordered = None
             history.owners_before = await history_repo.owners_with_records_before(conn, self.crm, history.days)
         window_start = now - timedelta(days=history.days)
-        history.sessions = {k: v for k, v in history.sessions.items() if v.created_at >= window_start}
+        if any(v.created_at < window_start for v in history.sessions.values()):
+            history.sessions = {k: v for k, v in history.sessions.items() if v.created_at >= window_start}
+            history.ordered = None
+        if history.ordered is None:
+            history.ordered = sorted((row.session for row in history.sessions.values()), key=_first_event_at)
         history.last_used = time.monotonic()
         self._history = history
         return time.monotonic() - started
@@ -111,18 +117,21 @@ class WhatIf:
             assert history is not None
             async with self.engine.connect() as conn:
                 version, current = await settings_repo.current(conn)
-            window_start = history.read_at - timedelta(days=days)
-            sessions: list[HistoricSession] = [
-                row.session for row in history.sessions.values() if row.created_at >= window_start
-            ]
+            sessions = history.ordered
+            assert sessions is not None, "_read orders the window"
             started = time.monotonic()
             key = (id(history), history.generation, days, version, _deciding(proposed))
             if self._last is not None and self._last[0] == key:
                 report = self._last[1]
             else:
-                report = replay(sessions, proposed, current, history.owners_before)
+                with history_repo.gc_paused():  # the replay's tuples and strings hold no cycles either
+                    report = replay(sessions, proposed, current, history.owners_before)
                 self._last = (key, report)
             return WhatIfResult(days, report, version, load_seconds, time.monotonic() - started)
+
+
+def _first_event_at(session: HistoricSession) -> datetime:
+    return session.first_event_at
 
 
 # Settings that only shape what a record says: they change no outcome.

@@ -72,9 +72,9 @@ class SandboxBackend(Backend):
             rows = await sandbox_repo.list_records(conn, 10000)
             views = []
             for row in rows:
-                notes = [n["body"] for n in await sandbox_repo.notes_for(conn, row["id"])]
-                views.append(RecordView(str(row["id"]), row["external_id"], row["title"], row["status"],
-                                        row["status"] in sandbox_repo.OPEN_STATUSES, list(row["tags"]), notes))
+                notes = [n.body for n in await sandbox_repo.notes_for(conn, row.id)]
+                views.append(RecordView(str(row.id), row.external_id, row.title, row.status,
+                                        row.status in sandbox_repo.OPEN_STATUSES, list(row.tags), notes))
         return views
 
     async def close(self, record_id: str, closed_at: datetime, *, final: bool = False) -> None:

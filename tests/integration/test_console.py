@@ -26,8 +26,15 @@ async def browser_like(runtime) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+async def sign_in_form(client: httpx.AsyncClient, token: str, next_path: str = "/admin/settings") -> dict[str, str]:
+    """The sign-in form as the browser posts it: with the token of the form's login cookie."""
+    page = await client.get("/admin/sign-in")
+    login = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    return {"token": token, "next": next_path, "csrf_token": login}
+
+
 async def signed_in(client: httpx.AsyncClient, token: str) -> str:
-    response = await client.post("/admin/sign-in", data={"token": token, "next": "/admin/settings"})
+    response = await client.post("/admin/sign-in", data=await sign_in_form(client, token))
     assert response.status_code == 303, response.text
     page = await client.get("/admin/settings")
     return re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
@@ -52,9 +59,9 @@ async def test_pages_need_a_sign_in_and_the_cookie_is_signed_httponly_strict(run
         assert first.status_code == 303 and first.headers["location"].startswith("/admin/sign-in")
         page = await client.get("/admin/sign-in")
         assert 'type="password"' in page.text and ">Admin token</label>" in page.text
-        wrong = await client.post("/admin/sign-in", data={"token": "nope"})
+        wrong = await client.post("/admin/sign-in", data=await sign_in_form(client, "nope"))
         assert wrong.status_code == 401
-        right = await client.post("/admin/sign-in", data={"token": ADMIN, "next": "/admin/operations"})
+        right = await client.post("/admin/sign-in", data=await sign_in_form(client, ADMIN, "/admin/operations"))
         assert right.headers["location"] == "/admin/operations"
         cookie = right.headers["set-cookie"]
         assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Max-Age=" in cookie
@@ -67,8 +74,26 @@ async def test_pages_need_a_sign_in_and_the_cookie_is_signed_httponly_strict(run
 
 async def test_an_open_redirect_is_refused(runtime):
     async with browser_like(runtime) as client:
-        response = await client.post("/admin/sign-in", data={"token": ADMIN, "next": "//evil.example/admin"})
+        response = await client.post("/admin/sign-in",
+                                     data=await sign_in_form(client, ADMIN, "//evil.example/admin"))
         assert response.headers["location"] == "/admin/settings"
+
+
+async def test_a_cross_site_sign_in_without_the_forms_token_is_refused(runtime):
+    """Login CSRF: another site's form can post a valid token, but not the sign-in form's own
+    token, and SameSite=Strict keeps the login cookie off its post."""
+    async with browser_like(runtime) as client:
+        cross_site = await client.post("/admin/sign-in", data={"token": ADMIN, "next": "/admin/settings"})
+        assert cross_site.status_code == 403 and "crm_console" not in client.cookies
+        form = await sign_in_form(client, ADMIN)  # the browser has our login cookie now
+        forged = await client.post("/admin/sign-in", data={**form, "csrf_token": "f" * 64})
+        assert forged.status_code == 403 and "crm_console" not in client.cookies
+        nonce = client.cookies.get("crm_console_login")
+        client.cookies.delete("crm_console_login")  # a cross-site post carries no Strict cookie
+        assert (await client.post("/admin/sign-in", data=form)).status_code == 403
+        client.cookies.set("crm_console_login", nonce, path="/admin")
+        signed = await client.post("/admin/sign-in", data=form)
+        assert signed.status_code == 303 and client.cookies.get("crm_console")
 
 
 async def test_every_change_needs_the_csrf_token(runtime, clean_db):
@@ -191,3 +216,56 @@ async def test_the_sandbox_panel_has_no_salesforce_block(runtime):
         page = (await client.get("/admin/settings")).text
         assert 'data-testid="crm-setup"' not in page and "Salesforce object" not in page
         assert 'data-testid="tags-preview"' in page
+
+
+async def test_a_sessions_timeline_lists_every_event_with_its_time(runtime, clean_db):
+    from app.service.consume import apply_batch
+    from tests.factories import event_doc, header, to_event
+
+    session = header("chat-timeline", medium="chat")
+    documents = [event_doc(session, "queued", 0), event_doc(session, "message", 3),
+                 event_doc(session, "assigned", 10), event_doc(session, "message", 15),
+                 event_doc(session, "message", 20, sender="agent"), event_doc(session, "assigned", 40),
+                 event_doc(session, "ended", 90)]
+    async with clean_db.begin() as conn:
+        await apply_batch(conn, [to_event(d) for d in documents], "sandbox")
+    async with browser_like(runtime) as client:
+        await signed_in(client, VIEWER)
+        page = (await client.get("/admin/sessions/chat-timeline")).text
+    timeline = page[page.index('data-testid="timeline"'):]
+    timeline = timeline[:timeline.index("</ol>")]
+    kinds = re.findall(r"<strong>(\w+)</strong>", timeline)
+    assert kinds == ["queued", "message", "assigned", "message", "message", "assigned", "ended"]
+    times = re.findall(r'<time datetime="([^"]+)"', timeline)
+    assert times == [to_event(d).occurred_at.isoformat() for d in documents]  # each event's own time
+    assert "end_user" in timeline and "agent" in timeline
+
+
+async def test_the_operations_view_shows_every_replica_adds_them_up_and_marks_the_stale(runtime, clean_db):
+    from sqlalchemy import text
+
+    from app.adapters.db import replicas_repo
+    from app.service.replicas import metric_samples, replica_id
+
+    own_lag = metric_samples("crm_records_consumer_lag_messages", "partition")  # this process's, if any
+    own_schema = int(metric_samples("crm_records_events_dead_lettered_total", "reason").get("schema", 0))
+    async with clean_db.begin() as conn:
+        await replicas_repo.beat(conn, "replica-b", {"1": 7.0}, {"schema": 2.0},
+                                 {"crm": "zendesk", "ok": False, "detail": "401 from the CRM", "checked_at": None})
+        await replicas_repo.beat(conn, "replica-c", {"2": 99.0}, {"schema": 1.0},
+                                 {"crm": "zendesk", "ok": True, "detail": "", "checked_at": None})
+        await conn.execute(text("UPDATE replica_heartbeats SET seen_at = now() - interval '5 minutes' "
+                                "WHERE replica_id = 'replica-c'"))
+    async with browser_like(runtime) as client:
+        await signed_in(client, VIEWER)
+        page = (await client.get("/admin/operations")).text
+    rows = re.findall(r'<tr data-testid="replica"( class="stale")?>\s*<td>([^<]+)', page)
+    assert sorted((name.strip(), bool(stale)) for stale, name in rows) == sorted(
+        [(replica_id(), False), ("replica-b", False), ("replica-c", True)])
+    assert "401 from the CRM" in page  # another replica's CRM health
+    lag = dict(re.findall(r"<tr><td>(\w+)</td><td>([\d,.]+)</td></tr>",
+                          page[page.index('data-testid="consumer-lag"'):page.index('id="dlq-title"')]))
+    assert lag["1"] == str(int(7 + own_lag.get("1", 0)))
+    assert int(lag.get("2", "0")) == int(own_lag.get("2", 0))  # the stale replica's partition is not counted
+    dead = page[page.index('data-testid="dead-letters"'):]
+    assert re.search(rf"<td>schema</td><td>{3 + own_schema}</td>", dead)  # 2 + 1 (+ ours): what each counted

@@ -14,7 +14,7 @@ import orjson
 import pytest
 from sqlalchemy import text
 
-from app.adapters.crm.budget import RateBudget
+from app.adapters.crm.budget import RateBudget, VendorQuota
 from app.adapters.crm.factory import crm_account_for
 from app.adapters.crm.zendesk import ZendeskAdapter, zendesk_quota
 from app.adapters.db import end_users_repo
@@ -141,3 +141,24 @@ async def test_two_replicas_share_one_budget_that_holds_the_accounts_limit(zende
     assert fake.requests_in_window(6.0) <= 30
     # 61 requests at 95 % of 5 per second: the two replicas did not each spend the limit.
     assert elapsed >= 9.0
+
+
+async def test_the_shared_budget_lets_a_few_requests_go_at_once_and_then_holds_the_pace(engine):
+    # Freshdesk's 200 a minute: evenly spaced slots would be 0.32 s apart, so a second
+    # record arriving with the first waited that long for nothing. The limit leaves room
+    # for a few at once (every minute still holds at most 200); beyond them, the pace.
+    store = PostgresBudgetStore(engine)
+    budget = RateBudget("freshdesk", f"freshdesk:burst-{time.monotonic_ns()}", store=store)
+    budget.observe(VendorQuota(limit=200, remaining=200))
+    await asyncio.sleep(0.2)  # the learned pace reaches the shared row
+    burst = budget.burst()
+    assert burst >= 5
+    slots = []  # when each request may go (monotonic seconds)
+    for _ in range(burst + 3):
+        booked, wait = await budget.store.reserve(budget.account, budget.pace(), 30.0, burst)
+        assert booked
+        slots.append(time.monotonic() + wait)
+    started = slots[0]
+    assert max(slots[:burst + 1]) - started < 0.5  # together, as soon as they asked
+    slot = 60.0 / budget.pace()
+    assert [slots[burst + 1] - started, slots[burst + 2] - started] == pytest.approx([slot, 2 * slot], abs=0.05)

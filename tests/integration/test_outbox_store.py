@@ -152,7 +152,7 @@ async def test_sandbox_end_of_session_note_is_written_once_per_key(clean_db):
     await crm.write_note(note)
     async with clean_db.connect() as conn:
         notes = await sandbox_repo.notes_for(conn, int(ref.record_id))
-    assert [n["body"] for n in notes] == [note.body]
+    assert [n.body for n in notes] == [note.body]
 
 
 async def test_a_row_claimed_again_after_its_lease_knows_the_outcome_is_unknown_and_the_old_claim_is_fenced(clean_db):

@@ -7,9 +7,10 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from app.adapters.crm.registry import CRMS, crm_tags
 from app.domain import field_limits
 from app.domain.field_limits import ELLIPSIS, FIELD_LIMITS, cut, limits_for
-from app.domain.rendering import format_timestamp, record_tags, render_title
+from app.domain.rendering import format_timestamp, render_title
 from tests.unit.helpers import call, settings
 from tests.unit.test_rendering import call_state, state_of
 
@@ -37,14 +38,14 @@ def test_salesforce_case_subject_limit_is_255():
 def test_tags_are_cut_to_the_crms_tag_limit(monkeypatch):
     monkeypatch.setitem(FIELD_LIMITS, "freshdesk", field_limits.FieldLimits(title=255, tag=8))
     both = settings(add_session_type_tags=True, add_platform_tag=True)
-    tags = record_tags("freshdesk", state_of(call("queued", session_id="c-1")), both, creating=True)
+    tags = crm_tags("freshdesk", state_of(call("queued", session_id="c-1")), both, creating=True)
     assert tags == ["Voice I" + ELLIPSIS, "UJET"]
 
 
 def test_every_tag_the_service_makes_fits_the_documented_limits():
-    from app.domain.session_types import SESSION_TYPES, TAG_FORMS
+    from app.domain.session_types import SESSION_TYPES
 
-    for crm, form in TAG_FORMS.items():
+    for crm, form in ((spec.name, spec.tag_form) for spec in CRMS.values() if spec.tag_form is not None):
         limit = limits_for(crm).tag
         for kind in SESSION_TYPES.values():
             assert limit is None or len(form(kind.display_name)) <= limit, (crm, kind.display_name)

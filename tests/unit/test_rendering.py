@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from app.adapters.crm.registry import crm_tags
 from app.domain import rendering
 from app.domain.rendering import (
     TranscriptLine,
-    record_tags,
     render_attach_note,
     render_description,
     render_ended_note,
@@ -205,34 +205,34 @@ def test_session_type_tag_forms_for_all_17_types(code):
     display_name = SECTION_1[code][0]
     zendesk, kustomer = TAG_FORMS[code]
     on = settings(add_session_type_tags=True)
-    assert record_tags("zendesk", state, on, creating=True) == [zendesk]
-    assert record_tags("kustomer", state, on, creating=True) == [kustomer]
-    assert record_tags("freshdesk", state, on, creating=True) == [display_name]
-    assert record_tags("salesforce", state, on, creating=True) == []
+    assert crm_tags("zendesk", state, on, creating=True) == [zendesk]
+    assert crm_tags("kustomer", state, on, creating=True) == [kustomer]
+    assert crm_tags("freshdesk", state, on, creating=True) == [display_name]
+    assert crm_tags("salesforce", state, on, creating=True) == []
 
 
 @pytest.mark.parametrize("crm", ["zendesk", "kustomer", "freshdesk"])
 def test_platform_tag_only_when_a_record_is_created(crm):
     state = state_for_type("voice_outbound")
     both = settings(add_session_type_tags=True, add_platform_tag=True)
-    created = record_tags(crm, state, both, creating=True)
-    attached = record_tags(crm, state, both, creating=False)
+    created = crm_tags(crm, state, both, creating=True)
+    attached = crm_tags(crm, state, both, creating=False)
     assert sorted(created) == sorted(["UJET", attached[0]])
     assert attached == [{"zendesk": "voice_outbound"}.get(crm, "Voice Outbound")]
-    assert record_tags(crm, state, settings(add_platform_tag=True), creating=True) == ["UJET"]
-    assert record_tags(crm, state, settings(add_platform_tag=True), creating=False) == []
+    assert crm_tags(crm, state, settings(add_platform_tag=True), creating=True) == ["UJET"]
+    assert crm_tags(crm, state, settings(add_platform_tag=True), creating=False) == []
 
 
 @pytest.mark.parametrize("crm", ["zendesk", "kustomer", "freshdesk", "salesforce"])
 def test_no_tags_when_both_options_are_off(crm):
-    assert record_tags(crm, call_state(), settings(), creating=True) == []
-    assert record_tags(crm, call_state(), settings(), creating=False) == []
+    assert crm_tags(crm, call_state(), settings(), creating=True) == []
+    assert crm_tags(crm, call_state(), settings(), creating=False) == []
 
 
 def test_salesforce_gets_no_tags_whatever_the_options():
     both = settings(add_session_type_tags=True, add_platform_tag=True)
     for creating in (True, False):
-        assert record_tags("salesforce", call_state(), both, creating=creating) == []
+        assert crm_tags("salesforce", call_state(), both, creating=creating) == []
 
 
 # --- description and notes ------------------------------------------------------------------------
@@ -312,4 +312,4 @@ def test_portuguese_changes_only_the_call_type():
 def test_tags_are_never_translated():
     # tags take no locale at all: the same settings give the same tags whatever the title's language
     pt = settings(add_session_type_tags=True, record_title_locale="pt-BR")
-    assert record_tags("zendesk", call_state(), pt, creating=True) == ["voice_inbound_ivr"]
+    assert crm_tags("zendesk", call_state(), pt, creating=True) == ["voice_inbound_ivr"]

@@ -129,4 +129,4 @@ def test_undecided_sessions_are_waiting():
 def test_a_session_state_satisfies_what_the_policy_reads():
     # the replay's snapshot and the consumer's state expose the same facts to policy.verdict
     from app.domain.whatif import SessionFacts
-    assert set(SessionFacts.__slots__) - {"is_chat"} <= {f for f in SessionState.__slots__}
+    assert set(SessionFacts._fields) - {"is_chat"} <= set(SessionState.__slots__)

@@ -4,8 +4,12 @@ Each CRM's API limit belongs to the customer's account, not to one process, so t
 budget is a single schedule kept where all replicas see it (PostgreSQL in the service,
 memory in unit tests and for an adapter built without one): every request books the
 next free slot, slots are `60 / per_minute` seconds apart, and a request waits for its
-slot. The rate follows what the vendor announces on every answer (`VendorQuota`, read
-from its headers by each adapter); a configured ceiling only lowers it. A 429 or a
+slot. Once the vendor's limit is known, a few requests may take their slots at once
+(`burst`, a generic cell rate algorithm's tolerance): the pace is 95 % of the limit, so
+the other 5 % lets records that arrive together go without waiting for evenly spaced
+slots, and every window still holds at most the limit. The rate follows what the
+vendor announces on every answer (`VendorQuota`, read from its headers by each
+adapter); a configured ceiling only lowers it. A 429 or a
 spent "remaining" count pauses the whole account until the vendor's reset.
 
 Priorities: a request for a record (someone waits for the screen pop) may book a slot
@@ -111,9 +115,11 @@ class BudgetState:
 class BudgetStore(Protocol):
     """Where the schedule lives. `reserve` books the next slot when it is no more than
     `horizon` seconds away and returns (True, seconds until it); otherwise it books
-    nothing and returns (False, seconds until the horizon would admit it)."""
+    nothing and returns (False, seconds until the horizon would admit it). The schedule
+    is the theoretical arrival time of the next request; a request may go up to `burst`
+    slots ahead of it (never before now, nor during a pause)."""
 
-    async def reserve(self, account: str, per_minute: float, horizon: float) -> tuple[bool, float]:
+    async def reserve(self, account: str, per_minute: float, horizon: float, burst: int = 0) -> tuple[bool, float]:
         """`per_minute` is this replica's pace, used only while no shared one is stored."""
 
     async def set_rate(self, account: str, per_minute: float | None) -> None: ...
@@ -132,12 +138,15 @@ class MemoryBudgetStore:
         self._paused: dict[str, float] = {}
         self._rate: dict[str, float | None] = {}
 
-    async def reserve(self, account: str, per_minute: float, horizon: float) -> tuple[bool, float]:
+    async def reserve(self, account: str, per_minute: float, horizon: float, burst: int = 0) -> tuple[bool, float]:
         now = self._clock()
-        slot = max(self._tat.get(account, now), now, self._paused.get(account, now))
+        paused = self._paused.get(account, now)
+        interval = 60.0 / (self._rate.get(account) or per_minute)
+        base = max(self._tat.get(account, now), now, paused)
+        slot = max(base - burst * interval, now, paused)
         if slot - now > horizon:
             return False, slot - now - horizon
-        self._tat[account] = slot + 60.0 / (self._rate.get(account) or per_minute)
+        self._tat[account] = base + interval
         return True, slot - now
 
     async def set_rate(self, account: str, per_minute: float | None) -> None:
@@ -201,7 +210,7 @@ class RateBudget:
                 waited += local_pause
                 continue
             async with self._booking:
-                booked, wait = await self.store.reserve(self.account, self.pace(), horizon)
+                booked, wait = await self.store.reserve(self.account, self.pace(), horizon, self.burst())
             if booked:
                 if wait > 0:
                     await asyncio.sleep(wait)
@@ -213,6 +222,18 @@ class RateBudget:
 
     def pace(self) -> float:
         return self._per_minute or self.provisional or UNPACED_PER_MINUTE
+
+    def burst(self) -> int:
+        """How many requests may go at once beyond the even pace: what the announced
+        per-window limit (or a configured ceiling, which is kept exactly) leaves above the
+        pace, less one, and one for the vendor's clock, so that no window ever holds more
+        than the limit; none while the limit is unknown."""
+        vendor = self._vendor
+        if vendor is None or not vendor.limit or self._per_minute is None:
+            return 0
+        per_window = vendor.window_seconds / 60.0
+        cap = min(vendor.limit, self.ceiling * per_window) if self.ceiling else vendor.limit
+        return max(0, int(cap - self._per_minute * per_window) - 2)
 
     @property
     def per_minute(self) -> float | None:

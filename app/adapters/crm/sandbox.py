@@ -24,6 +24,7 @@ from app.adapters.crm.base import (
 )
 from app.adapters.db import sandbox_repo
 from app.domain.policy import ExistingRecord
+from app.settings import Settings
 
 
 def sandbox_record_url(record_id: int | str) -> str:
@@ -36,6 +37,10 @@ class SandboxAdapter:
     def __init__(self, engine: AsyncEngine, *, latency_ms: int = 0):
         self.engine = engine
         self.latency = latency_ms / 1000
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, engine: AsyncEngine) -> SandboxAdapter:
+        return cls(engine, latency_ms=settings.sandbox_latency_ms)
 
     async def _call(self, operation: str, work):
         """Run `work(conn)` in its own transaction, with the configured answer time, and log it."""
@@ -104,12 +109,12 @@ class SandboxAdapter:
         if row is None:
             return None
         return ExistingRecord(
-            record_id=str(row["id"]),
-            status=row["status"],
-            is_closed=row["status"] in sandbox_repo.CLOSED_STATUSES,
-            closed_at=row["closed_at"],
-            can_reopen=row["status"] != "closed",
-            url=sandbox_record_url(row["id"]),
+            record_id=str(row.id),
+            status=row.status,
+            is_closed=row.status in sandbox_repo.CLOSED_STATUSES,
+            closed_at=row.closed_at,
+            can_reopen=row.status != "closed",
+            url=sandbox_record_url(row.id),
         )
 
     async def reopen_record(self, record_id: str) -> None:
@@ -117,7 +122,7 @@ class SandboxAdapter:
             row = await sandbox_repo.get_record(conn, int(record_id))
             if row is None:
                 raise CrmPermanentError(f"sandbox: record {record_id} does not exist")
-            if row["status"] == "closed":
+            if row.status == "closed":
                 raise CrmPermanentError(f"sandbox: record {record_id} is closed and cannot be reopened")
             await sandbox_repo.set_status(conn, int(record_id), "open", None)
 

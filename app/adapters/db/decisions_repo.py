@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -66,8 +65,26 @@ async def insert_decision(conn: AsyncConnection, row: DecisionRow) -> None:
     )
 
 
-async def list_for_session(conn: AsyncConnection, session_id: str) -> list[dict[str, Any]]:
+@dataclass(frozen=True, slots=True)
+class StoredDecision:
+    """A decision as the trace reads it back: the row plus when it was written."""
+
+    kind: str  # a DecisionKind's value, as stored (the trace shows old rows' text as it is)
+    reason: str
+    event_at: datetime | None
+    settings_version: int | None
+    record_id: str | None
+    created_at: datetime
+
+
+async def list_for_session(conn: AsyncConnection, session_id: str) -> list[StoredDecision]:
     result = await conn.execute(
-        select(decisions).where(decisions.c.session_id == session_id).order_by(decisions.c.id)
+        select(
+            decisions.c.kind, decisions.c.reason, decisions.c.event_at, decisions.c.settings_version,
+            decisions.c.record_id, decisions.c.created_at,
+        )
+        .where(decisions.c.session_id == session_id)
+        .order_by(decisions.c.id)
     )
-    return [dict(r) for r in result.mappings()]
+    return [StoredDecision(r.kind, r.reason, r.event_at, r.settings_version, r.record_id, r.created_at)
+            for r in result]

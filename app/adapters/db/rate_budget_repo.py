@@ -8,24 +8,31 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 _ENSURE = text("INSERT INTO crm_rate_budgets (account) VALUES (:account) ON CONFLICT (account) DO NOTHING")
 
-# Book the next slot (the later of the schedule, now, and a pause) when it is within the
-# horizon: the row lock serialises replicas, so no two requests get the same slot. The
-# pace is the one shared in the row (what some replica last learned from the vendor),
-# else the caller's.
+# Book the next slot when it is within the horizon: the row lock serialises replicas, so
+# no two requests get the same slot. `next_slot` is the theoretical arrival time of the
+# next request (the later of itself, now, and a pause); a request may go up to `burst`
+# slots ahead of it, but never before now nor during a pause (a generic cell rate
+# algorithm: see app.adapters.crm.budget). The pace is the one shared in the row (what
+# some replica last learned from the vendor), else the caller's.
 _RESERVE = text(
     """
     WITH b AS (
         SELECT account,
-               GREATEST(next_slot, clock_timestamp(), COALESCE(paused_until, '-infinity')) AS slot,
+               GREATEST(next_slot, clock_timestamp(), COALESCE(paused_until, '-infinity')) AS base,
+               COALESCE(paused_until, '-infinity') AS paused,
                60.0 / COALESCE(per_minute, :per_minute) AS interval
         FROM crm_rate_budgets WHERE account = :account FOR UPDATE
+    ), c AS (
+        SELECT account, base, interval,
+               GREATEST(base - make_interval(secs => :burst * interval), clock_timestamp(), paused) AS slot
+        FROM b
     )
     UPDATE crm_rate_budgets r
-    SET next_slot = CASE WHEN b.slot <= clock_timestamp() + make_interval(secs => :horizon)
-                         THEN b.slot + make_interval(secs => b.interval) ELSE r.next_slot END
-    FROM b WHERE r.account = b.account
-    RETURNING b.slot <= clock_timestamp() + make_interval(secs => :horizon) AS booked,
-              EXTRACT(EPOCH FROM (b.slot - clock_timestamp()))::float8 AS wait
+    SET next_slot = CASE WHEN c.slot <= clock_timestamp() + make_interval(secs => :horizon)
+                         THEN c.base + make_interval(secs => c.interval) ELSE r.next_slot END
+    FROM c WHERE r.account = c.account
+    RETURNING c.slot <= clock_timestamp() + make_interval(secs => :horizon) AS booked,
+              EXTRACT(EPOCH FROM (c.slot - clock_timestamp()))::float8 AS wait
     """
 )
 _SET_RATE = text(
@@ -55,9 +62,9 @@ class PostgresBudgetStore:
                 await conn.execute(_ENSURE, {"account": account})
             self._ensured.add(account)
 
-    async def reserve(self, account: str, per_minute: float, horizon: float) -> tuple[bool, float]:
+    async def reserve(self, account: str, per_minute: float, horizon: float, burst: int = 0) -> tuple[bool, float]:
         await self._ensure(account)
-        params = {"account": account, "per_minute": per_minute, "horizon": horizon}
+        params = {"account": account, "per_minute": per_minute, "horizon": horizon, "burst": burst}
         async with self.engine.begin() as conn:
             row = (await conn.execute(_RESERVE, params)).first()
             if row is None:  # the row was removed since (an operator reset the budget)

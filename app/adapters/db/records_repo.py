@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, text
@@ -97,6 +98,26 @@ async def remember_records(conn: AsyncConnection, crm: str, records: Sequence[Ne
     )
 
 
-async def list_records(conn: AsyncConnection, limit: int = 100) -> list[dict[str, Any]]:
-    result = await conn.execute(select(crm_records).order_by(crm_records.c.id.desc()).limit(limit))
-    return [dict(r) for r in result.mappings()]
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    """A record this service made, as the records listing shows it."""
+
+    id: int
+    crm: str
+    record_id: str
+    record_url: str | None
+    end_user_id: str
+    queue_id: str
+    session_id: str
+    created_at: datetime
+
+
+async def list_records(conn: AsyncConnection, limit: int = 100) -> list[StoredRecord]:
+    """Newest first."""
+    c = crm_records.c
+    result = await conn.execute(
+        select(c.id, c.crm, c.record_id, c.record_url, c.end_user_id, c.queue_id, c.session_id, c.created_at)
+        .order_by(c.id.desc())
+        .limit(limit)
+    )
+    return [StoredRecord(*r) for r in result]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import Row, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -14,6 +15,58 @@ from app.adapters.db.schema import sandbox_contacts, sandbox_notes, sandbox_reco
 OPEN_STATUSES = ("open", "pending")
 CLOSED_STATUSES = ("solved", "closed")  # "closed" is final: it cannot be reopened
 STATUSES = OPEN_STATUSES + CLOSED_STATUSES
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxRecordRow:
+    id: int
+    external_id: str  # the session that made it
+    title: str
+    description: str
+    contact_id: int
+    status: str  # one of STATUSES
+    tags: tuple[str, ...]
+    medium: str | None
+    created_at: datetime
+    updated_at: datetime
+    closed_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxRecordListed(SandboxRecordRow):
+    """A record with its contact, as the listing shows it."""
+
+    contact_name: str | None
+    contact_phone: str | None
+    contact_email: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxNoteRow:
+    id: int
+    record_id: int
+    body: str
+    private: bool
+    created_at: datetime
+    idempotency_key: str | None  # set for end-of-session notes
+
+
+def record_fields(record: SandboxRecordRow) -> dict[str, Any]:
+    """A record's fields by name, to build a SandboxRecordRow with more fields from it."""
+    return {f.name: getattr(record, f.name) for f in fields(SandboxRecordRow)}
+
+
+_RECORD_COLUMNS = (
+    sandbox_records.c.id, sandbox_records.c.external_id, sandbox_records.c.title, sandbox_records.c.description,
+    sandbox_records.c.contact_id, sandbox_records.c.status, sandbox_records.c.tags, sandbox_records.c.medium,
+    sandbox_records.c.created_at, sandbox_records.c.updated_at, sandbox_records.c.closed_at,
+)
+
+
+def _record(row: Row) -> SandboxRecordRow:
+    """A row of _RECORD_COLUMNS, named."""
+    return SandboxRecordRow(row.id, row.external_id, row.title, row.description, row.contact_id, row.status,
+                            tuple(row.tags), row.medium, row.created_at, row.updated_at, row.closed_at)
 
 
 async def find_contact(conn: AsyncConnection, *, phone: str | None, email: str | None) -> int | None:
@@ -67,9 +120,9 @@ async def insert_record(
     return existing
 
 
-async def get_record(conn: AsyncConnection, record_id: int) -> dict[str, Any] | None:
-    row = (await conn.execute(select(sandbox_records).where(sandbox_records.c.id == record_id))).mappings().first()
-    return dict(row) if row else None
+async def get_record(conn: AsyncConnection, record_id: int) -> SandboxRecordRow | None:
+    row = (await conn.execute(select(*_RECORD_COLUMNS).where(sandbox_records.c.id == record_id))).first()
+    return _record(row) if row else None
 
 
 async def set_status(conn: AsyncConnection, record_id: int, status: str, closed_at: datetime | None) -> bool:
@@ -101,10 +154,13 @@ async def add_note(conn: AsyncConnection, record_id: int, body: str, idempotency
     return bool(result.rowcount)
 
 
-async def list_records(conn: AsyncConnection, limit: int = 100, session_id: str | None = None) -> list[dict[str, Any]]:
+async def list_records(
+    conn: AsyncConnection, limit: int = 100, session_id: str | None = None
+) -> list[SandboxRecordListed]:
+    """Newest first; with `session_id`, the record that session made or was attached to."""
     query = (
         select(
-            sandbox_records,
+            *_RECORD_COLUMNS,
             sandbox_contacts.c.name.label("contact_name"),
             sandbox_contacts.c.phone.label("contact_phone"),
             sandbox_contacts.c.email.label("contact_email"),
@@ -122,11 +178,20 @@ async def list_records(conn: AsyncConnection, limit: int = 100, session_id: str 
                 ),
             )
         )
-    return [dict(r) for r in (await conn.execute(query)).mappings()]
+    return [
+        SandboxRecordListed(**record_fields(_record(r)), contact_name=r.contact_name,
+                            contact_phone=r.contact_phone, contact_email=r.contact_email)
+        for r in await conn.execute(query)
+    ]
 
 
-async def notes_for(conn: AsyncConnection, record_id: int) -> list[dict[str, Any]]:
+async def notes_for(conn: AsyncConnection, record_id: int) -> list[SandboxNoteRow]:
     result = await conn.execute(
-        select(sandbox_notes).where(sandbox_notes.c.record_id == record_id).order_by(sandbox_notes.c.id)
+        select(
+            sandbox_notes.c.id, sandbox_notes.c.record_id, sandbox_notes.c.body, sandbox_notes.c.private,
+            sandbox_notes.c.created_at, sandbox_notes.c.idempotency_key,
+        )
+        .where(sandbox_notes.c.record_id == record_id)
+        .order_by(sandbox_notes.c.id)
     )
-    return [dict(r) for r in result.mappings()]
+    return [SandboxNoteRow(r.id, r.record_id, r.body, r.private, r.created_at, r.idempotency_key) for r in result]

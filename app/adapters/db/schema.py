@@ -39,6 +39,10 @@ processed_events = Table(
     Column("event_id", Text, primary_key=True),
     Column("session_id", Text, nullable=False),
     Column("first_seen_at", Timestamp, nullable=False, server_default=func.now()),
+    # What the event was and when it occurred: the console's session timeline lists them all.
+    Column("event_type", Text),
+    Column("occurred_at", Timestamp),
+    Index("ix_processed_events_session", "session_id"),
 )
 
 sessions = Table(
@@ -256,4 +260,40 @@ kafka_clusters = Table(
     Column("last_seen_at", Timestamp, nullable=False, server_default=func.now()),
     Column("previous_cluster_id", Text),
     Column("changed_at", Timestamp),
+)
+
+# What the what-if replays, one compact row per session (app/adapters/db/history_repo.py):
+# derived from `sessions` and `session_messages`, brought up to date before each read.
+whatif_inputs = Table(
+    "whatif_inputs",
+    metadata,
+    Column("session_id", Text, primary_key=True),
+    Column("created_at", Timestamp, nullable=False),
+    Column("source_updated_at", Timestamp, nullable=False),  # the session row's updated_at it was made from
+    Column("first_event_at", Timestamp, nullable=False),
+    Column("end_user_id", Text, nullable=False),
+    Column("queue_id", Text, nullable=False),
+    Column("is_chat", Boolean, nullable=False),
+    Column("agent_id", Text),
+    Column("agent_name", Text),
+    Column("moments", ARRAY(Timestamp), nullable=False),  # queued, assigned, connected, abandoned, ended
+    Column("end_user_message_times", ARRAY(Timestamp), nullable=False),
+    Column("record", Text, nullable=False),
+    Column("record_action", Text),
+    Column("record_reason", Text),
+    Column("last_wait_reason", Text),
+    Index("ix_whatif_inputs_source_updated_at", "source_updated_at"),
+    Index("ix_whatif_inputs_created_at", "created_at"),
+)
+
+# One row per running replica, written every few seconds: its partitions' consumer lag, its
+# dead-letter counts and its CRM health, so the operations view shows every replica.
+replica_heartbeats = Table(
+    "replica_heartbeats",
+    metadata,
+    Column("replica_id", Text, primary_key=True),
+    Column("seen_at", Timestamp, nullable=False, server_default=func.now()),
+    Column("consumer_lag", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("dead_letters", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("crm_health", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
 )

@@ -35,12 +35,37 @@ class Health(_View):
     status: Literal["ok"]
 
 
+class StuckPartitionView(_View):
+    topic: str
+    partition: int
+    offset: int | None = Field(description="the first offset not yet applied, when known")
+    seconds: float = Field(description="how long it has not advanced (0.1 s)")
+    error: str
+
+
+class QuotaView(_View):
+    """A CRM account's rate budget (app.adapters.crm.budget.BudgetState)."""
+
+    crm: str
+    account: str
+    per_minute: float | None = Field(description="the pace in force (null: not known yet)")
+    ceiling_per_minute: int | None
+    vendor_limit: int | None
+    vendor_remaining: int | None
+    window_seconds: float
+    usable_remaining: int | None = Field(description="for a daily allocation: what is left above the reserved share")
+    paused_for_seconds: float
+
+
 class CheckView(_View):
-    model_config = ConfigDict(frozen=True, extra="allow")  # a check's own facts, e.g. "crm"
+    """A check's result; the facts after `degraded` appear only on the checks that have them."""
 
     ready: bool
     detail: str | None = None
     degraded: bool | None = None
+    stuck_partitions: list[StuckPartitionView] | None = None  # consumer
+    crm: str | None = None  # crm
+    quota: QuotaView | None = None  # crm
 
 
 class ReadinessView(_View):
@@ -109,9 +134,50 @@ class CrmCallView(_View):
     at: Timestamp
 
 
-class SessionTrace(_View):
+class SessionStateView(_View):
+    """The session's state as the service folded it from its events
+    (app.domain.session.SessionState, field for field)."""
+
     session_id: str
-    state: dict[str, Any]
+    medium: str
+    session_type: str
+    queue_id: str
+    queue_path: list[str]
+    language: str | None
+    phone_number: str | None
+    end_user_id: str
+    end_user_name: str | None
+    end_user_phone: str | None
+    end_user_email: str | None
+    started_at: Timestamp | None
+    header_at: Timestamp | None = Field(description="when the header above was taken (the newest event's)")
+    first_event_at: Timestamp | None
+    queued_at: Timestamp | None
+    assigned_at: Timestamp | None
+    connected_at: Timestamp | None
+    abandoned_at: Timestamp | None
+    ended_at: Timestamp | None
+    agent_id: str | None
+    agent_name: str | None
+    agent_email: str | None
+    end_user_messages: int
+    agent_messages: int
+    virtual_agent_messages: int
+    system_messages: int
+    duration_seconds: float | None
+    disposition: str | None
+    recording_url: str | None
+    events_applied: int
+    record: Literal["pending", "due", "skipped"]
+    record_reason: str | None
+    record_decided_at: Timestamp | None
+    ended_note_due: bool
+    last_wait_reason: str | None
+
+
+class SessionTraceView(_View):
+    session_id: str
+    state: SessionStateView
     record: TraceRecord
     decisions: list[TraceDecision]
     outbox: list[OutboxRowView]

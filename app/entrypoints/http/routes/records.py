@@ -14,7 +14,7 @@ router = APIRouter(prefix="/api", tags=["records"])
 
 
 @router.get("/records", response_model=list[RecordView], responses=READ, summary="records made, newest first")
-async def list_records(runtime: RuntimeDep, _: Reader, limit: Limit = 100) -> list[dict]:
+async def list_records(runtime: RuntimeDep, _: Reader, limit: Limit = 100) -> list[admin.StoredRecord]:
     return await admin.recent_records(runtime.engine, limit)
 
 

@@ -39,12 +39,12 @@ class SandboxStatusChange(BaseModel):
 @router.get("", response_model=list[SandboxRecordListed], responses=responses(401, 422))
 async def sandbox_records(
     runtime: RuntimeDep, _: Reader, limit: Limit = 100, session_id: SessionIdQuery = None
-) -> list[dict]:
+) -> list[sandbox.SandboxRecordListed]:
     return await sandbox.list_records(runtime.engine, limit, session_id)
 
 
 @router.get("/{record_id}", response_model=SandboxRecordWithNotes, responses=responses(401, 404, 422))
-async def sandbox_record(runtime: RuntimeDep, _: Reader, record_id: SandboxRecordId) -> dict:
+async def sandbox_record(runtime: RuntimeDep, _: Reader, record_id: SandboxRecordId) -> sandbox.SandboxRecordWithNotes:
     return found(await sandbox.record_with_notes(runtime.engine, record_id), f"no sandbox record {record_id}")
 
 
