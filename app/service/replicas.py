@@ -51,7 +51,6 @@ class ReplicaView:
     crm: str
     crm_ok: bool
     crm_detail: str
-    crm_checked_at: datetime | None
 
 
 @dataclass(slots=True)
@@ -69,12 +68,10 @@ def _partition_order(partition: str) -> tuple[int, str]:
 
 def _view(row: replicas_repo.ReplicaRow) -> ReplicaView:
     crm = row.crm_health
-    checked = crm.get("checked_at")
     return ReplicaView(
         row.replica_id, row.seen_at, row.age_seconds > STALE_AFTER_SECONDS,
         dict(sorted(row.consumer_lag.items(), key=lambda item: _partition_order(item[0]))), row.dead_letters,
         str(crm.get("crm") or ""), bool(crm.get("ok")), str(crm.get("detail") or ""),
-        datetime.fromisoformat(checked) if checked else None,
     )
 
 
@@ -93,8 +90,7 @@ def overview(rows: list[replicas_repo.ReplicaRow]) -> ReplicasOverview:
 
 async def beat_once(engine: AsyncEngine, replica: str, crm_name: str, health: CrmHealth) -> None:
     """Write this replica's heartbeat from its own metrics and CRM check."""
-    crm = {"crm": crm_name, "ok": health.ok, "detail": health.detail,
-           "checked_at": health.checked_at.isoformat() if health.checked_at else None}
+    crm = {"crm": crm_name, "ok": health.ok, "detail": health.detail}
     async with engine.begin() as conn:
         await replicas_repo.beat(conn, replica, metric_samples("crm_records_consumer_lag_messages", "partition"),
                                  metric_samples("crm_records_events_dead_lettered_total", "reason"), crm)

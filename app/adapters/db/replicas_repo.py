@@ -18,7 +18,7 @@ class ReplicaRow:
     age_seconds: float  # by the database's clock, so replicas' clocks need not agree
     consumer_lag: dict[str, float]  # partition -> messages behind
     dead_letters: dict[str, float]  # reason class -> messages since the replica started
-    crm_health: dict[str, Any]  # crm, ok, detail, checked_at (ISO 8601 or None)
+    crm_health: dict[str, Any]  # crm, ok, detail
 
 
 _BEAT = text(
