@@ -32,6 +32,7 @@ from app.service.consumer_health import ConsumerHealth
 from app.service.gauges import refresh_gauges_periodically
 from app.service.outbox import OutboxRunner
 from app.service.readiness import CrmHealth
+from app.service.replicas import beat_periodically
 from app.service.startup import StartupProgress, keep_trying
 from app.settings import PROJECT_ROOT, Settings
 
@@ -205,6 +206,7 @@ async def _run_components(settings: Settings, engine, crm: CrmAdapter, publisher
         asyncio.create_task(
             refresh_gauges_periodically(engine, settings.metrics_refresh_seconds, stop), name="db-gauges"
         ),
+        asyncio.create_task(beat_periodically(engine, crm.name, runtime.crm_health, stop), name="heartbeat"),
     }
     stopping = asyncio.create_task(stop.wait())
     try:

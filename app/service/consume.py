@@ -98,8 +98,8 @@ async def apply_batch(
     version, settings = in_force.version, in_force.settings
 
     new_ids = await events_repo.insert_new_events(
-        conn, [e.event_id for e in events], [e.session.id for e in events]
-    )
+        conn, [e.event_id for e in events], [e.session.id for e in events], [e.event_type for e in events],
+        [e.occurred_at for e in events])
     fresh: list[SessionEvent] = []
     for event in events:
         # `discard` also drops a second copy of the same id within this batch.

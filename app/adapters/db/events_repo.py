@@ -26,8 +26,9 @@ class ChatMessage:
 # prepares it once per connection.
 _INSERT_NEW_EVENTS = text(
     """
-    INSERT INTO processed_events (event_id, session_id)
-    SELECT * FROM unnest(CAST(:event_ids AS text[]), CAST(:session_ids AS text[]))
+    INSERT INTO processed_events (event_id, session_id, event_type, occurred_at)
+    SELECT * FROM unnest(CAST(:event_ids AS text[]), CAST(:session_ids AS text[]), CAST(:event_types AS text[]),
+                         CAST(:occurred AS timestamptz[]))
     ON CONFLICT (event_id) DO NOTHING
     RETURNING event_id
     """
@@ -49,12 +50,45 @@ _TRANSCRIPT = text(
 )
 
 
-async def insert_new_events(conn: AsyncConnection, event_ids: Sequence[str], session_ids: Sequence[str]) -> set[str]:
-    """Insert the ids; return those not seen before (the ones to apply)."""
+@dataclass(frozen=True, slots=True)
+class TimelineEvent:
+    """One event applied to a session: its type, when it occurred, and a message's sender."""
+
+    occurred_at: datetime
+    event_type: str
+    sender: str | None
+
+
+_TIMELINE = text(
+    """
+    SELECT p.occurred_at, p.event_type, m.sender FROM processed_events p
+    LEFT JOIN session_messages m ON m.session_id = p.session_id AND m.event_id = p.event_id
+    WHERE p.session_id = :session_id AND p.event_type IS NOT NULL
+    ORDER BY p.occurred_at, p.first_seen_at, p.event_id
+    LIMIT :limit
+    """
+)
+
+
+async def insert_new_events(
+    conn: AsyncConnection, event_ids: Sequence[str], session_ids: Sequence[str], event_types: Sequence[str],
+    occurred: Sequence[datetime],
+) -> set[str]:
+    """Insert the ids, with each event's type and time (the session timeline lists them);
+    return those not seen before (the ones to apply)."""
     if not event_ids:
         return set()
-    result = await conn.execute(_INSERT_NEW_EVENTS, {"event_ids": list(event_ids), "session_ids": list(session_ids)})
+    result = await conn.execute(_INSERT_NEW_EVENTS, {
+        "event_ids": list(event_ids), "session_ids": list(session_ids), "event_types": list(event_types),
+        "occurred": list(occurred)})
     return {row[0] for row in result}
+
+
+async def timeline(conn: AsyncConnection, session_id: str, limit: int) -> list[TimelineEvent]:
+    """The session's events in the order they occurred (the first `limit`); empty for events
+    applied before their type and time were kept."""
+    result = await conn.execute(_TIMELINE, {"session_id": session_id, "limit": limit})
+    return [TimelineEvent(*row) for row in result]
 
 
 def insert_messages_parameters(rows: Sequence[ChatMessage]) -> dict[str, list]:
