@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from app.console.web import N_, Console, Refused, redirect
-from app.service import operations
+from app.service import operations, replicas
 from app.service.trace import session_trace
 
 
@@ -21,8 +21,9 @@ def ops_router(console: Console, runtime: Any) -> APIRouter:
         session = console.require_session(request)
         query = (q or "").strip() or None
         async with engine.connect() as conn:
-            rows, paging = await operations.search_sessions(conn, query, max(page, 1))
-        return console.render(request, "sessions.html", session=session, rows=rows, page=paging, q=query or "")
+            found = await operations.search_sessions(conn, query, max(page, 1))
+        return console.render(request, "sessions.html", session=session, rows=found.rows, page=found.page,
+                              q=query or "")
 
     @router.get("/admin/sessions/{session_id}")
     async def session_page(request: Request, session_id: str) -> Response:
@@ -37,10 +38,12 @@ def ops_router(console: Console, runtime: Any) -> APIRouter:
     @router.get("/admin/operations")
     async def operations_page(request: Request, page: int = 1, retried: int | None = None) -> Response:
         session = console.require_session(request)
+        # This replica's heartbeat first, so that the one showing the page is current.
+        await replicas.beat_once(engine, replicas.replica_id(), runtime.crm.name, runtime.crm_health)
         async with engine.connect() as conn:
             overview = await operations.operations_overview(conn, max(page, 1))
         return console.render(request, "operations.html", session=session, overview=overview,
-                              crm=runtime.crm.name, health=runtime.crm_health, retried=retried)
+                              this_replica=replicas.replica_id(), retried=retried)
 
     @router.post("/admin/operations/parked/{outbox_id}/retry")
     async def retry(request: Request, outbox_id: int) -> Response:

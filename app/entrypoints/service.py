@@ -10,7 +10,6 @@ import logging
 import signal
 import time
 from collections.abc import Coroutine
-from datetime import UTC, datetime
 from typing import Any
 
 from alembic import command
@@ -33,6 +32,7 @@ from app.service.consumer_health import ConsumerHealth
 from app.service.gauges import refresh_gauges_periodically
 from app.service.outbox import OutboxRunner
 from app.service.readiness import CrmHealth
+from app.service.replicas import beat_periodically
 from app.service.startup import StartupProgress, keep_trying
 from app.settings import PROJECT_ROOT, Settings
 
@@ -77,7 +77,6 @@ async def watch_crm_credentials(crm: CrmAdapter, health: CrmHealth, stop: asynci
             health.ok, health.detail = False, f"{crm.name} refused the credentials: {exc.message}"
         except Exception as exc:
             health.ok, health.detail = False, f"{crm.name} could not be reached: {exc}"
-        health.checked_at = datetime.now(UTC)
         metrics.crm_credentials_accepted.labels(crm.name).set(1 if health.ok else 0)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=30 if health.ok else 5)
@@ -207,6 +206,7 @@ async def _run_components(settings: Settings, engine, crm: CrmAdapter, publisher
         asyncio.create_task(
             refresh_gauges_periodically(engine, settings.metrics_refresh_seconds, stop), name="db-gauges"
         ),
+        asyncio.create_task(beat_periodically(engine, crm.name, runtime.crm_health, stop), name="heartbeat"),
     }
     stopping = asyncio.create_task(stop.wait())
     try:

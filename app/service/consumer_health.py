@@ -10,6 +10,7 @@ Retries back off exponentially (with jitter) up to `retry_max_seconds`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from aiokafka import TopicPartition
 
 from app import metrics
+from app.service.readiness import CheckResult, StuckPartition
 
 
 @dataclass(slots=True)
@@ -28,19 +30,6 @@ class _Partition:
     busy_since: float | None = None
     last_error: str | None = None
     retry_at: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class StuckPartition:
-    topic: str
-    partition: int
-    offset: int | None  # the first offset not yet applied, when known
-    seconds: float
-    error: str
-
-    def describe(self) -> str:
-        at = f" at offset {self.offset}" if self.offset is not None else ""
-        return f"partition {self.partition} of {self.topic}{at} has not advanced for {self.seconds:.0f} s: {self.error}"
 
 
 @dataclass
@@ -59,6 +48,10 @@ class ConsumerHealth:
     def assigned(self, partitions: Iterable[TopicPartition]) -> None:
         for tp in partitions:
             self._partitions.setdefault(tp, _Partition())
+            # Read when scraped, as /readyz computes it when asked: the two agree at any moment.
+            metrics.consumer_partition_stalled.labels(str(tp.partition)).set_function(
+                functools.partial(self.stalled_seconds, tp)
+            )
 
     def revoked(self, partitions: Iterable[TopicPartition]) -> None:
         for tp in partitions:
@@ -111,32 +104,29 @@ class ConsumerHealth:
             found.append(StuckPartition(tp.topic, tp.partition, state.next_offset, now - since, error))
         return found
 
-    def readiness(self, group_id: str) -> dict:
+    def readiness(self, group_id: str) -> CheckResult:
         """The consumer's entry in /readyz's checks."""
         if self.broker_error is not None:
-            return {"ready": False, "detail": f"the broker cannot be reached: {self.broker_error}; reconnecting"}
+            return CheckResult(False, f"the broker cannot be reached: {self.broker_error}; reconnecting")
         if not self.joined:
-            return {"ready": False, "detail": f"consumer has not joined group {group_id!r} yet"}
+            return CheckResult(False, f"consumer has not joined group {group_id!r} yet")
         stuck = self.stuck()
         if stuck:
-            return {
-                "ready": False,
-                "degraded": True,
-                "detail": "; ".join(s.describe() for s in stuck),
-                "stuck_partitions": [
-                    {"topic": s.topic, "partition": s.partition, "offset": s.offset,
-                     "seconds": round(s.seconds, 1), "error": s.error}
-                    for s in stuck
-                ],
-            }
-        return {"ready": True}
+            return CheckResult(False, "; ".join(s.describe() for s in stuck), degraded=True,
+                               stuck_partitions=tuple(stuck))
+        return CheckResult(True)
+
+    def stalled_seconds(self, tp: TopicPartition) -> float:
+        """How long the partition's current batch has failed or run (0: it moves)."""
+        state = self._partitions.get(tp)
+        if state is None:
+            return 0.0
+        since = state.failing_since if state.failing_since is not None else state.busy_since
+        return 0.0 if since is None else self.clock() - since
 
     def refresh_metrics(self, highwater: Callable[[TopicPartition], int | None]) -> None:
-        now = self.clock()
         for tp, state in self._partitions.items():
             label = str(tp.partition)
-            since = state.failing_since if state.failing_since is not None else state.busy_since
-            metrics.consumer_partition_stalled.labels(label).set(0 if since is None else now - since)
             end = highwater(tp)
             if end is not None and state.next_offset is not None:
                 metrics.consumer_lag.labels(label).set(max(0, end - state.next_offset))

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app import metrics
-from app.adapters.db import events_repo, explorer_repo, outbox_repo
+from app.adapters.db import events_repo, explorer_repo, outbox_repo, replicas_repo
 from app.adapters.db.explorer_repo import ParkedRow, SessionSummary
 from app.domain.session import SessionState
+from app.service import replicas
+from app.service.replicas import ReplicasOverview
 
 PAGE_SIZE = 25
 MOMENTS = ("queued", "assigned", "connected", "abandoned", "ended")
+TIMELINE_LIMIT = 1000  # events shown on a session's page
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,31 +38,36 @@ class Page:
 
 @dataclass(slots=True)
 class OperationsOverview:
-    consumer_lag: dict[str, float] = field(default_factory=dict)  # partition -> messages behind
+    replicas: ReplicasOverview = field(default_factory=ReplicasOverview)  # lag, dead letters, CRM health
     backlog: dict[str, int] = field(default_factory=dict)  # pending / in_progress / parked
     oldest_due_age_seconds: float = 0.0
-    dead_letters: dict[str, float] = field(default_factory=dict)  # reason class -> count since start
     parked: list[ParkedRow] = field(default_factory=list)
     page: Page = field(default_factory=lambda: Page(1, False))
 
 
-def _samples(metric_name: str, label: str) -> dict[str, float]:
-    values: dict[str, float] = {}
-    for family in metrics.REGISTRY.collect():
-        for sample in family.samples:
-            if sample.name == metric_name and label in sample.labels:
-                values[sample.labels[label]] = sample.value
-    return values
+@dataclass(frozen=True, slots=True)
+class SessionsFound:
+    rows: list[SessionSummary]  # one page of them
+    page: Page
 
 
-async def search_sessions(conn: AsyncConnection, query: str | None, page: int) -> tuple[list[SessionSummary], Page]:
+async def search_sessions(conn: AsyncConnection, query: str | None, page: int) -> SessionsFound:
     rows = await explorer_repo.search_sessions(conn, query or None, PAGE_SIZE + 1, (page - 1) * PAGE_SIZE)
-    return rows[:PAGE_SIZE], Page(page, len(rows) > PAGE_SIZE)
+    return SessionsFound(rows[:PAGE_SIZE], Page(page, len(rows) > PAGE_SIZE))
 
 
 async def timeline(conn: AsyncConnection, session_id: str, state: SessionState) -> list[TimelineEntry]:
-    """The session's events in the order they occurred: its lifecycle moments (the first
-    occurrence of each) and every message, with who sent it (never its text)."""
+    """Every event of the session in the order it occurred, with its time; a message with who
+    sent it (never its text). Sessions whose events were applied before each event's type and
+    time were kept show the first occurrence of each lifecycle moment and every message."""
+    events = await events_repo.timeline(conn, session_id, TIMELINE_LIMIT)
+    if events:
+        # The agent is known only as the session's latest: named where there was one assignment.
+        kinds = Counter(e.event_type for e in events)
+        agent = state.agent_name or state.agent_id or ""
+        return [TimelineEntry(e.occurred_at, e.event_type, e.sender or "" if e.event_type == "message"
+                              else agent if kinds[e.event_type] == 1 and e.event_type in ("assigned", "connected")
+                              else "") for e in events]
     entries = []
     for moment in MOMENTS:
         at: datetime | None = getattr(state, f"{moment}_at")
@@ -72,13 +80,12 @@ async def timeline(conn: AsyncConnection, session_id: str, state: SessionState) 
 
 
 async def operations_overview(conn: AsyncConnection, page: int) -> OperationsOverview:
+    """The outbox, the parked rows, and every replica's heartbeat (app/service/replicas.py)."""
     parked = await explorer_repo.parked_rows(conn, PAGE_SIZE + 1, (page - 1) * PAGE_SIZE)
     return OperationsOverview(
-        consumer_lag=dict(sorted(_samples("crm_records_consumer_lag_messages", "partition").items(),
-                                 key=lambda item: int(item[0]) if item[0].isdigit() else 0)),
+        replicas=replicas.overview(await replicas_repo.all_replicas(conn)),
         backlog=await outbox_repo.backlog_counts(conn),
         oldest_due_age_seconds=await outbox_repo.oldest_due_age_seconds(conn),
-        dead_letters=_samples("crm_records_events_dead_lettered_total", "reason"),
         parked=parked[:PAGE_SIZE],
         page=Page(page, len(parked) > PAGE_SIZE),
     )

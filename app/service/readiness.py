@@ -8,17 +8,30 @@ away) is one more object in that list, not a change to the HTTP layer.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.adapters.crm.budget import BudgetState, RateBudget
+
 # A check that does not answer in this time counts as not ready: /readyz must stay fast.
 CHECK_TIMEOUT_SECONDS = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class StuckPartition:
+    topic: str
+    partition: int
+    offset: int | None  # the first offset not yet applied, when known
+    seconds: float
+    error: str
+
+    def describe(self) -> str:
+        at = f" at offset {self.offset}" if self.offset is not None else ""
+        return f"partition {self.partition} of {self.topic}{at} has not advanced for {self.seconds:.0f} s: {self.error}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,13 +40,10 @@ class CheckResult:
     detail: str | None = None  # why not, in words an operator can act on
     # Not ready, but running: e.g. one partition stuck while the rest of the replica works.
     degraded: bool = False
-    info: dict[str, Any] = field(default_factory=dict)  # extra facts shown beside the result
-
-    @classmethod
-    def from_document(cls, document: dict[str, Any]) -> CheckResult:
-        """From a component's own `{"ready", "detail", "degraded", ...}` answer."""
-        rest = {k: v for k, v in document.items() if k not in ("ready", "detail", "degraded")}
-        return cls(bool(document["ready"]), document.get("detail"), bool(document.get("degraded")), rest)
+    # Facts a check shows beside its result (None / empty: it has none).
+    stuck_partitions: tuple[StuckPartition, ...] = ()  # the consumer's
+    crm: str | None = None  # the CRM check's: which CRM
+    quota: BudgetState | None = None  # the CRM check's: its account's rate budget
 
 
 class ReadinessCheck(Protocol):
@@ -92,21 +102,16 @@ class DatabaseCheck:
         return CheckResult(True)
 
 
-class ReportsReadiness(Protocol):
-    def readiness(self, *args: Any) -> dict[str, Any]: ...
-
-
 @dataclass(slots=True)
 class ComponentCheck:
-    """A component that reports its own readiness as a document (the consumer's progress,
-    the start-up waits): `component.readiness(*args)`."""
+    """A component that reports its own readiness (the consumer's progress, the start-up
+    waits): `report()`, e.g. a bound `component.readiness`."""
 
     name: str
-    component: ReportsReadiness
-    args: tuple[Any, ...] = ()
+    report: Callable[[], CheckResult]
 
     async def check(self) -> CheckResult:
-        return CheckResult.from_document(self.component.readiness(*self.args))
+        return self.report()
 
 
 @dataclass(slots=True)
@@ -115,7 +120,6 @@ class CrmHealth:
 
     ok: bool = False
     detail: str = "credentials not checked yet"
-    checked_at: datetime | None = None
 
 
 @dataclass(slots=True)
@@ -123,15 +127,12 @@ class CrmCredentialsCheck:
     health: CrmHealth
     crm_name: str
     name: str = "crm"
-    # The CRM account's rate budget (app.adapters.crm.budget.RateBudget): its quota is
-    # shown beside the check, as information; a spent quota slows records, it does not
-    # make the replica unready.
-    budget: Any = None
+    # The CRM account's rate budget: its quota is shown beside the check, as information;
+    # a spent quota slows records, it does not make the replica unready.
+    budget: RateBudget | None = None
 
     async def check(self) -> CheckResult:
-        info: dict[str, Any] = {"crm": self.crm_name}
-        if self.budget is not None:
-            info["quota"] = dataclasses.asdict(self.budget.state())
+        quota = self.budget.state() if self.budget is not None else None
         if self.health.ok:
-            return CheckResult(True, info=info)
-        return CheckResult(False, self.health.detail, info=info)
+            return CheckResult(True, crm=self.crm_name, quota=quota)
+        return CheckResult(False, self.health.detail, crm=self.crm_name, quota=quota)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from app.adapters.db.errors import short_description
+from app.service.readiness import CheckResult
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -29,12 +30,12 @@ class StartupProgress:
     waiting_for: str | None = "starting"
     stopping: bool = False
 
-    def readiness(self) -> dict:
+    def readiness(self) -> CheckResult:
         if self.stopping:
-            return {"ready": False, "detail": "shutting down"}
+            return CheckResult(False, "shutting down")
         if self.waiting_for is not None:
-            return {"ready": False, "detail": f"waiting for {self.waiting_for}"}
-        return {"ready": True}
+            return CheckResult(False, f"waiting for {self.waiting_for}")
+        return CheckResult(True)
 
 
 async def keep_trying(

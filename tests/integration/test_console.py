@@ -216,3 +216,56 @@ async def test_the_sandbox_panel_has_no_salesforce_block(runtime):
         page = (await client.get("/admin/settings")).text
         assert 'data-testid="crm-setup"' not in page and "Salesforce object" not in page
         assert 'data-testid="tags-preview"' in page
+
+
+async def test_a_sessions_timeline_lists_every_event_with_its_time(runtime, clean_db):
+    from app.service.consume import apply_batch
+    from tests.factories import event_doc, header, to_event
+
+    session = header("chat-timeline", medium="chat")
+    documents = [event_doc(session, "queued", 0), event_doc(session, "message", 3),
+                 event_doc(session, "assigned", 10), event_doc(session, "message", 15),
+                 event_doc(session, "message", 20, sender="agent"), event_doc(session, "assigned", 40),
+                 event_doc(session, "ended", 90)]
+    async with clean_db.begin() as conn:
+        await apply_batch(conn, [to_event(d) for d in documents], "sandbox")
+    async with browser_like(runtime) as client:
+        await signed_in(client, VIEWER)
+        page = (await client.get("/admin/sessions/chat-timeline")).text
+    timeline = page[page.index('data-testid="timeline"'):]
+    timeline = timeline[:timeline.index("</ol>")]
+    kinds = re.findall(r"<strong>(\w+)</strong>", timeline)
+    assert kinds == ["queued", "message", "assigned", "message", "message", "assigned", "ended"]
+    times = re.findall(r'<time datetime="([^"]+)"', timeline)
+    assert times == [to_event(d).occurred_at.isoformat() for d in documents]  # each event's own time
+    assert "end_user" in timeline and "agent" in timeline
+
+
+async def test_the_operations_view_shows_every_replica_adds_them_up_and_marks_the_stale(runtime, clean_db):
+    from sqlalchemy import text
+
+    from app.adapters.db import replicas_repo
+    from app.service.replicas import metric_samples, replica_id
+
+    own_lag = metric_samples("crm_records_consumer_lag_messages", "partition")  # this process's, if any
+    own_schema = int(metric_samples("crm_records_events_dead_lettered_total", "reason").get("schema", 0))
+    async with clean_db.begin() as conn:
+        await replicas_repo.beat(conn, "replica-b", {"1": 7.0}, {"schema": 2.0},
+                                 {"crm": "zendesk", "ok": False, "detail": "401 from the CRM"})
+        await replicas_repo.beat(conn, "replica-c", {"2": 99.0}, {"schema": 1.0},
+                                 {"crm": "zendesk", "ok": True, "detail": ""})
+        await conn.execute(text("UPDATE replica_heartbeats SET seen_at = now() - interval '5 minutes' "
+                                "WHERE replica_id = 'replica-c'"))
+    async with browser_like(runtime) as client:
+        await signed_in(client, VIEWER)
+        page = (await client.get("/admin/operations")).text
+    rows = re.findall(r'<tr data-testid="replica"( class="stale")?>\s*<td>([^<]+)', page)
+    assert sorted((name.strip(), bool(stale)) for stale, name in rows) == sorted(
+        [(replica_id(), False), ("replica-b", False), ("replica-c", True)])
+    assert "401 from the CRM" in page  # another replica's CRM health
+    lag = dict(re.findall(r"<tr><td>(\w+)</td><td>([\d,.]+)</td></tr>",
+                          page[page.index('data-testid="consumer-lag"'):page.index('id="dlq-title"')]))
+    assert lag["1"] == str(int(7 + own_lag.get("1", 0)))
+    assert int(lag.get("2", "0")) == int(own_lag.get("2", 0))  # the stale replica's partition is not counted
+    dead = page[page.index('data-testid="dead-letters"'):]
+    assert re.search(rf"<td>schema</td><td>{3 + own_schema}</td>", dead)  # 2 + 1 (+ ours): what each counted

@@ -9,6 +9,7 @@ from itertools import pairwise
 from aiokafka import TopicPartition
 
 from app.service.consumer_health import ConsumerHealth
+from app.service.readiness import CheckResult
 
 TP = TopicPartition("events", 2)
 
@@ -27,16 +28,16 @@ def test_a_failing_partition_is_stuck_only_after_the_threshold_and_clears_when_i
     health.assigned([TP])
     health.failed(TP, 4812, "CannotConnectNowError SQLSTATE 57P03: the database system is starting up")
     clock.now += 59
-    assert health.stuck() == [] and health.readiness("g") == {"ready": True}
+    assert health.stuck() == [] and health.readiness("g") == CheckResult(True)
     clock.now += 2
     [stuck] = health.stuck()
     assert (stuck.partition, stuck.offset, round(stuck.seconds)) == (2, 4812, 61)
     check = health.readiness("g")
-    assert check["ready"] is False and check["degraded"] is True
-    assert check["detail"].startswith("partition 2 of events at offset 4812 has not advanced for 61 s: ")
-    assert "57P03" in check["detail"]
+    assert check.ready is False and check.degraded is True and check.stuck_partitions == (stuck,)
+    assert check.detail.startswith("partition 2 of events at offset 4812 has not advanced for 61 s: ")
+    assert "57P03" in check.detail
     health.advanced(TP, 4831)
-    assert health.stuck() == [] and health.readiness("g")["ready"] is True
+    assert health.stuck() == [] and health.readiness("g").ready is True
 
 
 def test_a_batch_running_too_long_is_stuck_too():
@@ -58,7 +59,7 @@ def test_retries_back_off_up_to_the_cap():
 
 def test_an_unreachable_broker_comes_before_everything_else():
     health = ConsumerHealth(stuck_after_seconds=60, joined=True, broker_error="KafkaConnectionError: refused")
-    assert "broker cannot be reached" in health.readiness("g")["detail"]
+    assert "broker cannot be reached" in health.readiness("g").detail
 
 
 def test_a_batch_that_fails_after_its_partition_was_revoked_leaves_no_stuck_ghost():
@@ -69,4 +70,28 @@ def test_a_batch_that_fails_after_its_partition_was_revoked_leaves_no_stuck_ghos
     health.revoked([TP])  # a rebalance while the batch runs
     health.failed(TP, 10, "CannotConnectNowError SQLSTATE 57P03")
     clock.now += 3600
-    assert health.stuck() == [] and health.readiness("g") == {"ready": True}
+    assert health.stuck() == [] and health.readiness("g") == CheckResult(True)
+
+
+def test_the_stalled_seconds_metric_is_read_when_scraped_not_when_the_consumer_last_polled():
+    # /readyz computes a partition's stalled time when asked; the metric must agree with it
+    # at the same moment, not lag by the consumer's last poll.
+    from app import metrics
+
+    clock = Clock()
+    health = ConsumerHealth(stuck_after_seconds=2, clock=clock, joined=True)
+    tp = TopicPartition("events-stalled-metric", 5)
+    health.assigned([tp])
+    health.failed(tp, 0, "ConnectionDoesNotExistError SQLSTATE 08003")
+    health.refresh_metrics(lambda _: None)
+    clock.now += 2.5
+
+    def scraped() -> float | None:
+        return metrics.REGISTRY.get_sample_value("crm_records_consumer_partition_stalled_seconds", {"partition": "5"})
+
+    [stuck] = health.stuck()
+    assert scraped() == stuck.seconds == 2.5
+    health.advanced(tp, 1)
+    assert scraped() == 0
+    health.revoked([tp])
+    assert scraped() is None

@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import dataclass
 
 from app.service import readiness as readiness_module
-from app.service.readiness import CheckResult, ComponentCheck, readiness
+from app.service.readiness import CheckResult, ComponentCheck, StuckPartition, readiness
 
 
 @dataclass
@@ -55,10 +55,12 @@ async def test_a_check_that_hangs_or_raises_is_not_ready_and_readiness_still_ans
     assert state.results["broken"].detail == "broken check failed: RuntimeError"
 
 
-async def test_a_component_reporting_a_document_becomes_a_result():
-    class Consumer:
-        def readiness(self, group: str) -> dict:
-            return {"ready": False, "degraded": True, "detail": f"stuck in {group}", "stuck_partitions": [1]}
+async def test_a_component_check_answers_what_the_component_reports():
+    stuck = StuckPartition("events", 1, 40, 61.0, "SQLSTATE 57P03")
 
-    result = await ComponentCheck("consumer", Consumer(), ("g1",)).check()
-    assert result == CheckResult(False, "stuck in g1", True, {"stuck_partitions": [1]})
+    class Consumer:
+        def readiness(self, group: str) -> CheckResult:
+            return CheckResult(False, f"stuck in {group}", True, stuck_partitions=(stuck,))
+
+    result = await ComponentCheck("consumer", lambda: Consumer().readiness("g1")).check()
+    assert result == CheckResult(False, "stuck in g1", True, stuck_partitions=(stuck,))

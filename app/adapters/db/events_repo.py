@@ -6,9 +6,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import asyncpg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.adapters.db import raw
 from app.domain.rendering import TranscriptLine
 
 
@@ -24,10 +26,11 @@ class ChatMessage:
 
 # Built once; arrays keep the SQL text constant whatever the batch size, so PostgreSQL
 # prepares it once per connection.
-_INSERT_NEW_EVENTS = text(
+_INSERT_NEW_EVENTS = raw.positional(
     """
-    INSERT INTO processed_events (event_id, session_id)
-    SELECT * FROM unnest(CAST(:event_ids AS text[]), CAST(:session_ids AS text[]))
+    INSERT INTO processed_events (event_id, session_id, event_type, occurred_at)
+    SELECT * FROM unnest(CAST(:event_ids AS text[]), CAST(:session_ids AS text[]), CAST(:event_types AS text[]),
+                         CAST(:occurred AS timestamptz[]))
     ON CONFLICT (event_id) DO NOTHING
     RETURNING event_id
     """
@@ -49,12 +52,45 @@ _TRANSCRIPT = text(
 )
 
 
-async def insert_new_events(conn: AsyncConnection, event_ids: Sequence[str], session_ids: Sequence[str]) -> set[str]:
-    """Insert the ids; return those not seen before (the ones to apply)."""
+@dataclass(frozen=True, slots=True)
+class TimelineEvent:
+    """One event applied to a session: its type, when it occurred, and a message's sender."""
+
+    occurred_at: datetime
+    event_type: str
+    sender: str | None
+
+
+_TIMELINE = text(
+    """
+    SELECT p.occurred_at, p.event_type, m.sender FROM processed_events p
+    LEFT JOIN session_messages m ON m.session_id = p.session_id AND m.event_id = p.event_id
+    WHERE p.session_id = :session_id AND p.event_type IS NOT NULL
+    ORDER BY p.occurred_at, p.first_seen_at, p.event_id
+    LIMIT :limit
+    """
+)
+
+
+async def insert_new_events(
+    pg: asyncpg.Connection, event_ids: Sequence[str], session_ids: Sequence[str], event_types: Sequence[str],
+    occurred: Sequence[datetime],
+) -> set[str]:
+    """Insert the ids, with each event's type and time (the session timeline lists them);
+    return those not seen before (the ones to apply)."""
     if not event_ids:
         return set()
-    result = await conn.execute(_INSERT_NEW_EVENTS, {"event_ids": list(event_ids), "session_ids": list(session_ids)})
-    return {row[0] for row in result}
+    rows = await raw.fetch(pg, _INSERT_NEW_EVENTS, {
+        "event_ids": list(event_ids), "session_ids": list(session_ids), "event_types": list(event_types),
+        "occurred": list(occurred)})
+    return {row["event_id"] for row in rows}
+
+
+async def timeline(conn: AsyncConnection, session_id: str, limit: int) -> list[TimelineEvent]:
+    """The session's events in the order they occurred (the first `limit`); empty for events
+    applied before their type and time were kept."""
+    result = await conn.execute(_TIMELINE, {"session_id": session_id, "limit": limit})
+    return [TimelineEvent(*row) for row in result]
 
 
 def insert_messages_parameters(rows: Sequence[ChatMessage]) -> dict[str, list]:
@@ -64,12 +100,6 @@ def insert_messages_parameters(rows: Sequence[ChatMessage]) -> dict[str, list]:
 
 
 INSERT_MESSAGES = _INSERT_MESSAGES  # for batch_writes
-
-
-async def insert_messages(conn: AsyncConnection, rows: Sequence[ChatMessage]) -> None:
-    if not rows:
-        return
-    await conn.execute(_INSERT_MESSAGES, insert_messages_parameters(rows))
 
 
 async def transcript(conn: AsyncConnection, session_id: str) -> list[TranscriptLine]:

@@ -35,12 +35,37 @@ class Health(_View):
     status: Literal["ok"]
 
 
+class StuckPartitionView(_View):
+    topic: str
+    partition: int
+    offset: int | None = Field(description="the first offset not yet applied, when known")
+    seconds: float = Field(description="how long it has not advanced (0.1 s)")
+    error: str
+
+
+class QuotaView(_View):
+    """A CRM account's rate budget (app.adapters.crm.budget.BudgetState)."""
+
+    crm: str
+    account: str
+    per_minute: float | None = Field(description="the pace in force (null: not known yet)")
+    ceiling_per_minute: int | None
+    vendor_limit: int | None
+    vendor_remaining: int | None
+    window_seconds: float
+    usable_remaining: int | None = Field(description="for a daily allocation: what is left above the reserved share")
+    paused_for_seconds: float
+
+
 class CheckView(_View):
-    model_config = ConfigDict(frozen=True, extra="allow")  # a check's own facts, e.g. "crm"
+    """A check's result; the facts after `degraded` appear only on the checks that have them."""
 
     ready: bool
     detail: str | None = None
     degraded: bool | None = None
+    stuck_partitions: list[StuckPartitionView] | None = None  # consumer
+    crm: str | None = None  # crm
+    quota: QuotaView | None = None  # crm
 
 
 class ReadinessView(_View):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -38,8 +39,8 @@ class Runtime:
     def readiness_checks(self) -> list[ReadinessCheck]:
         return [
             DatabaseCheck(self.engine),
-            ComponentCheck("startup", self.startup),
-            ComponentCheck("consumer", self.consumer, (self.settings.kafka_group_id,)),
+            ComponentCheck("startup", self.startup.readiness),
+            ComponentCheck("consumer", functools.partial(self.consumer.readiness, self.settings.kafka_group_id)),
             CrmCredentialsCheck(self.crm_health, self.crm.name, budget=getattr(self.crm, "rate_budget", None)),
             *self.extra_checks,
         ]

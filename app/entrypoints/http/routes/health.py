@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from fastapi import APIRouter
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -9,8 +11,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from app import metrics
 from app.entrypoints.http.deps import RuntimeDep
 from app.entrypoints.http.errors import JSONBody
-from app.entrypoints.http.models import CheckView, Health, ReadinessView
-from app.service.readiness import Readiness, readiness
+from app.entrypoints.http.models import CheckView, Health, QuotaView, ReadinessView, StuckPartitionView
+from app.service.readiness import CheckResult, Readiness, readiness
 
 router = APIRouter(tags=["health"])
 
@@ -20,13 +22,35 @@ async def healthz() -> Health:
     return Health(status="ok")
 
 
+def check_view(result: CheckResult) -> CheckView:
+    return CheckView(
+        ready=result.ready,
+        detail=result.detail,
+        degraded=True if result.degraded else None,
+        stuck_partitions=[
+            StuckPartitionView(topic=s.topic, partition=s.partition, offset=s.offset, seconds=round(s.seconds, 1),
+                               error=s.error)
+            for s in result.stuck_partitions
+        ] or None,
+        crm=result.crm,
+        quota=QuotaView.model_validate(dataclasses.asdict(result.quota)) if result.quota is not None else None,
+    )
+
+
 def readiness_view(state: Readiness) -> ReadinessView:
-    checks = {}
-    for name, result in state.results.items():
-        checks[name] = CheckView(
-            ready=result.ready, detail=result.detail, degraded=True if result.degraded else None, **result.info
-        )
+    checks = {name: check_view(result) for name, result in state.results.items()}
     return ReadinessView(status=state.status, not_ready=state.not_ready, checks=checks)  # type: ignore[arg-type]
+
+
+def readiness_body(view: ReadinessView) -> dict[str, object]:
+    """The JSON of /readyz: a check's absent facts are left out (null inside a fact, e.g. a
+    quota's unknown vendor limit, is a value and stays)."""
+    body = view.model_dump(mode="json")
+    body["checks"] = {
+        name: {key: value for key, value in check.items() if value is not None}
+        for name, check in body["checks"].items()
+    }
+    return body
 
 
 @router.get(
@@ -39,7 +63,7 @@ def readiness_view(state: Readiness) -> ReadinessView:
 )
 async def readyz(runtime: RuntimeDep) -> Response:
     state = await readiness(runtime.readiness_checks())
-    body = readiness_view(state).model_dump(mode="json", exclude_none=True)
+    body = readiness_body(readiness_view(state))
     return JSONBody(body, status_code=200 if state.ready else 503)
 
 
