@@ -6,9 +6,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import asyncpg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.adapters.db import raw
 from app.domain.rendering import TranscriptLine
 
 
@@ -22,24 +24,24 @@ class ChatMessage:
     sender: str
     text: str | None
 
-# Built once; arrays keep the SQL text constant whatever the batch size, so PostgreSQL
-# prepares it once per connection.
-_INSERT_NEW_EVENTS = text(
+# Built once; a JSON array of rows keeps the SQL text constant whatever the batch size, so
+# PostgreSQL prepares it once per connection (and see raw.json_rows).
+_INSERT_NEW_EVENTS = raw.positional(
     """
     INSERT INTO processed_events (event_id, session_id, event_type, occurred_at)
-    SELECT * FROM unnest(CAST(:event_ids AS text[]), CAST(:session_ids AS text[]), CAST(:event_types AS text[]),
-                         CAST(:occurred AS timestamptz[]))
+    SELECT * FROM json_to_recordset(CAST(:events AS json))
+         AS e(event_id text, session_id text, event_type text, occurred_at timestamptz)
     ON CONFLICT (event_id) DO NOTHING
     RETURNING event_id
     """
 )
 
+# ChatMessage's fields are the columns.
 _INSERT_MESSAGES = text(
     """
     INSERT INTO session_messages (session_id, event_id, occurred_at, sender, text)
-    SELECT * FROM unnest(
-        CAST(:session_ids AS text[]), CAST(:event_ids AS text[]), CAST(:occurred AS timestamptz[]),
-        CAST(:senders AS text[]), CAST(:texts AS text[]))
+    SELECT * FROM json_to_recordset(CAST(:messages AS json))
+         AS m(session_id text, event_id text, occurred_at timestamptz, sender text, text text)
     ON CONFLICT DO NOTHING
     """
 )
@@ -71,17 +73,19 @@ _TIMELINE = text(
 
 
 async def insert_new_events(
-    conn: AsyncConnection, event_ids: Sequence[str], session_ids: Sequence[str], event_types: Sequence[str],
+    pg: asyncpg.Connection, event_ids: Sequence[str], session_ids: Sequence[str], event_types: Sequence[str],
     occurred: Sequence[datetime],
 ) -> set[str]:
     """Insert the ids, with each event's type and time (the session timeline lists them);
     return those not seen before (the ones to apply)."""
     if not event_ids:
         return set()
-    result = await conn.execute(_INSERT_NEW_EVENTS, {
-        "event_ids": list(event_ids), "session_ids": list(session_ids), "event_types": list(event_types),
-        "occurred": list(occurred)})
-    return {row[0] for row in result}
+    events = [
+        {"event_id": event_id, "session_id": session_id, "event_type": event_type, "occurred_at": at}
+        for event_id, session_id, event_type, at in zip(event_ids, session_ids, event_types, occurred, strict=True)
+    ]
+    rows = await raw.fetch(pg, _INSERT_NEW_EVENTS, {"events": raw.json_rows(events)})
+    return {row["event_id"] for row in rows}
 
 
 async def timeline(conn: AsyncConnection, session_id: str, limit: int) -> list[TimelineEvent]:
@@ -91,19 +95,11 @@ async def timeline(conn: AsyncConnection, session_id: str, limit: int) -> list[T
     return [TimelineEvent(*row) for row in result]
 
 
-def insert_messages_parameters(rows: Sequence[ChatMessage]) -> dict[str, list]:
-    return {"session_ids": [r.session_id for r in rows], "event_ids": [r.event_id for r in rows],
-            "occurred": [r.occurred_at for r in rows], "senders": [r.sender for r in rows],
-            "texts": [r.text for r in rows]}
+def insert_messages_parameters(rows: Sequence[ChatMessage]) -> dict[str, str]:
+    return {"messages": raw.json_rows(rows)}
 
 
 INSERT_MESSAGES = _INSERT_MESSAGES  # for batch_writes
-
-
-async def insert_messages(conn: AsyncConnection, rows: Sequence[ChatMessage]) -> None:
-    if not rows:
-        return
-    await conn.execute(_INSERT_MESSAGES, insert_messages_parameters(rows))
 
 
 async def transcript(conn: AsyncConnection, session_id: str) -> list[TranscriptLine]:
