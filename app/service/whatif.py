@@ -11,6 +11,8 @@ history is dropped after a while."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -21,9 +23,14 @@ from app.adapters.db import history_repo, settings_repo
 from app.domain.record_settings import RecordSettings
 from app.domain.whatif import HistoricSession, WhatIfReport, replay
 
+log = logging.getLogger(__name__)
+
 DEFAULT_DAYS = 7
 MAX_DAYS = 90
 DROP_UNUSED_AFTER_SECONDS = 600.0
+# How often the service brings the replay inputs up to date in the background, so that a
+# what-if (the first after a start included) finds at most this much to work out.
+REFRESH_EVERY_SECONDS = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +135,20 @@ class WhatIf:
                     report = replay(sessions, proposed, current, history.owners_before)
                 self._last = (key, report)
             return WhatIfResult(days, report, version, load_seconds, time.monotonic() - started)
+
+
+async def refresh_periodically(engine: AsyncEngine, stop: asyncio.Event,
+                               every: float = REFRESH_EVERY_SECONDS) -> None:
+    """Keep `whatif_inputs` within `every` seconds of the sessions (each replica does; a
+    refresh that finds nothing changed costs a scan of the sessions' `updated_at`)."""
+    while not stop.is_set():
+        try:
+            async with engine.begin() as conn:
+                await history_repo.refresh(conn, changed=False)
+        except Exception as exc:  # the database may be away for a moment: the next round tries again
+            log.warning("what-if inputs not refreshed: %s", type(exc).__name__)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=every)
 
 
 def _first_event_at(session: HistoricSession) -> datetime:
