@@ -21,8 +21,9 @@ def ops_router(console: Console, runtime: Any) -> APIRouter:
         session = console.require_session(request)
         query = (q or "").strip() or None
         async with engine.connect() as conn:
-            rows, paging = await operations.search_sessions(conn, query, max(page, 1))
-        return console.render(request, "sessions.html", session=session, rows=rows, page=paging, q=query or "")
+            found = await operations.search_sessions(conn, query, max(page, 1))
+        return console.render(request, "sessions.html", session=session, rows=found.rows, page=found.page,
+                              q=query or "")
 
     @router.get("/admin/sessions/{session_id}")
     async def session_page(request: Request, session_id: str) -> Response:

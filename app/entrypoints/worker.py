@@ -33,6 +33,9 @@ class OutboxWorker:
         self._in_flight: set[asyncio.Task] = set()
         self._claims: dict[int, str | None] = {}  # in-flight row id -> its claim id
         self._row_ids: dict[asyncio.Task, int] = {}  # for releasing rows at shutdown
+        # The claim and the lease heartbeat are one statement each: atomic without a
+        # BEGIN and a COMMIT around it (two round trips).
+        self._one_statement = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     async def run(self, stop: asyncio.Event) -> None:
         listener = await self._listen()
@@ -106,7 +109,7 @@ class OutboxWorker:
                         len(row_ids), exc)
 
     async def _claim(self, limit: int):
-        async with self.engine.begin() as conn:
+        async with self._one_statement.begin() as conn:
             return await outbox_repo.claim(conn, limit, self.settings.outbox_lease_seconds)
 
     async def _run_one(self, row) -> None:
@@ -128,7 +131,7 @@ class OutboxWorker:
             if not claims:
                 continue
             try:
-                async with self.engine.begin() as conn:
+                async with self._one_statement.begin() as conn:
                     await outbox_repo.extend_leases(conn, claims, lease)
             except Exception as exc:  # the next beat tries again; the fence guards the rest
                 log.warning("extending the leases of %d in-flight outbox rows failed: %r", len(claims), exc)

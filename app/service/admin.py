@@ -26,10 +26,10 @@ async def save_settings(
     """Save `document` as a new version, unless it changes nothing. The history names the
     token that saved it; `note` is the caller's own addition (X-Actor)."""
     await settings_repo.lock_for_save(conn)
-    version, before = await settings_repo.current(conn)
-    if document == before:
-        return SaveResult(version, before, saved=False)
-    changes = settings_changes(before if version is not None else None, document)
+    before = await settings_repo.in_force(conn)
+    if document == before.settings:
+        return SaveResult(before.version, before.settings, saved=False)
+    changes = settings_changes(before.settings if before.version is not None else None, document)
     saved = await settings_repo.insert_version(conn, document, changes, actor.name, note)
     return SaveResult(saved.version, document, saved=True)
 
@@ -48,8 +48,8 @@ class CurrentSettings:
 
 async def current_settings(engine: AsyncEngine) -> CurrentSettings:
     async with engine.connect() as conn:
-        version, document = await settings_repo.current(conn)
-    return CurrentSettings(version, document)
+        found = await settings_repo.in_force(conn)
+    return CurrentSettings(found.version, found.settings)
 
 
 async def save_settings_version(

@@ -13,7 +13,7 @@ import hmac
 import re
 import unicodedata
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
@@ -48,6 +48,14 @@ class NamedToken:
     digest: bytes  # sha256 of the token: compared in constant time, never the token itself
 
 
+@dataclass(frozen=True, slots=True)
+class TokenEntry:
+    """A configured token (`name:token:role`) before it is hashed."""
+
+    principal: Principal
+    token: str = field(repr=False)  # never in a repr, a log line or a traceback's locals
+
+
 class TokenConfigError(ValueError):
     """The token configuration cannot be used; the message names the variable and the entry."""
 
@@ -56,7 +64,7 @@ def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8")).digest()
 
 
-def parse_token_entries(entries: Iterable[str], source: str) -> list[tuple[str, str, Role]]:
+def parse_token_entries(entries: Iterable[str], source: str) -> list[TokenEntry]:
     """`name:token:role` entries; `source` names where they came from, for the error message."""
     parsed = []
     for number, raw in enumerate(entries, start=1):
@@ -74,7 +82,7 @@ def parse_token_entries(entries: Iterable[str], source: str) -> list[tuple[str, 
         if not token:
             raise TokenConfigError(f"{source}: entry {number} ({name}): the token is empty")
         try:
-            parsed.append((name, token, Role(role)))
+            parsed.append(TokenEntry(Principal(name, Role(role)), token))
         except ValueError:
             raise TokenConfigError(f"{source}: entry {number} ({name}): the role must be admin or viewer") from None
     return parsed
@@ -84,26 +92,27 @@ class TokenBook:
     """The configured tokens. `authenticate` compares a presented token with every one,
     in constant time, so neither timing nor position reveals how much of it matched."""
 
-    def __init__(self, entries: Iterable[tuple[str, str, Role]]):
+    def __init__(self, entries: Iterable[TokenEntry]):
         tokens: list[NamedToken] = []
         names: set[str] = set()
         digests: set[bytes] = set()
-        for name, token, role in entries:
-            digest = _digest(token)
+        for entry in entries:
+            name, digest = entry.principal.name, _digest(entry.token)
             if name in names:
                 raise TokenConfigError(f"the token name {name!r} is used twice")
             if digest in digests:
                 raise TokenConfigError(f"the token named {name!r} is the same as another token")
             names.add(name)
             digests.add(digest)
-            tokens.append(NamedToken(Principal(name, role), digest))
+            tokens.append(NamedToken(entry.principal, digest))
         self._tokens = tuple(tokens)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TokenBook:
-        entries: list[tuple[str, str, Role]] = []
-        if settings.admin_api_token is not None and settings.admin_api_token.get_secret_value():
-            entries.append((LEGACY_TOKEN_NAME, settings.admin_api_token.get_secret_value(), Role.ADMIN))
+        entries: list[TokenEntry] = []
+        legacy = settings.admin_api_token.get_secret_value() if settings.admin_api_token is not None else ""
+        if legacy:
+            entries.append(TokenEntry(Principal(LEGACY_TOKEN_NAME, Role.ADMIN), legacy))
         if settings.admin_api_tokens is not None:
             entries += parse_token_entries(settings.admin_api_tokens.get_secret_value().split(","), "ADMIN_API_TOKENS")
         if settings.admin_api_tokens_file is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+import asyncpg
 
 from app.adapters.db import batch_writes, events_repo, sessions_repo, settings_repo
 from app.adapters.db.decisions_repo import DecisionRow
@@ -84,21 +84,21 @@ def skipped_row(crm: str, state: SessionState, reason: str) -> NewOutboxRow:
 
 
 async def apply_batch(
-    conn: AsyncConnection,
+    pg: asyncpg.Connection,
     events: Sequence[SessionEvent],
     crm: str,
     trace_for: Callable[[str], str | None] | None = None,
 ) -> BatchOutcome:
-    """`trace_for(event_id)`, when tracing is on, gives the trace context the outbox rows
-    an event makes carry to the CRM call."""
+    """`pg` is in a transaction (adapters/db/raw.transaction). `trace_for(event_id)`, when
+    tracing is on, gives the trace context the outbox rows an event makes carry to the CRM call."""
     outcome = BatchOutcome()
     if not events:
         return outcome
-    in_force = await settings_repo.in_force(conn)
+    in_force = await settings_repo.in_force_on_driver(pg)
     version, settings = in_force.version, in_force.settings
 
     new_ids = await events_repo.insert_new_events(
-        conn, [e.event_id for e in events], [e.session.id for e in events], [e.event_type for e in events],
+        pg, [e.event_id for e in events], [e.session.id for e in events], [e.event_type for e in events],
         [e.occurred_at for e in events])
     fresh: list[SessionEvent] = []
     for event in events:
@@ -111,7 +111,7 @@ async def apply_batch(
     if not fresh:
         return outcome
 
-    states = await sessions_repo.load_states_for_update(conn, (e.session.id for e in fresh))
+    states = await sessions_repo.load_states_for_update(pg, (e.session.id for e in fresh))
     touched: dict[str, SessionState] = {}
     messages: list[ChatMessage] = []
     for event in fresh:
@@ -142,5 +142,5 @@ async def apply_batch(
             rows = [replace(row, trace_context=traceparent) for row in rows]
         outcome.outbox_rows.extend(rows)
 
-    await batch_writes.write_batch(conn, list(touched.values()), messages, outcome.decisions, outcome.outbox_rows)
+    await batch_writes.write_batch(pg, list(touched.values()), messages, outcome.decisions, outcome.outbox_rows)
     return outcome

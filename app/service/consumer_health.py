@@ -10,6 +10,7 @@ Retries back off exponentially (with jitter) up to `retry_max_seconds`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -47,6 +48,10 @@ class ConsumerHealth:
     def assigned(self, partitions: Iterable[TopicPartition]) -> None:
         for tp in partitions:
             self._partitions.setdefault(tp, _Partition())
+            # Read when scraped, as /readyz computes it when asked: the two agree at any moment.
+            metrics.consumer_partition_stalled.labels(str(tp.partition)).set_function(
+                functools.partial(self.stalled_seconds, tp)
+            )
 
     def revoked(self, partitions: Iterable[TopicPartition]) -> None:
         for tp in partitions:
@@ -111,12 +116,17 @@ class ConsumerHealth:
                                stuck_partitions=tuple(stuck))
         return CheckResult(True)
 
+    def stalled_seconds(self, tp: TopicPartition) -> float:
+        """How long the partition's current batch has failed or run (0: it moves)."""
+        state = self._partitions.get(tp)
+        if state is None:
+            return 0.0
+        since = state.failing_since if state.failing_since is not None else state.busy_since
+        return 0.0 if since is None else self.clock() - since
+
     def refresh_metrics(self, highwater: Callable[[TopicPartition], int | None]) -> None:
-        now = self.clock()
         for tp, state in self._partitions.items():
             label = str(tp.partition)
-            since = state.failing_since if state.failing_since is not None else state.busy_since
-            metrics.consumer_partition_stalled.labels(label).set(0 if since is None else now - since)
             end = highwater(tp)
             if end is not None and state.next_offset is not None:
                 metrics.consumer_lag.labels(label).set(max(0, end - state.next_offset))

@@ -21,6 +21,7 @@ from aiokafka import ConsumerRecord
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import metrics
+from app.adapters.db import raw
 from app.adapters.db.errors import rejects_the_data, short_description
 from app.adapters.kafka.dead_letters import DeadLetter
 from app.domain.events import InvalidEvent, SessionEvent, parse_event
@@ -90,8 +91,8 @@ class PartitionIngest:
     async def _apply(self, events: list[SessionEvent], trace_for: TraceFor) -> None:
         if not events:
             return
-        async with self.engine.begin() as conn:
-            outcome = await apply_batch(conn, events, self.crm_name, trace_for)
+        async with raw.transaction(self.engine) as pg:
+            outcome = await apply_batch(pg, events, self.crm_name, trace_for)
         metrics.events_consumed.inc(outcome.applied)
         if outcome.duplicates:
             metrics.events_duplicate.inc(outcome.duplicates)

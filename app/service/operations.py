@@ -45,9 +45,15 @@ class OperationsOverview:
     page: Page = field(default_factory=lambda: Page(1, False))
 
 
-async def search_sessions(conn: AsyncConnection, query: str | None, page: int) -> tuple[list[SessionSummary], Page]:
+@dataclass(frozen=True, slots=True)
+class SessionsFound:
+    rows: list[SessionSummary]  # one page of them
+    page: Page
+
+
+async def search_sessions(conn: AsyncConnection, query: str | None, page: int) -> SessionsFound:
     rows = await explorer_repo.search_sessions(conn, query or None, PAGE_SIZE + 1, (page - 1) * PAGE_SIZE)
-    return rows[:PAGE_SIZE], Page(page, len(rows) > PAGE_SIZE)
+    return SessionsFound(rows[:PAGE_SIZE], Page(page, len(rows) > PAGE_SIZE))
 
 
 async def timeline(conn: AsyncConnection, session_id: str, state: SessionState) -> list[TimelineEntry]:

@@ -103,9 +103,13 @@ class OutboxRunner:
     published_since: Callable[[str, dict[str, Any], datetime], Awaitable[bool]] | None = None
     completions: CompletionWriter = field(init=False)
     account: str = field(init=False)
+    # Reads outside a transaction: each statement has its own snapshot, as it would in a
+    # READ COMMITTED transaction, without a BEGIN and a ROLLBACK (two round trips) around it.
+    reads: AsyncEngine = field(init=False)
 
     def __post_init__(self) -> None:
         self.account = crm_account(self.crm)
+        self.reads = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self.completions = CompletionWriter(
             self.engine, self.crm.name, account=self.account, lease_seconds=self.settings.outbox_lease_seconds
         )
@@ -201,7 +205,7 @@ class OutboxRunner:
         version = row.payload.get("settings_version")
         crm = self.crm.name
         # Read what is needed, then let the connection go: none is held across CRM calls.
-        async with self.engine.connect() as conn:
+        async with self.reads.connect() as conn:
             if "settings" in row.payload:  # a row written before payloads named only the version
                 settings = RecordSettings.model_validate(row.payload["settings"])
             else:
@@ -301,7 +305,7 @@ class OutboxRunner:
         raise AssertionError("unreachable")
 
     async def _ended_note(self, row: ClaimedRow) -> Completion:
-        async with self.engine.connect() as conn:
+        async with self.reads.connect() as conn:
             session = await sessions_repo.get_session(conn, row.session_id)
             if session is None:
                 raise NoRecord(f"session {row.session_id} is unknown")

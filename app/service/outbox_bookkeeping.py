@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from app.adapters.crm.base import CallLog, RecordRef
 from app.adapters.db import decisions_repo, end_users_repo, outbox_repo, records_repo, sessions_repo
 from app.adapters.db.decisions_repo import DecisionRow
-from app.adapters.db.outbox_repo import Attempt, ClaimedRow, NewOutboxRow
+from app.adapters.db.outbox_repo import Attempt, ClaimedEvent, ClaimedRow, NewOutboxRow
 from app.adapters.db.records_repo import NewRecord
 from app.adapters.db.sessions_repo import SessionRecord
 from app.domain.kinds import OutboxKind, RecordAction
@@ -115,6 +115,8 @@ class CompletionWriter:
         self.crm = crm
         self.account = account or crm
         self.lease_seconds = lease_seconds
+        # One statement needs no BEGIN and COMMIT around it (two round trips).
+        self._one_statement = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._batcher: Batcher[Finished, list[int]] = Batcher(self._write)
         self._published: Batcher[list[int], None] = Batcher(self._mark_published)
 
@@ -126,7 +128,7 @@ class CompletionWriter:
             await self._published.submit(event_row_ids)
 
     async def _mark_published(self, batches: list[list[int]]) -> list[None]:
-        async with self.engine.begin() as conn:
+        async with self._one_statement.begin() as conn:
             await outbox_repo.mark_done(conn, [i for ids in batches for i in ids])
         return [None] * len(batches)
 
@@ -138,7 +140,12 @@ class CompletionWriter:
                 # Rolled back: the rows still held are written again, each alone.
                 raise LeaseLost(f"outbox rows {lost} were claimed by another worker after this claim's lease ran out")
             await self._record_effects(conn, batch)
-            return [await self._enqueue_events(conn, f) for f in batch]
+            events = {f.row.id: self._events(f) for f in batch}
+            ids = await outbox_repo.enqueue_publishing(
+                conn, [e for row_events in events.values() for e in row_events], lease_seconds=self.lease_seconds
+            )
+            return [[ids[e.row.idempotency_key] for e in events[f.row.id] if e.row.idempotency_key in ids]
+                    for f in batch]
 
     async def _record_effects(self, conn: AsyncConnection, batch: Sequence[Finished]) -> None:
         users: dict[str, str] = {}
@@ -165,14 +172,14 @@ class CompletionWriter:
             conn, self.crm, [Attempt(f.row.id, f.row.session_id, f.row.attempts, f.calls.calls) for f in batch]
         )
 
-    async def _enqueue_events(self, conn: AsyncConnection, finished: Finished) -> list[int]:
+    @staticmethod
+    def _events(finished: Finished) -> list[ClaimedEvent]:
+        """The outcome events of a finished row, as rows claimed by that row's claim."""
         row = finished.row
         if row.kind == OutboxKind.PUBLISH or not finished.completion.output or row.claim_id is None:
             return []
-        events = [
-            NewOutboxRow(f"{row.idempotency_key}:event:{n}", OutboxKind.PUBLISH, row.session_id, None, event)
+        return [
+            ClaimedEvent(NewOutboxRow(f"{row.idempotency_key}:event:{n}", OutboxKind.PUBLISH, row.session_id, None,
+                                      event), row.claim_id)
             for n, event in enumerate(finished.completion.output)
         ]
-        return await outbox_repo.enqueue_publishing(
-            conn, events, claim_id=row.claim_id, lease_seconds=self.lease_seconds
-        )

@@ -132,7 +132,8 @@ class WhatIf:
             history = self._history
             assert history is not None
             async with self.engine.connect() as conn:
-                version, current = await settings_repo.current(conn)
+                in_force = await settings_repo.in_force(conn)
+            version, current = in_force.version, in_force.settings
             sessions = history.ordered
             assert sessions is not None, "_read orders the window"
             started = time.monotonic()

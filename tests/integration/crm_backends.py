@@ -12,9 +12,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.adapters.db import sandbox_repo
-from tests.fakes.freshdesk import DEFAULT_API_KEY as FRESHDESK_KEY
 from tests.fakes.freshdesk import FreshdeskFake
-from tests.fakes.kustomer import DEFAULT_API_KEY as KUSTOMER_KEY
 from tests.fakes.kustomer import KustomerFake
 from tests.fakes.salesforce import SalesforceFake
 from tests.fakes.zendesk import ZendeskFake
@@ -42,6 +40,11 @@ class Backend:
     def stop(self) -> None: ...
 
     def settings(self) -> dict[str, Any]:
+        return self.settings_of(self.fake)
+
+    @staticmethod
+    def settings_of(fake: Any) -> dict[str, Any]:
+        """The settings that point the service at a running `fake` of this CRM."""
         raise NotImplementedError
 
     async def records(self) -> list[RecordView]:
@@ -95,9 +98,10 @@ class ZendeskBackend(Backend):
     def stop(self) -> None:
         self.fake.stop()
 
-    def settings(self) -> dict[str, Any]:
-        return {"crm_provider": "zendesk", "zendesk_url": self.fake.base_url,
-                "zendesk_email": "agent@example.com", "zendesk_api_token": "zendesk-test-token"}
+    @staticmethod
+    def settings_of(fake: Any) -> dict[str, Any]:
+        return {"crm_provider": "zendesk", "zendesk_url": fake.base_url,
+                "zendesk_email": fake.email, "zendesk_api_token": fake.api_token}
 
     async def records(self) -> list[RecordView]:
         return [
@@ -123,8 +127,9 @@ class FreshdeskBackend(Backend):
     def stop(self) -> None:
         self.fake.stop()
 
-    def settings(self) -> dict[str, Any]:
-        return {"crm_provider": "freshdesk", "freshdesk_url": self.fake.base_url, "freshdesk_api_key": FRESHDESK_KEY}
+    @staticmethod
+    def settings_of(fake: Any) -> dict[str, Any]:
+        return {"crm_provider": "freshdesk", "freshdesk_url": fake.base_url, "freshdesk_api_key": fake.api_key}
 
     async def records(self) -> list[RecordView]:
         return [
@@ -150,8 +155,9 @@ class KustomerBackend(Backend):
     def stop(self) -> None:
         self.fake.stop()
 
-    def settings(self) -> dict[str, Any]:
-        return {"crm_provider": "kustomer", "kustomer_url": self.fake.base_url, "kustomer_api_key": KUSTOMER_KEY}
+    @staticmethod
+    def settings_of(fake: Any) -> dict[str, Any]:
+        return {"crm_provider": "kustomer", "kustomer_url": fake.base_url, "kustomer_api_key": fake.api_key}
 
     async def records(self) -> list[RecordView]:
         return [
@@ -181,11 +187,12 @@ class SalesforceBackend(Backend):
     def stop(self) -> None:
         self.fake.stop()
 
-    def settings(self) -> dict[str, Any]:
-        return {"crm_provider": "salesforce", "salesforce_login_url": self.fake.base_url,
-                "salesforce_client_id": "fake-client-id", "salesforce_client_secret": "fake-client-secret",
-                "salesforce_record_object": self.record_object,
-                "salesforce_account_status_field": self.fake.account_status_field,
+    @staticmethod
+    def settings_of(fake: Any) -> dict[str, Any]:
+        return {"crm_provider": "salesforce", "salesforce_login_url": fake.base_url,
+                "salesforce_client_id": fake.client_id, "salesforce_client_secret": fake.client_secret,
+                "salesforce_record_object": fake.record_object,
+                "salesforce_account_status_field": fake.account_status_field,
                 "salesforce_account_closed_values": "Closed,Inactive", "salesforce_account_open_value": "Active"}
 
     async def records(self) -> list[RecordView]:

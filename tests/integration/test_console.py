@@ -110,7 +110,7 @@ async def test_every_change_needs_the_csrf_token(runtime, clean_db):
                                                                   "base_version": "0"})
         assert forged.status_code == 403
     async with clean_db.connect() as conn:
-        assert (await settings_repo.current(conn))[0] is None  # nothing was saved
+        assert (await settings_repo.in_force(conn)).version is None  # nothing was saved
 
 
 async def test_save_records_the_token_name_and_restore_makes_a_new_equal_version(runtime, clean_db):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
 from datetime import UTC, datetime, timedelta
@@ -22,44 +21,15 @@ from app.adapters.crm.freshdesk import FreshdeskAdapter
 from app.adapters.crm.http import RequestBudget
 from app.settings import Settings
 from tests.fakes.freshdesk import FreshdeskFake
+from tests.integration import crm_contract as contract
 
-API_KEY = "test-freshdesk-key"
-TIMEOUT = 0.5
-
-
-@pytest.fixture(scope="module")
-def server():
-    # One server for the module: stopping one takes half a second.
-    fake = FreshdeskFake(api_key=API_KEY)
-    fake.start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
-def fake(server):
-    server.reset()
-    return server
+CRM = "freshdesk"
+TIMEOUT = contract.TIMEOUT
 
 
 def settings_for(fake: FreshdeskFake, **overrides) -> Settings:
-    values = dict(
-        crm_provider="freshdesk",
-        freshdesk_url=fake.base_url,
-        freshdesk_api_key=API_KEY,
-        freshdesk_external_id_field="cf_ccai_session_id",
-        freshdesk_requests_per_minute=1000,
-        crm_timeout_seconds=TIMEOUT,
-    )
-    values.update(overrides)
-    return Settings(**values)
-
-
-@pytest.fixture
-async def adapter(fake):
-    adapter = FreshdeskAdapter.from_settings(settings_for(fake))
-    yield adapter
-    await adapter.aclose()
+    # A high ceiling: the adapter's own budget must not slow these tests down.
+    return contract.settings_for(fake, **{"freshdesk_requests_per_minute": 1000, **overrides})
 
 
 def new_record(contact_id: str, session_id: str = "sess-1", **changes) -> NewRecord:
@@ -227,7 +197,7 @@ async def test_create_when_every_answer_is_slow_leaves_no_duplicate(fake, adapte
     with pytest.raises(CrmTransientError, match="timed out"):
         await adapter.create_record(record)
     fake.set_faults(delay_seconds=0)
-    await asyncio.sleep(0.3)  # let the slow request finish on the server
+    await contract.answered(fake, "POST", "/api/v2/tickets")  # the slow request finishes on the server
     first = await adapter.create_record(retry(record))
     assert await adapter.create_record(retry(record)) == first
     assert len(fake.records()) == 1

@@ -28,42 +28,10 @@ from app.adapters.crm.kustomer import (
     describe_kustomer_error,
     kustomer_retry_after,
 )
-from app.settings import Settings
-from tests.fakes.kustomer import DEFAULT_API_KEY, KustomerFake
+from tests.fakes.kustomer import KustomerFake
+from tests.integration.crm_contract import TIMEOUT, answered, settings_for
 
-TIMEOUT = 0.5
-
-
-def settings_for(fake: KustomerFake, **overrides) -> Settings:
-    values = {
-        "crm_provider": "kustomer",
-        "kustomer_url": fake.base_url,
-        "kustomer_api_key": DEFAULT_API_KEY,
-        "crm_timeout_seconds": TIMEOUT,
-    }
-    values.update(overrides)
-    return Settings(**values)
-
-
-@pytest.fixture(scope="module")
-def server():
-    running = KustomerFake()
-    running.start()
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-def fake(server):
-    server.reset()
-    return server
-
-
-@pytest.fixture
-async def adapter(fake):
-    built = KustomerAdapter.from_settings(settings_for(fake))
-    yield built
-    await built.aclose()
+CRM = "kustomer"
 
 
 def new_record(contact_id: str, session_id: str = "session-1", tags: list[str] | None = None) -> NewRecord:
@@ -77,14 +45,6 @@ def new_record(contact_id: str, session_id: str = "session-1", tags: list[str] |
         queue_id="q-1",
         idempotency_key=f"record:{session_id}",
     )
-
-
-async def logged(fake: KustomerFake, method: str, path: str) -> None:
-    """Wait until the fake has answered (late) a request, so it cannot spill into the next test."""
-    deadline = time.monotonic() + 3
-    while (method, path) not in [(r.method, r.path) for r in fake.requests]:
-        assert time.monotonic() < deadline, f"{method} {path} never answered"
-        await asyncio.sleep(0.02)
 
 
 async def a_record(fake: KustomerFake, adapter: KustomerAdapter, session_id: str = "session-1") -> str:
@@ -207,7 +167,7 @@ async def test_answer_slower_than_timeout_after_create_then_retry_makes_one_reco
     [record] = fake.records()
     assert ref.record_id == record["id"]
     assert len(record["notes"]) == 1
-    await logged(fake, "POST", "/v1/conversations")
+    await answered(fake, "POST", "/v1/conversations")
 
 
 async def test_every_answer_slow_then_retry_makes_one_record(adapter, fake):
@@ -216,8 +176,7 @@ async def test_every_answer_slow_then_retry_makes_one_record(adapter, fake):
     with pytest.raises(CrmTransientError):
         await adapter.create_record(new_record(customer))
     fake.set_faults(delay_seconds=0)
-    await logged(fake, "POST", "/v1/conversations")
-    await asyncio.sleep(TIMEOUT + 0.3)  # the slow create finishes on the server
+    await answered(fake, "POST", "/v1/conversations")  # the slow create finishes on the server
     ref = await adapter.create_record(retry(new_record(customer)))
     assert [r["id"] for r in fake.records()] == [ref.record_id]
 

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,45 +21,11 @@ from app.adapters.crm.base import (
 )
 from app.adapters.crm.http import RequestBudget
 from app.adapters.crm.zendesk import ZendeskAdapter
-from app.settings import Settings
 from tests.fakes.zendesk import ZendeskFake
+from tests.integration.crm_contract import TIMEOUT, answered, settings_for
 
-TIMEOUT = 0.3
+CRM = "zendesk"
 CLOSED_AT = datetime(2026, 1, 5, 10, 30, tzinfo=UTC)
-
-
-def settings_for(fake: ZendeskFake, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "crm_provider": "zendesk",
-        "zendesk_url": fake.base_url,
-        "zendesk_email": fake.email,
-        "zendesk_api_token": fake.api_token,
-        "crm_timeout_seconds": TIMEOUT,
-        **overrides,
-    }
-    return Settings(**values)
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[ZendeskFake]:
-    # One server for the module (stopping one takes half a second); each test gets it reset.
-    server = ZendeskFake()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def fake(server: ZendeskFake) -> ZendeskFake:
-    server.reset()
-    return server
-
-
-@pytest.fixture
-async def adapter(fake: ZendeskFake) -> AsyncIterator[ZendeskAdapter]:
-    adapter = ZendeskAdapter.from_settings(settings_for(fake))
-    yield adapter
-    await adapter.aclose()
 
 
 async def end_user(adapter: ZendeskAdapter) -> str:
@@ -232,7 +196,7 @@ async def test_slow_answer_after_create_then_retry_finds_the_ticket(adapter: Zen
     assert ref.record_id == str(ticket["id"])
     assert len(fake.records()) == 1
     assert len(fake.create_requests()) == 1  # the retry found it without posting again
-    await asyncio.sleep(TIMEOUT)  # the late answer finishes before the next test resets the fake
+    await answered(fake, "POST", "/api/v2/tickets")  # the late answer, before the next test resets the fake
 
 
 async def test_every_answer_slow_then_retry_creates_one_ticket(adapter: ZendeskAdapter, fake: ZendeskFake) -> None:
@@ -241,7 +205,7 @@ async def test_every_answer_slow_then_retry_creates_one_ticket(adapter: ZendeskA
     with pytest.raises(CrmTransientError, match="timed out"):
         await adapter.create_record(record)
     fake.set_faults(delay_seconds=0.0)
-    await asyncio.sleep(TIMEOUT * 2)  # let the late request finish on the server
+    await answered(fake, "POST", "/api/v2/tickets")  # the late request finishes on the server
     first = await adapter.create_record(retry(record))
     second = await adapter.create_record(retry(record))
     assert first == second

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import eventually
 from tests.integration.service_process import PROJECT
 
 # Starts the embedded PostgreSQL the way `make run` does, says READY with the server's
@@ -42,13 +43,8 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _wait_gone(pid: int, timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return True
-        time.sleep(0.2)
-    return False
+async def _gone(pid: int) -> None:
+    await eventually(lambda: not _alive(pid), timeout=60, interval=0.2)
 
 
 def _start(data_dir: Path) -> tuple[subprocess.Popen, int, int]:
@@ -85,11 +81,11 @@ def data_dir():
     subprocess.run(["rm", "-rf", str(base)], check=False)
 
 
-def test_a_killed_run_leaves_no_server_and_the_next_run_copes(data_dir):
+async def test_a_killed_run_leaves_no_server_and_the_next_run_copes(data_dir):
     first, server, watchdog = _start(data_dir)
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=10)
-    assert _wait_gone(server), "the embedded PostgreSQL kept running after its make run was killed"
+    await _gone(server)  # the embedded PostgreSQL must not outlive its killed make run
 
     # Worse: the watchdog died too (kill -9 of everything but the server).
     second, server, watchdog = _start(data_dir)
@@ -101,7 +97,7 @@ def test_a_killed_run_leaves_no_server_and_the_next_run_copes(data_dir):
     third, reused, _ = _start(data_dir)
     assert reused == server  # the leftover server is used, its data intact
     _stop(third)
-    assert _wait_gone(server), "a clean stop after a killed run must stop the server"
+    await _gone(server)  # a clean stop after a killed run stops the server
 
     # A stale postmaster.pid naming a live process that is not PostgreSQL.
     sleeper = subprocess.Popen(["sleep", "60"])
@@ -110,6 +106,6 @@ def test_a_killed_run_leaves_no_server_and_the_next_run_copes(data_dir):
         fourth, server, _ = _start(data_dir)
         assert server != sleeper.pid
         _stop(fourth)
-        assert _wait_gone(server)
+        await _gone(server)
     finally:
         sleeper.kill()

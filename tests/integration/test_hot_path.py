@@ -6,7 +6,7 @@ from __future__ import annotations
 from sqlalchemy import text
 
 from app.adapters.crm.sandbox import SandboxAdapter
-from app.adapters.db import outbox_repo, settings_repo
+from app.adapters.db import outbox_repo, raw, settings_repo
 from app.adapters.db.outbox_repo import NewOutboxRow
 from app.domain.record_settings import RecordSettings
 from app.service.consume import apply_batch
@@ -43,7 +43,9 @@ async def _title(engine, session_id: str) -> str:
 async def test_a_record_row_names_its_settings_version_and_is_made_with_that_version(clean_db):
     async with clean_db.begin() as conn:
         first = await _save(conn, record_title_template="First {CALL_ID}")
-        await apply_batch(conn, [to_event(e) for e in call_events("call-v1", end_user_id="eu-v1")[:2]], "sandbox")
+    async with raw.transaction(clean_db) as pg:
+        await apply_batch(pg, [to_event(e) for e in call_events("call-v1", end_user_id="eu-v1")[:2]], "sandbox")
+    async with clean_db.connect() as conn:
         payload = (await conn.execute(text("SELECT payload FROM outbox WHERE kind = 'record'"))).scalar_one()
     # A reference, not a copy of the settings document.
     assert set(payload) == {"crm", "settings_version", "settings_digest"}
@@ -58,8 +60,9 @@ async def test_a_record_row_names_its_settings_version_and_is_made_with_that_ver
 
 
 async def test_a_record_due_before_any_save_uses_the_defaults(clean_db):
+    async with raw.transaction(clean_db) as pg:
+        await apply_batch(pg, [to_event(e) for e in call_events("call-v0", end_user_id="eu-v0")[:2]], "sandbox")
     async with clean_db.begin() as conn:
-        await apply_batch(conn, [to_event(e) for e in call_events("call-v0", end_user_id="eu-v0")[:2]], "sandbox")
         await _save(conn, record_title_template="Later {CALL_ID}")
     runner, _ = _runner(clean_db)
     [row] = await _claim_all(clean_db)
@@ -70,8 +73,9 @@ async def test_a_record_due_before_any_save_uses_the_defaults(clean_db):
 
 async def test_a_row_written_with_a_copy_of_the_settings_still_runs(clean_db):
     # Rows enqueued by an earlier version of the service carry the document itself.
+    async with raw.transaction(clean_db) as pg:
+        await apply_batch(pg, [to_event(e) for e in call_events("call-old", end_user_id="eu-old")[:1]], "sandbox")
     async with clean_db.begin() as conn:
-        await apply_batch(conn, [to_event(e) for e in call_events("call-old", end_user_id="eu-old")[:1]], "sandbox")
         await conn.execute(text("UPDATE sessions SET record = 'due'"))
         copy = RecordSettings(record_title_template="Copied {CALL_ID}").model_dump()
         await outbox_repo.enqueue(conn, [NewOutboxRow(
@@ -111,22 +115,20 @@ async def test_a_known_version_is_not_read_again_and_a_renumbered_one_is_refused
 
 
 async def test_a_batch_costs_four_statements_and_writes_every_part(clean_db):
-    from sqlalchemy import event
-
     from tests.factories import chat_events
 
     statements: list[str] = []
 
-    def count(conn, cursor, statement, *args):
-        statements.append(statement)
+    def count(logged) -> None:
+        statements.append(logged.query)
 
     events = [to_event(e) for e in chat_events("chat-w", end_user_messages=3, end_user_id="eu-w")]
-    event.listen(clean_db.sync_engine, "before_cursor_execute", count)
-    try:
-        async with clean_db.begin() as conn:
-            outcome = await apply_batch(conn, events, "sandbox")
-    finally:
-        event.remove(clean_db.sync_engine, "before_cursor_execute", count)
+    async with raw.transaction(clean_db) as pg:
+        pg.add_query_logger(count)  # inside the transaction: BEGIN and COMMIT are not counted
+        try:
+            outcome = await apply_batch(pg, events, "sandbox")
+        finally:
+            pg.remove_query_logger(count)
     # settings, dedup rows, states locked, then everything the batch changed at once
     assert len(statements) == 4, statements
     async with clean_db.connect() as conn:

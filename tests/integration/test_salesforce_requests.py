@@ -79,3 +79,35 @@ async def test_retry_after_a_timed_out_create_looks_once_and_makes_nothing_twice
     assert record_attempts[1] == ["find_record_by_session"]  # found: nothing sent again
     assert len([r for r in fake.records() if r.get("CCAI_Session_Id__c") == session_id]) == 1
     assert len([t for t in fake.rows("Task") if t.get("CCAI_Session_Id__c") == session_id]) == 1
+
+
+async def test_one_token_serves_every_replica_and_a_restart_until_salesforce_refuses_it(clean_db):
+    # Two replicas and, later, a restarted one, sharing the token in PostgreSQL: one token
+    # request in all. The credential check that runs every 30 s asks for none. When the
+    # org expires the token, the first replica to be refused renews it and the other one
+    # takes that new token instead of asking for a third.
+    from app.adapters.crm.factory import build_crm_adapter
+    from app.settings import Settings
+
+    backend = SalesforceBackend()
+    backend.start()
+    settings = Settings(_env_file=None, crm_timeout_seconds=TIMEOUT, **backend.settings())
+    replicas = [build_crm_adapter(settings, engine=clean_db) for _ in range(2)]
+    try:
+        for adapter in replicas:
+            await adapter.check_credentials()
+            await adapter.check_credentials()
+        assert backend.fake.token_requests() == 1
+        restarted = build_crm_adapter(settings, engine=clean_db)
+        replicas.append(restarted)
+        await restarted.check_credentials()
+        assert backend.fake.token_requests() == 1
+
+        backend.fake.expire_tokens()
+        for adapter in replicas:
+            await adapter.check_credentials()
+        assert backend.fake.token_requests() == 2
+    finally:
+        for adapter in replicas:
+            await adapter.aclose()
+        backend.stop()

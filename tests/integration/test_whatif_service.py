@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import orjson
 
+from app.adapters.db import raw
 from app.domain.record_settings import RecordSettings
 from app.entrypoints.cli import main as cli_main
 from app.service.consume import apply_batch
@@ -13,8 +14,8 @@ from tests.factories import event_doc, header, to_event
 
 
 async def consume(engine, documents):
-    async with engine.begin() as conn:
-        await apply_batch(conn, [to_event(d) for d in documents], "sandbox")
+    async with raw.transaction(engine) as pg:
+        await apply_batch(pg, [to_event(d) for d in documents], "sandbox")
 
 
 def unanswered_call(session_id: str, end_user_id: str = "eu-1") -> list[dict]:

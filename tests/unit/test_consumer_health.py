@@ -71,3 +71,27 @@ def test_a_batch_that_fails_after_its_partition_was_revoked_leaves_no_stuck_ghos
     health.failed(TP, 10, "CannotConnectNowError SQLSTATE 57P03")
     clock.now += 3600
     assert health.stuck() == [] and health.readiness("g") == CheckResult(True)
+
+
+def test_the_stalled_seconds_metric_is_read_when_scraped_not_when_the_consumer_last_polled():
+    # /readyz computes a partition's stalled time when asked; the metric must agree with it
+    # at the same moment, not lag by the consumer's last poll.
+    from app import metrics
+
+    clock = Clock()
+    health = ConsumerHealth(stuck_after_seconds=2, clock=clock, joined=True)
+    tp = TopicPartition("events-stalled-metric", 5)
+    health.assigned([tp])
+    health.failed(tp, 0, "ConnectionDoesNotExistError SQLSTATE 08003")
+    health.refresh_metrics(lambda _: None)
+    clock.now += 2.5
+
+    def scraped() -> float | None:
+        return metrics.REGISTRY.get_sample_value("crm_records_consumer_partition_stalled_seconds", {"partition": "5"})
+
+    [stuck] = health.stuck()
+    assert scraped() == stuck.seconds == 2.5
+    health.advanced(tp, 1)
+    assert scraped() == 0
+    health.revoked([tp])
+    assert scraped() is None

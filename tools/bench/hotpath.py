@@ -23,6 +23,7 @@ from pathlib import Path
 import orjson
 from sqlalchemy import text
 
+from app.adapters.db import raw
 from app.adapters.db.engine import build_engine
 from app.domain.events import parse_event
 from app.domain.policy import decide
@@ -76,7 +77,7 @@ async def measure(url: str, sessions: int) -> None:
     engine = build_engine(Settings(_env_file=None, database_url=url))
     try:
         async with engine.connect() as conn:
-            raw = (await conn.get_raw_connection()).driver_connection
+            driver = (await conn.get_raw_connection()).driver_connection
             statement = text("SELECT CAST(:a AS int)")
 
             async def through_sqlalchemy():
@@ -85,7 +86,7 @@ async def measure(url: str, sessions: int) -> None:
 
             async def through_asyncpg():
                 for i in range(1000):
-                    await raw.fetch("SELECT $1::int", i)
+                    await driver.fetch("SELECT $1::int", i)
 
             await through_sqlalchemy()  # warm both statement caches
             await through_asyncpg()
@@ -95,8 +96,8 @@ async def measure(url: str, sessions: int) -> None:
         for size in (333, 4):
             async def apply_all(size: int = size) -> None:  # this pass's batch size, bound now
                 for start in range(0, n, size):
-                    async with engine.begin() as conn:
-                        await apply_batch(conn, events[start:start + size], "sandbox")
+                    async with raw.transaction(engine) as pg:
+                        await apply_batch(pg, events[start:start + size], "sandbox")
 
             async with engine.begin() as conn:
                 await conn.execute(

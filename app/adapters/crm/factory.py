@@ -51,9 +51,17 @@ def build_crm_adapter(settings: Settings, *, engine: AsyncEngine | None = None) 
         assert engine is not None, f"the {spec.name} CRM lives in the service's database"
         return cls.from_settings(settings, engine=engine)
     budget = build_rate_budget(settings, engine)
+    accepts = inspect.signature(cls.from_settings).parameters
+    shared: dict[str, object] = {}
     # An adapter that does not take the shared budget keeps its own per-process one.
-    if budget is not None and "budget" in inspect.signature(cls.from_settings).parameters:
-        adapter = cls.from_settings(settings, budget=budget)
+    if budget is not None and "budget" in accepts:
+        shared["budget"] = budget
+    # An adapter with an access token (Salesforce) shares it with every replica.
+    if engine is not None and "token_store" in accepts:
+        from app.adapters.db.crm_tokens_repo import PostgresTokenStore
+
+        shared["token_store"] = PostgresTokenStore(engine)
+    adapter = cls.from_settings(settings, **shared)
+    if "budget" in shared:
         adapter.rate_budget = budget  # what /readyz shows of the vendor's quota
-        return adapter
-    return cls.from_settings(settings)
+    return adapter

@@ -36,20 +36,22 @@ class SandboxAdapter:
 
     def __init__(self, engine: AsyncEngine, *, latency_ms: int = 0):
         self.engine = engine
+        # A call of one statement needs no BEGIN and COMMIT around it (two round trips).
+        self._one_statement = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.latency = latency_ms / 1000
 
     @classmethod
     def from_settings(cls, settings: Settings, *, engine: AsyncEngine) -> SandboxAdapter:
         return cls(engine, latency_ms=settings.sandbox_latency_ms)
 
-    async def _call(self, operation: str, work):
+    async def _call(self, operation: str, work, *, one_statement: bool = False):
         """Run `work(conn)` in its own transaction, with the configured answer time, and log it."""
         started = time.perf_counter()
         error = None
         try:
             if self.latency:
                 await asyncio.sleep(self.latency / 2)
-            async with self.engine.begin() as conn:
+            async with (self._one_statement if one_statement else self.engine).begin() as conn:
                 result = await work(conn)
             if self.latency:
                 # Half the latency after the write: a crash here leaves a record the worker
@@ -71,14 +73,11 @@ class SandboxAdapter:
 
     async def find_or_create_end_user(self, user: EndUserInfo) -> str:
         async def work(conn: AsyncConnection) -> int:
-            found = await sandbox_repo.find_contact(conn, phone=user.phone, email=user.email)
-            if found is not None:
-                return found
-            return await sandbox_repo.upsert_contact(
+            return await sandbox_repo.find_or_create_contact(
                 conn, external_id=user.id, name=user.name, phone=user.phone, email=user.email
             )
 
-        return str(await self._call("find_or_create_end_user", work))
+        return str(await self._call("find_or_create_end_user", work, one_statement=True))
 
     async def find_record_by_session(self, session_id: str) -> RecordRef | None:
         async def work(conn: AsyncConnection):
@@ -87,10 +86,25 @@ class SandboxAdapter:
         found = await self._call("find_record_by_session", work)
         return RecordRef(str(found), sandbox_record_url(found)) if found is not None else None
 
+    # The end user's contact is found or made with the record, in one statement, when the
+    # worker knows no contact for it yet (RecordRef.contact_id tells the worker which).
+    resolves_end_user = True
+
     async def create_record(self, record: NewRecord) -> RecordRef:
-        # not resolves_end_user: the worker resolved the end user's contact before this call
         contact_id = record.contact_id
-        assert contact_id is not None, "the sandbox's records always name a contact"
+        if contact_id is None:
+            user = record.end_user
+            assert user is not None, "the sandbox's records always name a contact"
+
+            async def with_contact(conn: AsyncConnection) -> tuple[int, int]:
+                return await sandbox_repo.insert_record_for_end_user(
+                    conn, session_id=record.session_id, title=record.title, description=record.description,
+                    tags=list(dict.fromkeys(record.tags)), medium=record.medium,
+                    external_id=user.id, name=user.name, phone=user.phone, email=user.email,
+                )
+
+            made, contact = await self._call("create_record", with_contact, one_statement=True)
+            return RecordRef(str(made), sandbox_record_url(made), str(contact))
 
         async def work(conn: AsyncConnection) -> int:
             return await sandbox_repo.insert_record(
@@ -98,14 +112,14 @@ class SandboxAdapter:
                 contact_id=int(contact_id), tags=list(dict.fromkeys(record.tags)), medium=record.medium,
             )
 
-        record_id = await self._call("create_record", work)
+        record_id = await self._call("create_record", work, one_statement=True)
         return RecordRef(str(record_id), sandbox_record_url(record_id))
 
     async def get_record(self, record_id: str) -> ExistingRecord | None:
         async def work(conn: AsyncConnection):
             return await sandbox_repo.get_record(conn, int(record_id))
 
-        row = await self._call("get_record", work)
+        row = await self._call("get_record", work, one_statement=True)
         if row is None:
             return None
         return ExistingRecord(
@@ -149,7 +163,7 @@ class SandboxAdapter:
         async def work(conn: AsyncConnection):
             await sandbox_repo.add_note(conn, int(note.record_id), note.body, note.idempotency_key)
 
-        await self._call("add_note", work)
+        await self._call("add_note", work, one_statement=True)
 
     async def aclose(self) -> None:
         """The engine belongs to the service; nothing to release here."""

@@ -2,11 +2,12 @@
 decisions and outbox rows (and the workers' wake-up) as data-modifying CTEs.
 
 Each part is its repository's own statement and parameters, renamed apart; together
-they cost one round trip instead of five. Every statement in a WITH runs exactly once
-and to completion whether or not the outer query reads it (PostgreSQL's rule), and an
-error in any part fails the whole statement, as the separate statements failed the
-transaction. Measured in docs/bench.md: each statement through SQLAlchemy costs the
-service a few hundred µs of CPU, which at small batches is most of the consumer's work.
+they cost one round trip instead of five, run on asyncpg's connection (adapters/db/raw.py).
+Every statement in a WITH runs exactly once and to completion whether or not the outer
+query reads it (PostgreSQL's rule), and an error in any part fails the whole statement,
+as the separate statements failed the transaction. Measured in docs/bench.md: each
+statement costs the service CPU of its own, which at small batches is most of the
+consumer's work.
 """
 
 from __future__ import annotations
@@ -15,10 +16,9 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
+import asyncpg
 
-from app.adapters.db import decisions_repo, events_repo, outbox_repo, sessions_repo
+from app.adapters.db import decisions_repo, events_repo, outbox_repo, raw, sessions_repo
 from app.adapters.db.decisions_repo import DecisionRow
 from app.adapters.db.events_repo import ChatMessage
 from app.adapters.db.outbox_repo import NewOutboxRow
@@ -37,7 +37,7 @@ def _renamed(prefix: str, sql: str) -> str:
     return _BIND.sub(lambda match: f":{prefix}_{match[1]}", sql.strip())
 
 
-_WRITE = text(
+_WRITE = raw.positional(
     "WITH "
     + ",\n".join(f"part_{prefix} AS (\n{_renamed(prefix, statement.text)}\n)" for prefix, statement in _PARTS.items())
     # pg_notify is transactional like NOTIFY: the workers hear it when this commits.
@@ -50,7 +50,7 @@ def _prefixed(prefix: str, parameters: dict[str, Any]) -> dict[str, Any]:
 
 
 async def write_batch(
-    conn: AsyncConnection,
+    pg: asyncpg.Connection,
     states: Sequence[SessionState],
     messages: Sequence[ChatMessage],
     decisions: Sequence[DecisionRow],
@@ -65,4 +65,4 @@ async def write_batch(
         **_prefixed("o", outbox_repo.enqueue_parameters(outbox_rows)),
         "notify": bool(outbox_rows),
     }
-    await conn.execute(_WRITE, parameters)
+    await raw.execute(pg, _WRITE, parameters)

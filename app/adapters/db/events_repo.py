@@ -6,9 +6,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import asyncpg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.adapters.db import raw
 from app.domain.rendering import TranscriptLine
 
 
@@ -24,7 +26,7 @@ class ChatMessage:
 
 # Built once; arrays keep the SQL text constant whatever the batch size, so PostgreSQL
 # prepares it once per connection.
-_INSERT_NEW_EVENTS = text(
+_INSERT_NEW_EVENTS = raw.positional(
     """
     INSERT INTO processed_events (event_id, session_id, event_type, occurred_at)
     SELECT * FROM unnest(CAST(:event_ids AS text[]), CAST(:session_ids AS text[]), CAST(:event_types AS text[]),
@@ -71,17 +73,17 @@ _TIMELINE = text(
 
 
 async def insert_new_events(
-    conn: AsyncConnection, event_ids: Sequence[str], session_ids: Sequence[str], event_types: Sequence[str],
+    pg: asyncpg.Connection, event_ids: Sequence[str], session_ids: Sequence[str], event_types: Sequence[str],
     occurred: Sequence[datetime],
 ) -> set[str]:
     """Insert the ids, with each event's type and time (the session timeline lists them);
     return those not seen before (the ones to apply)."""
     if not event_ids:
         return set()
-    result = await conn.execute(_INSERT_NEW_EVENTS, {
+    rows = await raw.fetch(pg, _INSERT_NEW_EVENTS, {
         "event_ids": list(event_ids), "session_ids": list(session_ids), "event_types": list(event_types),
         "occurred": list(occurred)})
-    return {row[0] for row in result}
+    return {row["event_id"] for row in rows}
 
 
 async def timeline(conn: AsyncConnection, session_id: str, limit: int) -> list[TimelineEvent]:
@@ -98,12 +100,6 @@ def insert_messages_parameters(rows: Sequence[ChatMessage]) -> dict[str, list]:
 
 
 INSERT_MESSAGES = _INSERT_MESSAGES  # for batch_writes
-
-
-async def insert_messages(conn: AsyncConnection, rows: Sequence[ChatMessage]) -> None:
-    if not rows:
-        return
-    await conn.execute(_INSERT_MESSAGES, insert_messages_parameters(rows))
 
 
 async def transcript(conn: AsyncConnection, session_id: str) -> list[TranscriptLine]:

@@ -265,35 +265,45 @@ _ENQUEUE_CLAIMED = text(
     """
     INSERT INTO outbox (idempotency_key, kind, session_id, payload, status, attempts, lease_until, claim_id)
     SELECT r.key, 'publish', r.session_id, CAST(r.payload AS jsonb), 'in_progress', 1,
-           now() + make_interval(secs => :lease), CAST(:claim_id AS uuid)
-    FROM unnest(CAST(:keys AS text[]), CAST(:session_ids AS text[]), CAST(:payloads AS text[]))
-         WITH ORDINALITY AS r(key, session_id, payload, n)
+           now() + make_interval(secs => :lease), r.claim_id
+    FROM unnest(CAST(:keys AS text[]), CAST(:session_ids AS text[]), CAST(:payloads AS text[]),
+                CAST(:claim_ids AS uuid[]))
+         WITH ORDINALITY AS r(key, session_id, payload, claim_id, n)
     ORDER BY r.n
     ON CONFLICT (idempotency_key) DO NOTHING
-    RETURNING id
+    RETURNING id, idempotency_key
     """
 )
 
 
+@dataclass(frozen=True, slots=True)
+class ClaimedEvent:
+    """An outcome event to publish, already claimed by the claim of the row it reports."""
+
+    row: NewOutboxRow
+    claim_id: str
+
+
 async def enqueue_publishing(
-    conn: AsyncConnection, rows: Sequence[NewOutboxRow], *, claim_id: str, lease_seconds: float
-) -> list[int]:
+    conn: AsyncConnection, events: Sequence[ClaimedEvent], *, lease_seconds: float
+) -> dict[str, int]:
     """Outcome events to publish, written with the work they report and already claimed by
     this worker, which publishes them right after the commit; if it dies first, another
-    worker publishes them when the lease runs out. Returns the new rows' ids."""
-    if not rows:
-        return []
+    worker publishes them when the lease runs out. One statement for all of them; returns
+    the new rows' ids by idempotency key (a key already there makes no new row)."""
+    if not events:
+        return {}
     result = await conn.execute(
         _ENQUEUE_CLAIMED,
         {
-            "keys": [r.idempotency_key for r in rows],
-            "session_ids": [r.session_id for r in rows],
-            "payloads": [orjson.dumps(r.payload).decode() for r in rows],
-            "claim_id": claim_id,
+            "keys": [e.row.idempotency_key for e in events],
+            "session_ids": [e.row.session_id for e in events],
+            "payloads": [orjson.dumps(e.row.payload).decode() for e in events],
+            "claim_ids": [e.claim_id for e in events],
             "lease": lease_seconds,
         },
     )
-    return [row[0] for row in result]
+    return {key: row_id for row_id, key in result}
 
 
 async def record_attempts(conn: AsyncConnection, crm: str, attempts: Sequence[Attempt]) -> None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, func, or_, select, update
+from sqlalchemy import Row, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -80,6 +80,36 @@ async def find_contact(conn: AsyncConnection, *, phone: str | None, email: str |
     return None
 
 
+# Found by phone, else by email (the oldest contact with it), else made (or renamed) by
+# the end user's id: one statement, one round trip.
+_CONTACT_CTES = """
+    by_phone AS (
+        SELECT id FROM sandbox_contacts WHERE CAST(:phone AS text) <> '' AND phone = :phone ORDER BY id LIMIT 1
+    ), by_email AS (
+        SELECT id FROM sandbox_contacts
+        WHERE CAST(:email AS text) <> '' AND email = :email AND NOT EXISTS (SELECT 1 FROM by_phone)
+        ORDER BY id LIMIT 1
+    ), created AS (
+        INSERT INTO sandbox_contacts (external_id, name, phone, email)
+        SELECT :external_id, :name, :phone, :email
+        WHERE NOT EXISTS (SELECT 1 FROM by_phone) AND NOT EXISTS (SELECT 1 FROM by_email)
+        ON CONFLICT (external_id) DO UPDATE SET name = coalesce(EXCLUDED.name, sandbox_contacts.name)
+        RETURNING id
+    ), contact AS (
+        SELECT id FROM by_phone UNION ALL SELECT id FROM by_email UNION ALL SELECT id FROM created
+    )
+"""
+_FIND_OR_CREATE_CONTACT = text(f"WITH {_CONTACT_CTES} SELECT id FROM contact")
+
+
+async def find_or_create_contact(
+    conn: AsyncConnection, *, external_id: str, name: str | None, phone: str | None, email: str | None
+) -> int:
+    """`find_contact`, else `upsert_contact`, in one statement."""
+    params = {"external_id": external_id, "name": name, "phone": phone, "email": email}
+    return (await conn.execute(_FIND_OR_CREATE_CONTACT, params)).scalar_one()
+
+
 async def upsert_contact(
     conn: AsyncConnection, *, external_id: str, name: str | None, phone: str | None, email: str | None
 ) -> int:
@@ -97,24 +127,61 @@ async def record_id_for_session(conn: AsyncConnection, session_id: str) -> int |
     ).scalar()
 
 
+_INSERT_RECORD = text(
+    """
+    WITH created AS (
+        INSERT INTO sandbox_records (external_id, title, description, contact_id, tags, medium)
+        VALUES (:session_id, :title, :description, :contact_id, CAST(:tags AS text[]), :medium)
+        ON CONFLICT (external_id) DO NOTHING
+        RETURNING id
+    )
+    SELECT id FROM created UNION ALL SELECT id FROM sandbox_records WHERE external_id = :session_id
+    """
+)
+# The end user's contact found or made, and the record, in one statement: a repeated
+# create returns the first record and its contact.
+_INSERT_RECORD_FOR_END_USER = text(
+    f"""
+    WITH {_CONTACT_CTES}, made AS (
+        INSERT INTO sandbox_records (external_id, title, description, contact_id, tags, medium)
+        SELECT :session_id, :title, :description, contact.id, CAST(:tags AS text[]), :medium FROM contact
+        ON CONFLICT (external_id) DO NOTHING
+        RETURNING id, contact_id
+    )
+    SELECT id, contact_id FROM made
+    UNION ALL SELECT id, contact_id FROM sandbox_records WHERE external_id = :session_id
+    """
+)
+
+
+async def insert_record_for_end_user(
+    conn: AsyncConnection, *, session_id: str, title: str, description: str, tags: list[str], medium: str,
+    external_id: str, name: str | None, phone: str | None, email: str | None,
+) -> tuple[int, int]:
+    """`find_or_create_contact` and `insert_record` in one statement: (record id, contact id)."""
+    params = {"session_id": session_id, "title": title, "description": description, "tags": tags,
+              "medium": medium, "external_id": external_id, "name": name, "phone": phone, "email": email}
+    row = (await conn.execute(_INSERT_RECORD_FOR_END_USER, params)).first()
+    if row is None:  # committed by another transaction while this statement ran (see insert_record)
+        row = (await conn.execute(
+            select(sandbox_records.c.id, sandbox_records.c.contact_id).where(
+                sandbox_records.c.external_id == session_id)
+        )).one()
+    return row.id, row.contact_id
+
+
 async def insert_record(
     conn: AsyncConnection, *, session_id: str, title: str, description: str, contact_id: int, tags: list[str],
     medium: str,
 ) -> int:
     """Insert once per session: a repeated create returns the first record's id."""
-    created = (
-        await conn.execute(
-            insert(sandbox_records)
-            .values(
-                external_id=session_id, title=title, description=description, contact_id=contact_id,
-                tags=tags, medium=medium,
-            )
-            .on_conflict_do_nothing(index_elements=[sandbox_records.c.external_id])
-            .returning(sandbox_records.c.id)
-        )
-    ).scalar()
+    params = {"session_id": session_id, "title": title, "description": description, "contact_id": contact_id,
+              "tags": tags, "medium": medium}
+    created = (await conn.execute(_INSERT_RECORD, params)).scalar()
     if created is not None:
         return created
+    # The record was committed by another transaction while this statement ran: its
+    # snapshot did not see it; a new statement does.
     existing = await record_id_for_session(conn, session_id)
     assert existing is not None
     return existing

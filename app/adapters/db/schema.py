@@ -191,6 +191,18 @@ crm_rate_budgets = Table(
     Column("updated_at", Timestamp, nullable=False, server_default=func.now()),
 )
 
+# The access token of a CRM that hands out expiring tokens (Salesforce's OAuth token), one
+# per CRM account, shared by every replica: one token request serves them all, also across
+# restarts, until the CRM refuses the token (app.adapters.db.crm_tokens_repo).
+crm_tokens = Table(
+    "crm_tokens",
+    metadata,
+    Column("account", Text, primary_key=True),
+    Column("access_token", Text, nullable=False),
+    Column("instance_url", Text, nullable=False),
+    Column("updated_at", Timestamp, nullable=False, server_default=func.now()),
+)
+
 settings_versions = Table(
     "settings_versions",
     metadata,

@@ -6,10 +6,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.adapters.db import raw
 from app.domain.kinds import RecordAction
 from app.domain.session import SessionState
 
@@ -25,7 +27,7 @@ class SessionRecord:
 
 # Row locks: a rebalance can hand a partition to another consumer while the old owner
 # finishes its batch; the lock makes the two batches apply one after the other.
-_LOAD_FOR_UPDATE = text(
+_LOAD_FOR_UPDATE = raw.positional(
     "SELECT session_id, state FROM sessions WHERE session_id = ANY(CAST(:ids AS text[])) "
     "ORDER BY session_id FOR UPDATE"
 )
@@ -41,12 +43,12 @@ _UPSERT = text(
 )
 
 
-async def load_states_for_update(conn: AsyncConnection, session_ids: Iterable[str]) -> dict[str, SessionState]:
+async def load_states_for_update(pg: asyncpg.Connection, session_ids: Iterable[str]) -> dict[str, SessionState]:
     ids = sorted(set(session_ids))
     if not ids:
         return {}
-    result = await conn.execute(_LOAD_FOR_UPDATE, {"ids": ids})
-    return {row.session_id: SessionState.from_document(row.state) for row in result}
+    rows = await raw.fetch(pg, _LOAD_FOR_UPDATE, {"ids": ids})
+    return {row["session_id"]: SessionState.from_document(row["state"]) for row in rows}
 
 
 def save_states_parameters(states: Sequence[SessionState]) -> dict[str, Any]:

@@ -8,9 +8,11 @@ from functools import lru_cache
 from hashlib import blake2b
 from typing import Any
 
+import asyncpg
 from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.adapters.db import raw
 from app.adapters.db.schema import settings_versions
 from app.domain.record_settings import DEFAULT_RECORD_SETTINGS, RecordSettings
 
@@ -60,17 +62,22 @@ def _remember(version: int, document: str) -> tuple[str, RecordSettings]:
 
 async def in_force(conn: AsyncConnection) -> SettingsInForce:
     """The settings in force: one small read, validated only when the version is new."""
-    row = (await conn.execute(_CURRENT)).first()
+    return _in_force((await conn.execute(_CURRENT)).first())
+
+
+_CURRENT_ON_DRIVER = raw.positional(_CURRENT.text)
+
+
+async def in_force_on_driver(pg: asyncpg.Connection) -> SettingsInForce:
+    """`in_force` on asyncpg's connection (the consumer's hot path, adapters/db/raw.py)."""
+    return _in_force(await pg.fetchrow(_CURRENT_ON_DRIVER.sql))
+
+
+def _in_force(row: Any) -> SettingsInForce:
     if row is None:
         return SettingsInForce(None, None, DEFAULT_RECORD_SETTINGS)
     digest, settings = _remember(row[0], row[1])
     return SettingsInForce(row[0], digest, settings)
-
-
-async def current(conn: AsyncConnection) -> tuple[int | None, RecordSettings]:
-    """The settings in force (version None: nothing saved yet, the defaults apply)."""
-    found = await in_force(conn)
-    return found.version, found.settings
 
 
 async def of_version(conn: AsyncConnection, version: int | None, digest: str | None = None) -> RecordSettings:

@@ -5,6 +5,7 @@ one shape (`{"detail": [{"field", "reason", "loc", "msg"}]}`), and 401/403/404 w
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import orjson
@@ -15,7 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.entrypoints.http.models import ErrorMessage, ValidationErrors
+from app.entrypoints.http.models import ErrorMessage, FieldError, ValidationErrors
 
 log = logging.getLogger("app.http")
 
@@ -37,16 +38,16 @@ def found(value: T | None, detail: str) -> T:
     return value
 
 
-def field_error(field: str, reason: str, loc: list[str] | None = None) -> dict[str, Any]:
-    return {"field": field, "reason": reason, "loc": loc or [field], "msg": reason}
+def field_error(field: str, reason: str, loc: list[str] | None = None) -> FieldError:
+    return FieldError(field=field, reason=reason, loc=loc or [field], msg=reason)
 
 
-def refused(errors: list[dict[str, Any]]) -> JSONBody:
-    return JSONBody({"detail": errors}, status_code=422)
+def refused(errors: list[FieldError]) -> JSONBody:
+    return JSONBody(ValidationErrors(detail=errors).model_dump(mode="json"), status_code=422)
 
 
-def field_errors(errors: list[Any], *, unknown: str = "unknown field") -> list[dict[str, Any]]:
-    """pydantic's errors as {field, reason}: the field without its location prefix."""
+def field_errors(errors: Sequence[Any], *, unknown: str = "unknown field") -> list[FieldError]:
+    """pydantic's errors (ErrorDetails) as FieldErrors: the field without its location prefix."""
     found = []
     for item in errors:
         location = [str(p) for p in item["loc"]]
@@ -61,7 +62,7 @@ def field_errors(errors: list[Any], *, unknown: str = "unknown field") -> list[d
     return found
 
 
-def validation_errors(exc: ValidationError, *, unknown: str = "unknown field") -> list[dict[str, Any]]:
+def validation_errors(exc: ValidationError, *, unknown: str = "unknown field") -> list[FieldError]:
     return field_errors(exc.errors(include_url=False, include_input=False), unknown=unknown)
 
 

@@ -36,6 +36,7 @@ from app.adapters.crm.salesforce.client import (
     SalesforceClient,
     SalesforceRefused,
     Subrequest,
+    TokenStore,
     soql_literal,
 )
 from app.adapters.crm.salesforce.objects import ContactLink, RecordObject, build_record_object, quoted
@@ -103,8 +104,10 @@ class SalesforceAdapter:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, *, budget: RateBudget | None = None, **client_options: Any
+        cls, settings: Settings, *, budget: RateBudget | None = None, token_store: TokenStore | None = None,
+        **client_options: Any,
     ) -> SalesforceAdapter:
+        account = budget.account if budget is not None else f"{CRM}:{settings.salesforce_login_url}"
         client = SalesforceClient(
             login_url=required_setting(settings, "salesforce_login_url"),
             client_id=required_setting(settings, "salesforce_client_id"),
@@ -113,10 +116,12 @@ class SalesforceAdapter:
             timeout_seconds=settings.crm_timeout_seconds,
             requests_per_minute=settings.salesforce_requests_per_minute,
             budget=budget,
+            token_store=token_store,
+            account=account,
             **client_options,
         )
         adapter = cls(client, build_record_object(settings), session_log=settings.salesforce_session_log)
-        adapter.account = budget.account if budget is not None else f"{CRM}:{settings.salesforce_login_url}"
+        adapter.account = account
         return adapter
 
     @property
@@ -126,8 +131,9 @@ class SalesforceAdapter:
     # --- credentials and end users ------------------------------------------------------------
 
     async def check_credentials(self) -> None:
-        """A fresh token proves the credentials; describing the record object proves API access."""
-        await self.client.check()
+        """Describing the record object with the token in use proves API access; a refused
+        token is renewed once (the credentials are then what is proven). No new token is
+        asked for while the shared one is accepted: token requests are not free."""
         await self.client.call("check_credentials", "GET", f"sobjects/{self.object.name}/describe")
 
     async def _match_contact(self, user: EndUserInfo) -> tuple[str, str | None] | None:

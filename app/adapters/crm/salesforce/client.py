@@ -1,5 +1,6 @@
-"""The Salesforce REST API as the adapter uses it: an OAuth 2.0 client-credentials session
-renewed on 401, Salesforce's error bodies, SOQL, and the Composite API.
+"""The Salesforce REST API as the adapter uses it: an OAuth 2.0 client-credentials token
+shared by the replicas and renewed on 401, SOQL, and the Composite API (what its answers
+say, error bodies included, is read in `answers`).
 
 A composite request (POST /composite with allOrNone, or a composite graph) runs several
 sObject requests ("nodes" here) in one call that counts once against the org's API
@@ -10,18 +11,32 @@ A node may use an earlier node's answer through `@{referenceId.field}`.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
 from app import metrics
-from app.adapters.crm.base import CrmAuthError, CrmPermanentError, CrmRateLimited, CrmTransientError
-from app.adapters.crm.budget import RateBudget, VendorQuota, parse_sforce_limit_info
-from app.adapters.crm.http import CrmHttp, default_describe
+from app.adapters.crm.base import CrmAuthError, CrmRateLimited, CrmTransientError
+from app.adapters.crm.budget import RateBudget
+from app.adapters.crm.http import CrmHttp
+from app.adapters.crm.salesforce.answers import (
+    SalesforceRefused,
+    SessionRefused,
+    _refused,
+    _response_items,
+    describe_items,
+    describe_salesforce_error,
+    error_codes,
+    error_items,
+    parse_salesforce_datetime,
+    salesforce_quota,
+    soql_literal,
+)
 
 CRM = "salesforce"
+log = logging.getLogger(__name__)
 
 # REQUEST_LIMIT_EXCEEDED carries no Retry-After: the org's rolling 24 h API allocation is
 # spent. Probing once a minute is cheap and resumes soon after the allocation frees up.
@@ -31,73 +46,6 @@ REQUEST_LIMIT_WAIT_SECONDS = 60.0
 RETRYABLE_CODES = {"UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE", "REQUEST_RUNNING_TOO_LONG"}
 # A graph node that did not fail itself but was rolled back because another one did.
 HALTED = "PROCESSING_HALTED"
-
-
-# --- error bodies -------------------------------------------------------------------------------
-
-
-def error_items(body: Any) -> list[dict[str, Any]]:
-    """REST errors are a JSON array of {message, errorCode, fields}."""
-    if isinstance(body, list):
-        return [item for item in body if isinstance(item, dict)]
-    return []
-
-
-def _response_items(response: httpx.Response) -> list[dict[str, Any]]:
-    try:
-        return error_items(response.json())
-    except ValueError:
-        return []
-
-
-def error_codes(response: httpx.Response) -> set[str]:
-    return {str(item.get("errorCode")) for item in _response_items(response) if item.get("errorCode")}
-
-
-def describe_items(items: list[dict[str, Any]]) -> str:
-    parts = []
-    for item in items:
-        text = f"{item.get('errorCode', 'ERROR')}: {item.get('message', '')}".rstrip()
-        fields = item.get("fields") or []
-        if fields:
-            text += f" (fields: {', '.join(str(f) for f in fields)})"
-        parts.append(text)
-    return "; ".join(parts)
-
-
-def describe_salesforce_error(response: httpx.Response) -> str:
-    """Salesforce's own words: `errorCode: message (fields: ...)`, or the OAuth
-    `error: error_description` of the token endpoint."""
-    items = _response_items(response)
-    if items:
-        return f"HTTP {response.status_code} " + describe_items(items)
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict) and "error" in body:
-        return f"HTTP {response.status_code} {body['error']}: {body.get('error_description', '')}".rstrip(": ")
-    return default_describe(response)
-
-
-class SessionRefused(CrmAuthError):
-    """401 from the REST API: the access token expired or was revoked."""
-
-
-class SalesforceRefused(CrmPermanentError):
-    """A request Salesforce refused, with its error codes (for the callers that can
-    repair the request, e.g. drop a create-only field and send again)."""
-
-    def __init__(self, message: str, *, codes: set[str], fields: set[str], status: int | None = None):
-        super().__init__(message, status=status)
-        self.codes = codes
-        self.fields = fields
-
-
-def _refused(text: str, items: list[dict[str, Any]], status: int | None) -> SalesforceRefused:
-    codes = {str(i.get("errorCode")) for i in items if i.get("errorCode")}
-    fields = {str(f) for i in items for f in (i.get("fields") or [])}
-    return SalesforceRefused(text, codes=codes, fields=fields, status=status)
 
 
 class _LoginHttp(CrmHttp):
@@ -134,38 +82,6 @@ class _RestHttp(CrmHttp):
         return super().classify(response, operation, message)
 
 
-# --- values -------------------------------------------------------------------------------------
-
-
-def soql_literal(value: str) -> str:
-    """A SOQL string literal: quotes and backslashes escaped, so a value cannot end the
-    literal early (an email with an apostrophe is common)."""
-    escaped = (
-        value.replace("\\", "\\\\")
-        .replace("'", "\\'")
-        .replace('"', '\\"')
-        .replace("\n", "\\n")
-        .replace("\r", "\\r")
-        .replace("\t", "\\t")
-    )
-    return f"'{escaped}'"
-
-
-def parse_salesforce_datetime(value: str | None) -> datetime | None:
-    """`2024-01-15T10:00:00.000+0000` as an aware UTC datetime."""
-    if not value:
-        return None
-    moment = datetime.fromisoformat(value)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
-
-
-def salesforce_quota(headers: Any) -> VendorQuota | None:
-    """The org's daily allocation from `Sforce-Limit-Info: api-usage=N/M` (every answer)."""
-    return parse_sforce_limit_info(headers.get("Sforce-Limit-Info"))
-
-
 # --- composite graph ----------------------------------------------------------------------------
 
 
@@ -200,6 +116,24 @@ class _Session:
         return {"Authorization": f"Bearer {self.access_token}"}
 
 
+class Token(Protocol):
+    @property
+    def access_token(self) -> str: ...
+
+    @property
+    def instance_url(self) -> str: ...
+
+
+class TokenStore(Protocol):
+    """Where the replicas share the org's access token (PostgreSQL in the service:
+    app.adapters.db.crm_tokens_repo). `save(..., replacing=t)` stores the token only if the
+    stored one is still `t` (the refused one) or none is stored."""
+
+    async def load(self, account: str) -> Token | None: ...
+
+    async def save(self, account: str, token: _Session, *, replacing: str | None) -> None: ...
+
+
 class SalesforceClient:
     def __init__(
         self,
@@ -212,8 +146,13 @@ class SalesforceClient:
         requests_per_minute: int | None,
         transport: httpx.AsyncBaseTransport | None = None,
         budget: RateBudget | None = None,
+        token_store: TokenStore | None = None,
+        account: str = CRM,
     ):
         self._client_id = client_id
+        # One token for every replica and across restarts, until Salesforce refuses it.
+        self._tokens = token_store
+        self._account = account
         self._client_secret = client_secret
         self.api_version = api_version if api_version.startswith("v") else f"v{api_version}"
         # Token requests are not REST API calls and do not count against the org's allocation.
@@ -264,14 +203,37 @@ class SalesforceClient:
         return session if session is not None else await self.renew_session(stale=None)
 
     async def renew_session(self, stale: _Session | None) -> _Session:
-        """A new token unless another caller already replaced `stale` while we waited."""
+        """The token to use now: this process's, else the one the replicas share, else a
+        new one. `stale` is the token Salesforce just refused: it is replaced (by another
+        caller's or another replica's newer token when there is one, else a new one)."""
         async with self._session_lock:
-            if self._session is None or self._session is stale:
-                self._session = await self._fetch_session()
+            if self._session is not None and self._session is not stale:
+                return self._session
+            shared = await self._shared_token()
+            if shared is not None and (stale is None or shared.access_token != stale.access_token):
+                self._session = shared
+                return shared
+            self._session = await self._fetch_session()
+            await self._share(self._session, replacing=stale.access_token if stale else None)
             return self._session
 
-    async def check(self) -> None:
-        await self.renew_session(stale=self._session)
+    async def _shared_token(self) -> _Session | None:
+        if self._tokens is None:
+            return None
+        try:
+            token = await self._tokens.load(self._account)
+        except Exception as exc:  # a token of its own still works
+            log.warning("could not read the shared Salesforce token (%r)", exc)
+            return None
+        return _Session(token.access_token, token.instance_url) if token else None
+
+    async def _share(self, session: _Session, *, replacing: str | None) -> None:
+        if self._tokens is None:
+            return
+        try:
+            await self._tokens.save(self._account, session, replacing=replacing)
+        except Exception as exc:  # the other replicas then fetch their own
+            log.warning("could not share the Salesforce token (%r)", exc)
 
     async def call(
         self, operation: str, method: str, path: str, *, accept: tuple[int, ...] = (), **kwargs: Any
@@ -355,3 +317,9 @@ class SalesforceClient:
     async def aclose(self) -> None:
         await self._login.aclose()
         await self.rest.aclose()
+
+
+__all__ = [
+    "CRM", "CompositeResult", "SalesforceClient", "SalesforceRefused", "SessionRefused", "Subrequest", "TokenStore",
+    "describe_salesforce_error", "error_codes", "parse_salesforce_datetime", "salesforce_quota", "soql_literal",
+]

@@ -1,0 +1,75 @@
+"""The consumer's hot path on the pooled connection's own asyncpg connection.
+
+A statement through SQLAlchemy's AsyncConnection costs the service several hundred µs
+of CPU (statement and cache-key handling, the greenlet hop, result wrapping) against
+about a hundred for the same statement on asyncpg (docs/bench.md). The consumer runs a
+handful of statements per partition batch, so on a quiet stream, with a few events per
+batch, that overhead was most of its CPU. Here the statements are the repositories' own
+SQL text, their `:name` binds turned into asyncpg's `$n` once, at import.
+
+The connection still comes from the engine's pool (one pool, one limit), and errors are
+asyncpg's own: they carry `sqlstate` as SQLAlchemy's wrapped ones do, which is what
+`errors.rejects_the_data` reads.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+# A `:name` bind, not a `::type` cast and not part of a word (as SQLAlchemy's text() reads it).
+_BIND = re.compile(r"(?<![:\w]):(\w+)")
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """SQL with `$n` placeholders, and the parameter name each number stands for."""
+
+    sql: str
+    names: tuple[str, ...]
+
+    def arguments(self, parameters: Mapping[str, Any]) -> list[Any]:
+        return [parameters[name] for name in self.names]
+
+
+def positional(sql: str) -> Statement:
+    """`:name` binds as `$1`, `$2`, ... (a name used twice gets one number)."""
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        if match[1] not in names:
+            names.append(match[1])
+        return f"${names.index(match[1]) + 1}"
+
+    return Statement(_BIND.sub(number, sql.strip()), tuple(names))
+
+
+async def fetch(pg: asyncpg.Connection, statement: Statement, parameters: Mapping[str, Any]) -> list[Any]:
+    return await pg.fetch(statement.sql, *statement.arguments(parameters))
+
+
+async def execute(pg: asyncpg.Connection, statement: Statement, parameters: Mapping[str, Any]) -> None:
+    await pg.execute(statement.sql, *statement.arguments(parameters))
+
+
+@asynccontextmanager
+async def transaction(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
+    """A transaction on a connection of `engine`'s pool, as asyncpg's connection: committed
+    when the block ends, rolled back when it raises. A connection that died on the way
+    (the server restarted, the socket dropped) is taken out of the pool, not handed on."""
+    async with engine.connect() as conn:
+        pg = (await conn.get_raw_connection()).driver_connection
+        assert pg is not None, "a checked-out connection has a driver connection"
+        try:
+            async with pg.transaction():
+                yield pg
+        except BaseException:
+            if pg.is_closed():
+                await conn.invalidate()
+            raise
