@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import time
@@ -51,6 +52,21 @@ def migrate(settings: Settings) -> None:
     config.set_main_option("script_location", str(PROJECT_ROOT / "migrations"))
     config.attributes["database_url"] = settings.resolved_database_url()
     command.upgrade(config, "head")
+
+
+def tune_garbage_collector() -> None:
+    """For the service process, once everything is imported: what exists now (modules,
+    pydantic schemas, SQLAlchemy's tables and caches) lives as long as the process, so it
+    is frozen out of the collector's sight and a full collection no longer walks it; and
+    the youngest generation is collected every 10,000 net allocations instead of 700.
+
+    At the defaults the collector took 15-25 µs of CPU per event consumed, almost all of it
+    full collections walking the start-up heap, about a third of the consumer's CPU
+    (docs/bench.md). Objects still die by reference count as before; only cycles wait a
+    little longer. Not done in the tests, which run the service inside pytest's process."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
 
 
 def run_until_complete(main: Coroutine[Any, Any, Any]) -> Any:

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -32,11 +31,14 @@ _LOAD_FOR_UPDATE = raw.positional(
     "ORDER BY session_id FOR UPDATE"
 )
 
+# The state document is the SessionState as orjson writes a dataclass: its fields by name,
+# datetimes in RFC 3339, the same document as SessionState.to_document() (a unit test holds
+# the two together) without building it.
 _UPSERT = text(
     """
     INSERT INTO sessions (session_id, state, record)
-    SELECT s.id, CAST(s.state AS jsonb), s.record
-    FROM unnest(CAST(:ids AS text[]), CAST(:states AS text[]), CAST(:records AS text[])) AS s(id, state, record)
+    SELECT s.session_id, s.state, s.record
+    FROM json_to_recordset(CAST(:states AS json)) AS s(session_id text, state jsonb, record text)
     ON CONFLICT (session_id) DO UPDATE
     SET state = EXCLUDED.state, record = EXCLUDED.record, updated_at = now()
     """
@@ -52,11 +54,7 @@ async def load_states_for_update(pg: asyncpg.Connection, session_ids: Iterable[s
 
 
 def save_states_parameters(states: Sequence[SessionState]) -> dict[str, Any]:
-    return {
-        "ids": [s.session_id for s in states],
-        "states": [orjson.dumps(s.to_document()).decode() for s in states],
-        "records": [s.record for s in states],
-    }
+    return {"states": raw.json_rows([{"session_id": s.session_id, "state": s, "record": s.record} for s in states])}
 
 
 SAVE_STATES = _UPSERT  # for batch_writes, which runs it together with the batch's other writes
