@@ -35,6 +35,7 @@ from app.service.outbox import OutboxRunner
 from app.service.readiness import CrmHealth
 from app.service.replicas import beat_periodically
 from app.service.startup import StartupProgress, keep_trying
+from app.service.whatif import refresh_periodically
 from app.settings import PROJECT_ROOT, Settings
 
 log = logging.getLogger("app")
@@ -223,6 +224,7 @@ async def _run_components(settings: Settings, engine, crm: CrmAdapter, publisher
             refresh_gauges_periodically(engine, settings.metrics_refresh_seconds, stop), name="db-gauges"
         ),
         asyncio.create_task(beat_periodically(engine, crm.name, runtime.crm_health, stop), name="heartbeat"),
+        asyncio.create_task(refresh_periodically(engine, stop), name="what-if-inputs"),
     }
     stopping = asyncio.create_task(stop.wait())
     try:

@@ -13,7 +13,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.adapters.crm.base import CrmCall
-from app.adapters.db.schema import crm_attempts, outbox
+from app.adapters.db.schema import outbox
 from app.domain.kinds import OutboxKind, OutboxStatus
 
 NOTIFY_CHANNEL = "crm_records_outbox"
@@ -362,25 +362,6 @@ async def oldest_due_age_seconds(conn: AsyncConnection) -> float:
         )
     )
     return max(0.0, float(result.scalar_one()))
-
-
-async def list_for_session(conn: AsyncConnection, session_id: str) -> list[dict[str, Any]]:
-    result = await conn.execute(
-        select(
-            outbox.c.id, outbox.c.kind, outbox.c.idempotency_key, outbox.c.status, outbox.c.attempts,
-            outbox.c.due_at, outbox.c.last_error, outbox.c.created_at, outbox.c.done_at,
-        )
-        .where(outbox.c.session_id == session_id)
-        .order_by(outbox.c.id)
-    )
-    return [dict(r) for r in result.mappings()]
-
-
-async def attempts_for_session(conn: AsyncConnection, session_id: str) -> list[dict[str, Any]]:
-    result = await conn.execute(
-        select(crm_attempts).where(crm_attempts.c.session_id == session_id).order_by(crm_attempts.c.id)
-    )
-    return [dict(r) for r in result.mappings()]
 
 
 async def requeue_parked(conn: AsyncConnection, session_id: str | None = None) -> int:
