@@ -107,7 +107,7 @@ async def lock_sessions(conn: AsyncConnection, session_ids: Sequence[str]) -> No
     await conn.execute(_LOCK, {"ids": sorted(session_ids)})
 
 
-SET_RECORDS = _SET_RECORDS  # for outbox_writes, after lock_sessions
+SET_RECORDS, LOCK = _SET_RECORDS, _LOCK  # for outbox_writes: the locks first, then the update
 
 
 def set_records_parameters(crm: str, records: Sequence[SessionRecord]) -> dict[str, Any]:
