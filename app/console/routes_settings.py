@@ -11,6 +11,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from app.adapters.db import explorer_repo, settings_repo
+from app.adapters.db.settings_repo import SettingsInForce
 from app.console.panel import diff_rows, parse, previews
 from app.console.web import N_, SECURITY_HEADERS, Console, Refused, redirect
 from app.domain.record_settings import RecordSettings, settings_changes
@@ -37,9 +38,9 @@ class SettingsPages:
         # The same account of the CRM side that GET /api/crm serves (settings only, no CRM call).
         self.setup = crm_setup(runtime.settings)
 
-    async def _current(self) -> tuple[int | None, RecordSettings]:
+    async def _current(self) -> SettingsInForce:
         async with self.engine.connect() as conn:
-            return await settings_repo.current(conn)
+            return await settings_repo.in_force(conn)
 
     async def _previews(self, document: dict[str, Any]):
         async with self.engine.connect() as conn:
@@ -49,7 +50,7 @@ class SettingsPages:
     async def _panel(self, request: Request, document: dict[str, Any], errors: dict[str, str],
                      status: int = 200) -> Response:
         session = self.console.require_session(request)
-        version, _ = await self._current()
+        version = (await self._current()).version
         return self.console.render(
             request, "panel.html", status=status, session=session, doc=document, errors=errors,
             version=version, preview=await self._previews(document), days=DEFAULT_DAYS, max_days=MAX_DAYS,
@@ -58,17 +59,17 @@ class SettingsPages:
 
     async def _review(self, request: Request, proposed: RecordSettings, session: Any,
                       restoring: int | None = None) -> Response:
-        version, current = await self._current()
-        changes = settings_changes(current, proposed)  # the defaults when nothing was saved yet
+        current = await self._current()
+        changes = settings_changes(current.settings, proposed)  # the defaults when nothing was saved yet
         return self.console.render(
-            request, "review.html", session=session, rows=diff_rows(changes), version=version,
+            request, "review.html", session=session, rows=diff_rows(changes), version=current.version,
             document_json=orjson.dumps(proposed.model_dump()).decode(), restoring=restoring,
         )
 
     async def panel(self, request: Request) -> Response:
         self.console.require_session(request)
-        _, current = await self._current()
-        return await self._panel(request, current.model_dump(), {})
+        current = await self._current()
+        return await self._panel(request, current.settings.model_dump(), {})
 
     async def preview(self, request: Request) -> Response:
         session = self.console.require_session(request)
@@ -113,7 +114,7 @@ class SettingsPages:
             raise Refused(
                 422, N_("The reviewed settings were altered on the way: start again from the panel.")
             ) from None
-        version, _ = await self._current()
+        version = (await self._current()).version
         if str(version or 0) != form.get("base_version"):
             # someone saved in between: show the diff against what is in force now
             return await self._review(request, proposed, session)
@@ -125,7 +126,7 @@ class SettingsPages:
         session = self.console.require_session(request)
         async with self.engine.connect() as conn:
             versions = await settings_history(conn, limit=HISTORY_PAGE + 1, before_version=before)
-            version, _ = await settings_repo.current(conn)
+            version = (await settings_repo.in_force(conn)).version
         return self.console.render(
             request, "history.html", session=session, versions=versions[:HISTORY_PAGE], current_version=version,
             next_before=versions[HISTORY_PAGE - 1].version if len(versions) > HISTORY_PAGE else None,

@@ -9,7 +9,7 @@ caller must drop repeated `event_id`s before they get here, as the consumer does
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from datetime import datetime
 from operator import attrgetter
 from typing import Any, Literal
@@ -85,13 +85,18 @@ class SessionState:
 
     @classmethod
     def from_document(cls, document: dict[str, Any]) -> SessionState:
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in document.items() if k in known}
-        for name in _DATETIME_FIELDS:
-            if values.get(name) is not None:
-                values[name] = datetime.fromisoformat(values[name])
-        values["queue_path"] = tuple(values.get("queue_path") or ())
-        return cls(**values)
+        """The state a document holds: unknown keys are ignored, missing ones take their
+        default (a missing required one is refused with TypeError, as __init__ does)."""
+        get = document.get
+        values = [get(name, default) for name, default in _DEFAULTS]
+        for position in _DATETIME_POSITIONS:
+            if values[position] is not None:
+                values[position] = datetime.fromisoformat(values[position])
+        values[_QUEUE_PATH] = tuple(values[_QUEUE_PATH] or ())
+        if any(value is _REQUIRED for value in values):
+            missing = [name for (name, _), value in zip(_DEFAULTS, values, strict=True) if value is _REQUIRED]
+            raise TypeError(f"SessionState document lacks {', '.join(missing)}")
+        return _filled(values)
 
 
 _FIELD_NAMES = tuple(f.name for f in fields(SessionState))
@@ -100,6 +105,20 @@ _POSITION = {name: n for n, name in enumerate(_FIELD_NAMES)}
 # The slots' own setters: they fill a new instance without going through the frozen
 # class's __setattr__, which is what makes __init__ (and so replace()) slow.
 _SLOT_SETTERS = tuple(getattr(SessionState, name).__set__ for name in _FIELD_NAMES)
+
+
+_REQUIRED: Any = object()
+_DEFAULTS = tuple((f.name, _REQUIRED if f.default is MISSING else f.default) for f in fields(SessionState))
+_DATETIME_POSITIONS = tuple(_POSITION[name] for name in sorted(_DATETIME_FIELDS))
+_QUEUE_PATH = _POSITION["queue_path"]
+
+
+def _filled(values: list[Any]) -> SessionState:
+    """A new state from every field's value, in field order, without the frozen __init__."""
+    new = object.__new__(SessionState)
+    for set_slot, value in zip(_SLOT_SETTERS, values, strict=True):
+        set_slot(new, value)
+    return new
 
 
 def evolve(state: SessionState, **changes: Any) -> SessionState:
@@ -112,10 +131,7 @@ def evolve(state: SessionState, **changes: Any) -> SessionState:
             values[_POSITION[name]] = value
         except KeyError:
             raise TypeError(f"SessionState has no field {name!r}") from None
-    new = object.__new__(SessionState)
-    for set_slot, value in zip(_SLOT_SETTERS, values, strict=True):
-        set_slot(new, value)
-    return new
+    return _filled(values)
 
 
 def _earliest(current: datetime | None, candidate: datetime) -> datetime:

@@ -112,20 +112,25 @@ def steps(session: HistoricSession) -> tuple[SessionFacts, ...]:
     """The session as it stood after each instant at which one of its events occurred, oldest
     first (events sharing an instant taken together). They do not depend on the settings, so
     a history loaded once is replayed under any settings without working them out again."""
-    q, a, c, ab, e = (session.queued_at, session.assigned_at, session.connected_at, session.abandoned_at,
-                      session.ended_at)
     is_chat, agent_id, agent_name = session.medium == "chat", session.agent_id, session.agent_name
-    messages = session.end_user_message_times
-    instants = sorted({session.first_event_at, *(m for m in (q, a, c, ab, e) if m is not None), *messages})
+    # Every event as (when, which): 0-4 the lifecycle moments, 5 an end-user message, 6 the first event.
+    points = [(t, which) for which, t in enumerate((session.queued_at, session.assigned_at, session.connected_at,
+                                                     session.abandoned_at, session.ended_at)) if t is not None]
+    points += [(t, 5) for t in session.end_user_message_times]
+    points.append((session.first_event_at, 6))
+    points.sort()
+    r: list[datetime | None] = [None, None, None, None, None]  # the moments reached so far
     result: list[SessionFacts] = []
-    sent, total = 0, len(messages)
-    for t in instants:
-        while sent < total and messages[sent] <= t:
+    sent = 0
+    at: datetime | None = points[0][0]
+    for t, which in (*points, (None, 7)):  # 7: past the last instant
+        if t != at:  # every event of the previous instant is in: the session as it stood then
+            result.append(SessionFacts(is_chat, r[0], r[1], r[2], r[3], r[4], agent_id, agent_name, sent, at))
+            at = t
+        if which < 5:
+            r[which] = t
+        elif which == 5:
             sent += 1
-        result.append(SessionFacts(
-            is_chat, q if q is not None and q <= t else None, a if a is not None and a <= t else None,
-            c if c is not None and c <= t else None, ab if ab is not None and ab <= t else None,
-            e if e is not None and e <= t else None, agent_id, agent_name, sent, t))
     return tuple(result)
 
 

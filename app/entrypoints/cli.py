@@ -14,9 +14,10 @@ from app.settings import Settings
 
 
 def _cmd_run(settings: Settings, args: argparse.Namespace) -> int:
-    from app.entrypoints.service import configure_logging, run_service, run_until_complete
+    from app.entrypoints.service import configure_logging, run_service, run_until_complete, tune_garbage_collector
 
     configure_logging(settings)
+    tune_garbage_collector()
     run_until_complete(run_service(settings))
     return 0
 

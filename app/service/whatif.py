@@ -11,6 +11,9 @@ history is dropped after a while."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
+import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -21,9 +24,14 @@ from app.adapters.db import history_repo, settings_repo
 from app.domain.record_settings import RecordSettings
 from app.domain.whatif import HistoricSession, WhatIfReport, replay
 
+log = logging.getLogger(__name__)
+
 DEFAULT_DAYS = 7
 MAX_DAYS = 90
 DROP_UNUSED_AFTER_SECONDS = 600.0
+# How often the service brings the replay inputs up to date in the background, so that a
+# what-if (the first after a start included) finds at most this much to work out.
+REFRESH_EVERY_SECONDS = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +72,9 @@ class WhatIf:
         async with self.engine.begin() as conn:  # the refreshed rows are committed for every replica
             now = await history_repo.database_now(conn)
             full = history is None or history.days != days
+            if full:
+                # What is cyclic garbage now would be frozen with the new history (see below).
+                gc.collect()
             changed_rows = await history_repo.refresh(conn, changed=not full)
             if history is None or history.days != days:
                 history = _History(days, now)
@@ -85,6 +96,13 @@ class WhatIf:
             history.ordered = sorted((row.session for row in history.sessions.values()), key=_first_event_at)
         history.last_used = time.monotonic()
         self._history = history
+        if full:
+            # Out of the collector's sight: some 700,000 objects for 100,000 sessions, none in a
+            # cycle, which every full collection would otherwise walk, holding up the process's
+            # event loop (measured: 0.6 s per collection). Frozen objects are still freed by
+            # reference counting when the history is dropped; never unfrozen, since the service
+            # also keeps its start-up heap frozen (app/entrypoints/service.py).
+            gc.freeze()
         return time.monotonic() - started
 
     async def warm(self, days: int = DEFAULT_DAYS) -> None:
@@ -116,7 +134,8 @@ class WhatIf:
             history = self._history
             assert history is not None
             async with self.engine.connect() as conn:
-                version, current = await settings_repo.current(conn)
+                in_force = await settings_repo.in_force(conn)
+            version, current = in_force.version, in_force.settings
             sessions = history.ordered
             assert sessions is not None, "_read orders the window"
             started = time.monotonic()
@@ -128,6 +147,20 @@ class WhatIf:
                     report = replay(sessions, proposed, current, history.owners_before)
                 self._last = (key, report)
             return WhatIfResult(days, report, version, load_seconds, time.monotonic() - started)
+
+
+async def refresh_periodically(engine: AsyncEngine, stop: asyncio.Event,
+                               every: float = REFRESH_EVERY_SECONDS) -> None:
+    """Keep `whatif_inputs` within `every` seconds of the sessions (each replica does; a
+    refresh that finds nothing changed costs a scan of the sessions' `updated_at`)."""
+    while not stop.is_set():
+        try:
+            async with engine.begin() as conn:
+                await history_repo.refresh(conn, changed=False)
+        except Exception as exc:  # the database may be away for a moment: the next round tries again
+            log.warning("what-if inputs not refreshed: %s", type(exc).__name__)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=every)
 
 
 def _first_event_at(session: HistoricSession) -> datetime:

@@ -110,7 +110,7 @@ async def test_every_change_needs_the_csrf_token(runtime, clean_db):
                                                                   "base_version": "0"})
         assert forged.status_code == 403
     async with clean_db.connect() as conn:
-        assert (await settings_repo.current(conn))[0] is None  # nothing was saved
+        assert (await settings_repo.in_force(conn)).version is None  # nothing was saved
 
 
 async def test_save_records_the_token_name_and_restore_makes_a_new_equal_version(runtime, clean_db):
@@ -219,6 +219,7 @@ async def test_the_sandbox_panel_has_no_salesforce_block(runtime):
 
 
 async def test_a_sessions_timeline_lists_every_event_with_its_time(runtime, clean_db):
+    from app.adapters.db import raw
     from app.service.consume import apply_batch
     from tests.factories import event_doc, header, to_event
 
@@ -227,8 +228,8 @@ async def test_a_sessions_timeline_lists_every_event_with_its_time(runtime, clea
                  event_doc(session, "assigned", 10), event_doc(session, "message", 15),
                  event_doc(session, "message", 20, sender="agent"), event_doc(session, "assigned", 40),
                  event_doc(session, "ended", 90)]
-    async with clean_db.begin() as conn:
-        await apply_batch(conn, [to_event(d) for d in documents], "sandbox")
+    async with raw.transaction(clean_db) as pg:
+        await apply_batch(pg, [to_event(d) for d in documents], "sandbox")
     async with browser_like(runtime) as client:
         await signed_in(client, VIEWER)
         page = (await client.get("/admin/sessions/chat-timeline")).text

@@ -78,3 +78,28 @@ async def test_a_wording_change_reuses_the_replay_a_deciding_change_does_not(cle
     assert reworded.report is first.report
     undone = await what_if.run(RecordSettings())
     assert undone.report is not first.report and undone.report.changed == 0 and first.report.changed == 1
+
+
+async def test_the_service_keeps_the_replay_inputs_current_in_the_background(clean_db):
+    import asyncio
+
+    from sqlalchemy import text
+
+    from app.service.whatif import refresh_periodically
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(refresh_periodically(clean_db, stop, every=0.05))
+    try:
+        await consume(clean_db, short_abandoned_chat("chat-bg"))
+        for _ in range(100):
+            async with clean_db.connect() as conn:
+                row = (await conn.execute(text(
+                    "SELECT is_chat, cardinality(end_user_message_times), record FROM whatif_inputs "
+                    "WHERE session_id = 'chat-bg'"))).first()
+            if row is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert tuple(row) == (True, 2, "skipped")  # its two end-user messages, and what happened
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)

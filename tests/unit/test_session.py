@@ -179,3 +179,26 @@ def test_evolve_is_dataclasses_replace_for_session_states():
     assert evolve(state) == state and evolve(state) is not state
     with pytest.raises(TypeError):
         evolve(state, no_such_field=1)
+
+
+def test_the_stored_document_is_the_state_as_orjson_writes_a_dataclass():
+    # The consumer stores orjson's own rendering of the dataclass (adapters/db/sessions_repo)
+    # without building to_document(): the two must be the same document, byte for byte.
+    states = [
+        fold(chat("queued eu assigned connected ag ended", queue_path=["Support", "Orders"])),
+        fold(call("queued assigned connected ended")),
+        fold(call("queued")),
+    ]
+    offset = event_doc(header("call-9"), "queued", 0)
+    offset["occurred_at"] = at(0).astimezone(timezone(timedelta(hours=-3))).isoformat()
+    states.append(fold([to_event(offset)]))
+    for state in states:
+        assert orjson.dumps(state) == orjson.dumps(state.to_document())
+        assert SessionState.from_document(orjson.loads(orjson.dumps(state))) == state
+
+
+def test_a_document_without_a_required_field_is_refused():
+    document = fold(call("queued")).to_document()
+    del document["session_type"]
+    with pytest.raises(TypeError, match="session_type"):
+        SessionState.from_document(document)

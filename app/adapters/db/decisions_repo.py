@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.adapters.db import raw
 from app.adapters.db.schema import decisions
 from app.domain.kinds import DecisionKind
 
@@ -23,24 +24,18 @@ class DecisionRow:
     record_id: str | None = None
 
 
+# DecisionRow's fields are the columns (raw.json_rows: one parameter, not one array a column).
 _INSERT_MANY = text(
     """
     INSERT INTO decisions (session_id, kind, reason, event_at, settings_version, record_id)
-    SELECT * FROM unnest(CAST(:session_ids AS text[]), CAST(:kinds AS text[]), CAST(:reasons AS text[]),
-                         CAST(:event_ats AS timestamptz[]), CAST(:versions AS int[]), CAST(:record_ids AS text[]))
+    SELECT * FROM json_to_recordset(CAST(:decisions AS json))
+         AS d(session_id text, kind text, reason text, event_at timestamptz, settings_version int, record_id text)
     """
 )
 
 
-def insert_decisions_parameters(rows: Sequence[DecisionRow]) -> dict[str, list]:
-    return {
-        "session_ids": [r.session_id for r in rows],
-        "kinds": [r.kind for r in rows],
-        "reasons": [r.reason for r in rows],
-        "event_ats": [r.event_at for r in rows],
-        "versions": [r.settings_version for r in rows],
-        "record_ids": [r.record_id for r in rows],
-    }
+def insert_decisions_parameters(rows: Sequence[DecisionRow]) -> dict[str, str]:
+    return {"decisions": raw.json_rows(rows)}
 
 
 INSERT_DECISIONS = _INSERT_MANY  # for batch_writes
@@ -67,14 +62,14 @@ async def insert_decision(conn: AsyncConnection, row: DecisionRow) -> None:
 
 @dataclass(frozen=True, slots=True)
 class StoredDecision:
-    """A decision as the trace reads it back: the row plus when it was written."""
+    """A decision as a session's trace shows it: the row, and when it was made."""
 
     kind: str  # a DecisionKind's value, as stored (the trace shows old rows' text as it is)
     reason: str
     event_at: datetime | None
     settings_version: int | None
     record_id: str | None
-    created_at: datetime
+    decided_at: datetime  # when the row was written
 
 
 async def list_for_session(conn: AsyncConnection, session_id: str) -> list[StoredDecision]:

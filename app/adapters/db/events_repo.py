@@ -24,24 +24,24 @@ class ChatMessage:
     sender: str
     text: str | None
 
-# Built once; arrays keep the SQL text constant whatever the batch size, so PostgreSQL
-# prepares it once per connection.
+# Built once; a JSON array of rows keeps the SQL text constant whatever the batch size, so
+# PostgreSQL prepares it once per connection (and see raw.json_rows).
 _INSERT_NEW_EVENTS = raw.positional(
     """
     INSERT INTO processed_events (event_id, session_id, event_type, occurred_at)
-    SELECT * FROM unnest(CAST(:event_ids AS text[]), CAST(:session_ids AS text[]), CAST(:event_types AS text[]),
-                         CAST(:occurred AS timestamptz[]))
+    SELECT * FROM json_to_recordset(CAST(:events AS json))
+         AS e(event_id text, session_id text, event_type text, occurred_at timestamptz)
     ON CONFLICT (event_id) DO NOTHING
     RETURNING event_id
     """
 )
 
+# ChatMessage's fields are the columns.
 _INSERT_MESSAGES = text(
     """
     INSERT INTO session_messages (session_id, event_id, occurred_at, sender, text)
-    SELECT * FROM unnest(
-        CAST(:session_ids AS text[]), CAST(:event_ids AS text[]), CAST(:occurred AS timestamptz[]),
-        CAST(:senders AS text[]), CAST(:texts AS text[]))
+    SELECT * FROM json_to_recordset(CAST(:messages AS json))
+         AS m(session_id text, event_id text, occurred_at timestamptz, sender text, text text)
     ON CONFLICT DO NOTHING
     """
 )
@@ -80,9 +80,11 @@ async def insert_new_events(
     return those not seen before (the ones to apply)."""
     if not event_ids:
         return set()
-    rows = await raw.fetch(pg, _INSERT_NEW_EVENTS, {
-        "event_ids": list(event_ids), "session_ids": list(session_ids), "event_types": list(event_types),
-        "occurred": list(occurred)})
+    events = [
+        {"event_id": event_id, "session_id": session_id, "event_type": event_type, "occurred_at": at}
+        for event_id, session_id, event_type, at in zip(event_ids, session_ids, event_types, occurred, strict=True)
+    ]
+    rows = await raw.fetch(pg, _INSERT_NEW_EVENTS, {"events": raw.json_rows(events)})
     return {row["event_id"] for row in rows}
 
 
@@ -93,10 +95,8 @@ async def timeline(conn: AsyncConnection, session_id: str, limit: int) -> list[T
     return [TimelineEvent(*row) for row in result]
 
 
-def insert_messages_parameters(rows: Sequence[ChatMessage]) -> dict[str, list]:
-    return {"session_ids": [r.session_id for r in rows], "event_ids": [r.event_id for r in rows],
-            "occurred": [r.occurred_at for r in rows], "senders": [r.sender for r in rows],
-            "texts": [r.text for r in rows]}
+def insert_messages_parameters(rows: Sequence[ChatMessage]) -> dict[str, str]:
+    return {"messages": raw.json_rows(rows)}
 
 
 INSERT_MESSAGES = _INSERT_MESSAGES  # for batch_writes

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 # A `:name` bind, not a `::type` cast and not part of a word (as SQLAlchemy's text() reads it).
@@ -48,6 +49,17 @@ def positional(sql: str) -> Statement:
         return f"${names.index(match[1]) + 1}"
 
     return Statement(_BIND.sub(number, sql.strip()), tuple(names))
+
+
+def json_rows(rows: Any) -> str:
+    """Rows as one JSON array of objects (dataclasses and dicts alike), for SQL that reads
+    them with `json_to_recordset(CAST(:rows AS json)) AS r(column type, ...)`.
+
+    One text parameter per table instead of one array per column: asyncpg checks every
+    element of an array parameter against three abstract base classes before encoding it,
+    about a fifth of the consumer's CPU at busy batch sizes (docs/bench.md). orjson writes
+    a datetime as RFC 3339, which PostgreSQL reads back as the same instant."""
+    return orjson.dumps(rows).decode()
 
 
 async def fetch(pg: asyncpg.Connection, statement: Statement, parameters: Mapping[str, Any]) -> list[Any]:

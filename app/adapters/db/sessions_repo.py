@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -32,11 +31,14 @@ _LOAD_FOR_UPDATE = raw.positional(
     "ORDER BY session_id FOR UPDATE"
 )
 
+# The state document is the SessionState as orjson writes a dataclass: its fields by name,
+# datetimes in RFC 3339, the same document as SessionState.to_document() (a unit test holds
+# the two together) without building it.
 _UPSERT = text(
     """
     INSERT INTO sessions (session_id, state, record)
-    SELECT s.id, CAST(s.state AS jsonb), s.record
-    FROM unnest(CAST(:ids AS text[]), CAST(:states AS text[]), CAST(:records AS text[])) AS s(id, state, record)
+    SELECT s.session_id, s.state, s.record
+    FROM json_to_recordset(CAST(:states AS json)) AS s(session_id text, state jsonb, record text)
     ON CONFLICT (session_id) DO UPDATE
     SET state = EXCLUDED.state, record = EXCLUDED.record, updated_at = now()
     """
@@ -52,11 +54,7 @@ async def load_states_for_update(pg: asyncpg.Connection, session_ids: Iterable[s
 
 
 def save_states_parameters(states: Sequence[SessionState]) -> dict[str, Any]:
-    return {
-        "ids": [s.session_id for s in states],
-        "states": [orjson.dumps(s.to_document()).decode() for s in states],
-        "records": [s.record for s in states],
-    }
+    return {"states": raw.json_rows([{"session_id": s.session_id, "state": s, "record": s.record} for s in states])}
 
 
 SAVE_STATES = _UPSERT  # for batch_writes, which runs it together with the batch's other writes
@@ -100,14 +98,23 @@ async def set_records(conn: AsyncConnection, crm: str, records: Sequence[Session
     so a batch of these never deadlocks with a consumer batch."""
     if not records:
         return
-    await conn.execute(_LOCK, {"ids": sorted(r.session_id for r in records)})
-    await conn.execute(
-        _SET_RECORDS,
-        {
-            "crm": crm,
-            "ids": [r.session_id for r in records],
-            "record_ids": [r.record_id for r in records],
-            "record_urls": [r.record_url for r in records],
-            "actions": [str(r.action) for r in records],
-        },
-    )
+    await lock_sessions(conn, [r.session_id for r in records])
+    await conn.execute(_SET_RECORDS, set_records_parameters(crm, records))
+
+
+async def lock_sessions(conn: AsyncConnection, session_ids: Sequence[str]) -> None:
+    """Lock these sessions' rows in session id order, the order the consumer locks them in."""
+    await conn.execute(_LOCK, {"ids": sorted(session_ids)})
+
+
+SET_RECORDS = _SET_RECORDS  # for outbox_writes, after lock_sessions
+
+
+def set_records_parameters(crm: str, records: Sequence[SessionRecord]) -> dict[str, Any]:
+    return {
+        "crm": crm,
+        "ids": [r.session_id for r in records],
+        "record_ids": [r.record_id for r in records],
+        "record_urls": [r.record_url for r in records],
+        "actions": [str(r.action) for r in records],
+    }

@@ -80,12 +80,6 @@ def _in_force(row: Any) -> SettingsInForce:
     return SettingsInForce(row[0], digest, settings)
 
 
-async def current(conn: AsyncConnection) -> tuple[int | None, RecordSettings]:
-    """The settings in force (version None: nothing saved yet, the defaults apply)."""
-    found = await in_force(conn)
-    return found.version, found.settings
-
-
 async def of_version(conn: AsyncConnection, version: int | None, digest: str | None = None) -> RecordSettings:
     """The settings of one saved version (None: the defaults, in force before any save);
     no read when this process already knows (version, digest)."""
