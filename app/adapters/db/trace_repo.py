@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -40,7 +41,7 @@ async def outbox_rows(conn: AsyncConnection, session_id: str) -> list[OutboxRowS
 
 
 @dataclass(frozen=True, slots=True)
-class StoredCrmAttempt:
+class RecordedCrmCall:
     """One CRM call made for an outbox row, as recorded."""
 
     outbox_id: int
@@ -51,11 +52,12 @@ class StoredCrmAttempt:
     path: str | None
     status_code: int | None
     latency_ms: float | None
-    error: str | None  # None: the call succeeded
-    created_at: datetime
+    outcome: Literal["ok", "failed"]
+    error: str | None
+    at: datetime
 
 
-async def crm_attempts_of(conn: AsyncConnection, session_id: str) -> list[StoredCrmAttempt]:
+async def crm_calls_of(conn: AsyncConnection, session_id: str) -> list[RecordedCrmCall]:
     c = crm_attempts.c
     result = await conn.execute(
         select(c.outbox_id, c.attempt, c.crm, c.operation, c.method, c.path, c.status_code, c.latency_ms, c.error,
@@ -63,5 +65,5 @@ async def crm_attempts_of(conn: AsyncConnection, session_id: str) -> list[Stored
         .where(c.session_id == session_id)
         .order_by(c.id)
     )
-    return [StoredCrmAttempt(r.outbox_id, r.attempt, r.crm, r.operation, r.method, r.path, r.status_code,
-                             r.latency_ms, r.error, r.created_at) for r in result]
+    return [RecordedCrmCall(r.outbox_id, r.attempt, r.crm, r.operation, r.method, r.path, r.status_code, r.latency_ms,
+                            "ok" if r.error is None else "failed", r.error, r.created_at) for r in result]
