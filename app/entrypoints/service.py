@@ -208,9 +208,9 @@ async def _started_publisher(settings: Settings, max_message_bytes: int | None) 
 async def _run_components(settings: Settings, engine, crm: CrmAdapter, publisher: KafkaPublisher,
                           runtime: Runtime, stop: asyncio.Event, http: asyncio.Task,
                           deadline: ShutdownDeadline) -> None:
-    consumer = ConsumerLoop(settings, engine, publisher, crm.name, health=runtime.consumer)
     worker = OutboxWorker(settings, engine, OutboxRunner(engine, crm, publisher.publish_outcome, settings,
                                                         published_since=publisher.already_published))
+    consumer = ConsumerLoop(settings, engine, publisher, crm.name, health=runtime.consumer, on_outbox_rows=worker.wake)
     log.info(
         "crm-records starting: CRM %s, topic %s, group %s, HTTP port %d",
         crm.name, settings.kafka_topic, settings.kafka_group_id, settings.http_port,

@@ -98,14 +98,23 @@ async def set_records(conn: AsyncConnection, crm: str, records: Sequence[Session
     so a batch of these never deadlocks with a consumer batch."""
     if not records:
         return
-    await conn.execute(_LOCK, {"ids": sorted(r.session_id for r in records)})
-    await conn.execute(
-        _SET_RECORDS,
-        {
-            "crm": crm,
-            "ids": [r.session_id for r in records],
-            "record_ids": [r.record_id for r in records],
-            "record_urls": [r.record_url for r in records],
-            "actions": [str(r.action) for r in records],
-        },
-    )
+    await lock_sessions(conn, [r.session_id for r in records])
+    await conn.execute(_SET_RECORDS, set_records_parameters(crm, records))
+
+
+async def lock_sessions(conn: AsyncConnection, session_ids: Sequence[str]) -> None:
+    """Lock these sessions' rows in session id order, the order the consumer locks them in."""
+    await conn.execute(_LOCK, {"ids": sorted(session_ids)})
+
+
+SET_RECORDS = _SET_RECORDS  # for outbox_writes, after lock_sessions
+
+
+def set_records_parameters(crm: str, records: Sequence[SessionRecord]) -> dict[str, Any]:
+    return {
+        "crm": crm,
+        "ids": [r.session_id for r in records],
+        "record_ids": [r.record_id for r in records],
+        "record_urls": [r.record_url for r in records],
+        "actions": [str(r.action) for r in records],
+    }
