@@ -81,7 +81,12 @@ _REFRESH = f"""
 """
 _REFRESH_RETURNING = _REFRESH + f" RETURNING {_READ}"
 _FORGET_OLD = f"DELETE FROM whatif_inputs WHERE created_at < now() - make_interval(days => {KEEP_DAYS})"
-_IN_WINDOW = f"SELECT {_READ} FROM whatif_inputs WHERE created_at >= now() - make_interval(days => $1)"
+# In the order the replay takes them: sorting 100,000 already ordered sessions costs Python
+# one pass instead of 1.7 million comparisons of datetimes.
+_IN_WINDOW = (
+    f"SELECT {_READ} FROM whatif_inputs WHERE created_at >= now() - make_interval(days => $1) "
+    "ORDER BY first_event_at, session_id"
+)
 _NO_JIT = text("SET LOCAL jit = off")
 _NOW = text("SELECT now()")
 _OWNERS_BEFORE = text(
