@@ -88,6 +88,7 @@ _IN_WINDOW = (
     "ORDER BY first_event_at, session_id"
 )
 _NO_JIT = text("SET LOCAL jit = off")
+_ONE_AT_A_TIME = "SELECT pg_advisory_xact_lock(hashtext('crm-records whatif_inputs refresh'))"
 _NOW = text("SELECT now()")
 _OWNERS_BEFORE = text(
     """
@@ -142,6 +143,9 @@ async def refresh(conn: AsyncConnection, *, changed: bool = True) -> list[Window
     """Bring the replay inputs up to date with the sessions; returns the rows that changed
     (none when `changed` is false). Commit the transaction for other readers to see them."""
     driver = await _driver(conn)
+    # One refresh at a time across the replicas: two upserting the same rows in different
+    # orders could deadlock; the second finds little left to do once the first commits.
+    await driver.execute(_ONE_AT_A_TIME)
     if not changed:
         await driver.execute(_REFRESH)
         return []
