@@ -71,17 +71,24 @@ async def execute(pg: asyncpg.Connection, statement: Statement, parameters: Mapp
 
 
 @asynccontextmanager
-async def transaction(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
-    """A transaction on a connection of `engine`'s pool, as asyncpg's connection: committed
-    when the block ends, rolled back when it raises. A connection that died on the way
-    (the server restarted, the socket dropped) is taken out of the pool, not handed on."""
+async def connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
+    """A connection of `engine`'s pool as asyncpg's connection, outside any transaction:
+    each statement commits on its own. A connection that died on the way (the server
+    restarted, the socket dropped) is taken out of the pool, not handed on."""
     async with engine.connect() as conn:
         pg = (await conn.get_raw_connection()).driver_connection
         assert pg is not None, "a checked-out connection has a driver connection"
         try:
-            async with pg.transaction():
-                yield pg
+            yield pg
         except BaseException:
             if pg.is_closed():
                 await conn.invalidate()
             raise
+
+
+@asynccontextmanager
+async def transaction(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
+    """A transaction on a connection of `engine`'s pool (see `connection`): committed
+    when the block ends, rolled back when it raises."""
+    async with connection(engine) as pg, pg.transaction():
+        yield pg
