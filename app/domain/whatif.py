@@ -12,6 +12,7 @@ Pure: no I/O, no clock. The service layer loads the history (app/service/whatif.
 
 from __future__ import annotations
 
+import heapq
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -112,20 +113,25 @@ def steps(session: HistoricSession) -> tuple[SessionFacts, ...]:
     """The session as it stood after each instant at which one of its events occurred, oldest
     first (events sharing an instant taken together). They do not depend on the settings, so
     a history loaded once is replayed under any settings without working them out again."""
-    q, a, c, ab, e = (session.queued_at, session.assigned_at, session.connected_at, session.abandoned_at,
-                      session.ended_at)
     is_chat, agent_id, agent_name = session.medium == "chat", session.agent_id, session.agent_name
-    messages = session.end_user_message_times
-    instants = sorted({session.first_event_at, *(m for m in (q, a, c, ab, e) if m is not None), *messages})
+    # Every event as (when, which): 0-4 the lifecycle moments, 5 an end-user message, 6 the first event.
+    points = [(t, which) for which, t in enumerate((session.queued_at, session.assigned_at, session.connected_at,
+                                                     session.abandoned_at, session.ended_at)) if t is not None]
+    points += [(t, 5) for t in session.end_user_message_times]
+    points.append((session.first_event_at, 6))
+    points.sort()
+    r: list[datetime | None] = [None, None, None, None, None]  # the moments reached so far
     result: list[SessionFacts] = []
-    sent, total = 0, len(messages)
-    for t in instants:
-        while sent < total and messages[sent] <= t:
+    sent = 0
+    at: datetime | None = points[0][0]
+    for t, which in (*points, (None, 7)):  # 7: past the last instant
+        if t != at:  # every event of the previous instant is in: the session as it stood then
+            result.append(SessionFacts(is_chat, r[0], r[1], r[2], r[3], r[4], agent_id, agent_name, sent, at))
+            at = t
+        if which < 5:
+            r[which] = t
+        elif which == 5:
             sent += 1
-        result.append(SessionFacts(
-            is_chat, q if q is not None and q <= t else None, a if a is not None and a <= t else None,
-            c if c is not None and c <= t else None, ab if ab is not None and ab <= t else None,
-            e if e is not None and e <= t else None, agent_id, agent_name, sent, t))
     return tuple(result)
 
 
@@ -210,6 +216,10 @@ def _first_event_at(session: HistoricSession) -> datetime:
     return session.first_event_at
 
 
+def _changed_at(change: tuple[HistoricSession, tuple[OutcomeKind, str]]) -> datetime:
+    return change[0].first_event_at
+
+
 def replay(
     history: Sequence[HistoricSession],
     proposed: RecordSettings,
@@ -225,23 +235,23 @@ def replay(
     actual_counts: Counter[tuple[OutcomeKind, str]] = Counter()
     proposed_counts: Counter[tuple[OutcomeKind, str]] = Counter()
     report = WhatIfReport(sessions=len(history))
-    changed: list[ChangedSession] = []
+    changed: list[tuple[HistoricSession, tuple[OutcomeKind, str]]] = []
     same_appending = _append_fields(proposed) == _append_fields(current)
     made_records = ("record", "attach", "record_or_attach")
+    propose_, add_owner, note_changed = _propose, owners.add, changed.append  # bound once: 100,000 turns
     for session in sorted(history, key=_first_event_at):
         owner = (session.end_user_id, session.queue_id)
-        outcome = _propose(session, proposed, owner in owners, same_appending)
+        outcome = propose_(session, proposed, owner in owners, same_appending)
         kind = outcome[0]
         if kind in made_records:
-            owners.add(owner)
+            add_owner(owner)
         actual_counts[session.actual] += 1
         proposed_counts[outcome] += 1
         if kind == "record_or_attach":
             report.depends_on_crm += 1
         elif kind != session.actual.kind:
-            report.changed += 1
-            changed.append(ChangedSession(session.session_id, session.first_event_at, session.actual,
-                                          Outcome(*outcome)))
+            note_changed((session, outcome))
+    report.changed = len(changed)
     actual_groups, proposed_groups = _by_reason_group(actual_counts), _by_reason_group(proposed_counts)
     order = {kind: n for n, kind in enumerate(OUTCOME_KINDS)}
     keys = sorted(set(actual_groups) | set(proposed_groups), key=lambda k: (order[k[0]], k[1]))
@@ -249,7 +259,9 @@ def replay(
     for kind in OUTCOME_KINDS:
         report.actual_totals[kind] = sum(n for (k, _), n in actual_groups.items() if k == kind)
         report.proposed_totals[kind] = sum(n for (k, _), n in proposed_groups.items() if k == kind)
-    report.sample = sorted(changed, key=lambda c: c.first_event_at, reverse=True)[:sample_size]
+    # the most recent changed sessions (nlargest: as sorted(..., reverse=True)[:n], ties included)
+    report.sample = [ChangedSession(session.session_id, session.first_event_at, session.actual, Outcome(*outcome))
+                     for session, outcome in heapq.nlargest(sample_size, changed, key=_changed_at)]
     return report
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -57,9 +57,9 @@ class _Rebalance(ConsumerRebalanceListener):
 
 class ConsumerLoop:
     def __init__(self, settings: Settings, engine: AsyncEngine, publisher: KafkaPublisher, crm_name: str,
-                 *, health: ConsumerHealth | None = None):
+                 *, health: ConsumerHealth | None = None, on_outbox_rows: Callable[[], None] | None = None):
         self.settings = settings
-        self.ingest = PartitionIngest(engine, crm_name)
+        self.ingest = PartitionIngest(engine, crm_name, on_outbox_rows=on_outbox_rows)
         self.dead_letters = DeadLetterQueue(publisher.producer, settings.kafka_dlq_topic)
         self.health = health or ConsumerHealth(stuck_after_seconds=settings.consumer_stuck_partition_seconds)
         self.consumer: AIOKafkaConsumer | None = None

@@ -35,6 +35,7 @@ from app.service.outbox import OutboxRunner
 from app.service.readiness import CrmHealth
 from app.service.replicas import beat_periodically
 from app.service.startup import StartupProgress, keep_trying
+from app.service.whatif import refresh_periodically
 from app.settings import PROJECT_ROOT, Settings
 
 log = logging.getLogger("app")
@@ -207,9 +208,9 @@ async def _started_publisher(settings: Settings, max_message_bytes: int | None) 
 async def _run_components(settings: Settings, engine, crm: CrmAdapter, publisher: KafkaPublisher,
                           runtime: Runtime, stop: asyncio.Event, http: asyncio.Task,
                           deadline: ShutdownDeadline) -> None:
-    consumer = ConsumerLoop(settings, engine, publisher, crm.name, health=runtime.consumer)
     worker = OutboxWorker(settings, engine, OutboxRunner(engine, crm, publisher.publish_outcome, settings,
                                                         published_since=publisher.already_published))
+    consumer = ConsumerLoop(settings, engine, publisher, crm.name, health=runtime.consumer, on_outbox_rows=worker.wake)
     log.info(
         "crm-records starting: CRM %s, topic %s, group %s, HTTP port %d",
         crm.name, settings.kafka_topic, settings.kafka_group_id, settings.http_port,
@@ -223,6 +224,7 @@ async def _run_components(settings: Settings, engine, crm: CrmAdapter, publisher
             refresh_gauges_periodically(engine, settings.metrics_refresh_seconds, stop), name="db-gauges"
         ),
         asyncio.create_task(beat_periodically(engine, crm.name, runtime.crm_health, stop), name="heartbeat"),
+        asyncio.create_task(refresh_periodically(engine, stop), name="what-if-inputs"),
     }
     stopping = asyncio.create_task(stop.wait())
     try:

@@ -78,6 +78,10 @@ class OutboxWorker:
                 with contextlib.suppress(Exception):
                     await listener.close()
 
+    def wake(self) -> None:
+        """New rows were committed in this process (the consumer): claim now."""
+        self._wake.set()
+
     def _finished(self, task: asyncio.Task) -> None:
         self._in_flight.discard(task)
         self._row_ids.pop(task, None)

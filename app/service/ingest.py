@@ -48,9 +48,12 @@ def dead_letter(message: ConsumerRecord, reason: str) -> DeadLetter:
 
 
 class PartitionIngest:
-    def __init__(self, engine: AsyncEngine, crm_name: str):
+    def __init__(self, engine: AsyncEngine, crm_name: str, *, on_outbox_rows: Callable[[], None] | None = None):
         self.engine = engine
         self.crm_name = crm_name
+        # Told after a commit that added outbox rows: this replica's worker claims them at
+        # once, without waiting for PostgreSQL's notification (which wakes the others).
+        self.on_outbox_rows = on_outbox_rows
 
     async def apply(self, messages: Sequence[ConsumerRecord]) -> list[DeadLetter]:
         """Apply what is valid; return the dead letters (not yet sent) in offset order."""
@@ -93,6 +96,8 @@ class PartitionIngest:
             return
         async with raw.transaction(self.engine) as pg:
             outcome = await apply_batch(pg, events, self.crm_name, trace_for)
+        if outcome.outbox_rows and self.on_outbox_rows is not None:
+            self.on_outbox_rows()
         metrics.events_consumed.inc(outcome.applied)
         if outcome.duplicates:
             metrics.events_duplicate.inc(outcome.duplicates)

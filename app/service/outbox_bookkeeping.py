@@ -14,12 +14,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.adapters.crm.base import CallLog, RecordRef
-from app.adapters.db import decisions_repo, end_users_repo, outbox_repo, records_repo, sessions_repo
+from app.adapters.db import outbox_repo, outbox_writes, raw
 from app.adapters.db.decisions_repo import DecisionRow
 from app.adapters.db.outbox_repo import Attempt, ClaimedEvent, ClaimedRow, NewOutboxRow
+from app.adapters.db.outbox_writes import Bookkeeping
 from app.adapters.db.records_repo import NewRecord
 from app.adapters.db.sessions_repo import SessionRecord
 from app.domain.kinds import OutboxKind, RecordAction
@@ -133,21 +134,18 @@ class CompletionWriter:
         return [None] * len(batches)
 
     async def _write(self, batch: list[Finished]) -> list[list[int]]:
-        async with self.engine.begin() as conn:
-            held = await outbox_repo.mark_done_claimed(conn, [(f.row.id, f.row.claim_id) for f in batch])
-            lost = [f.row.id for f in batch if f.row.id not in held]
+        events = {f.row.id: self._events(f) for f in batch}
+        work = self._bookkeeping(batch, [e for row_events in events.values() for e in row_events])
+        async with raw.transaction(self.engine) as pg:
+            written = await outbox_writes.write_bookkeeping(pg, self.crm, self.account, self.lease_seconds, work)
+            lost = [f.row.id for f in batch if f.row.id not in written.held]
             if lost:
                 # Rolled back: the rows still held are written again, each alone.
                 raise LeaseLost(f"outbox rows {lost} were claimed by another worker after this claim's lease ran out")
-            await self._record_effects(conn, batch)
-            events = {f.row.id: self._events(f) for f in batch}
-            ids = await outbox_repo.enqueue_publishing(
-                conn, [e for row_events in events.values() for e in row_events], lease_seconds=self.lease_seconds
-            )
-            return [[ids[e.row.idempotency_key] for e in events[f.row.id] if e.row.idempotency_key in ids]
-                    for f in batch]
+        ids = written.event_ids
+        return [[ids[e.row.idempotency_key] for e in events[f.row.id] if e.row.idempotency_key in ids] for f in batch]
 
-    async def _record_effects(self, conn: AsyncConnection, batch: Sequence[Finished]) -> None:
+    def _bookkeeping(self, batch: Sequence[Finished], events: list[ClaimedEvent]) -> Bookkeeping:
         users: dict[str, str] = {}
         new_records: list[NewRecord] = []
         session_records: list[SessionRecord] = []
@@ -164,13 +162,9 @@ class CompletionWriter:
             if made is not None:
                 session_records.append(SessionRecord(session_id, made.record_id, made.url, made.action))
             decisions.extend(completion.decisions)
-        await end_users_repo.remember(conn, self.account, users)
-        await records_repo.remember_records(conn, self.crm, new_records)
-        await sessions_repo.set_records(conn, self.crm, session_records)
-        await decisions_repo.insert_decisions(conn, decisions)
-        await outbox_repo.record_attempts(
-            conn, self.crm, [Attempt(f.row.id, f.row.session_id, f.row.attempts, f.calls.calls) for f in batch]
-        )
+        attempts = [Attempt(f.row.id, f.row.session_id, f.row.attempts, f.calls.calls) for f in batch]
+        claims = [(f.row.id, f.row.claim_id) for f in batch]
+        return Bookkeeping(claims, users, new_records, session_records, decisions, attempts, events)
 
     @staticmethod
     def _events(finished: Finished) -> list[ClaimedEvent]:

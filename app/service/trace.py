@@ -6,12 +6,12 @@ session page all show this."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from app.adapters.db import decisions_repo, outbox_repo, sessions_repo
+from app.adapters.db import decisions_repo, sessions_repo, trace_repo
+from app.adapters.db.decisions_repo import StoredDecision
+from app.adapters.db.trace_repo import OutboxRowSummary, RecordedCrmCall
 from app.domain.session import RecordProgress, SessionState
 
 
@@ -26,51 +26,13 @@ class TraceRecord:
 
 
 @dataclass(frozen=True, slots=True)
-class TraceDecision:
-    kind: str  # a DecisionKind
-    reason: str
-    event_at: datetime | None  # the event that led to it
-    settings_version: int | None  # None: the defaults
-    record_id: str | None
-    decided_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class TraceOutboxRow:
-    id: int
-    kind: str  # an OutboxKind
-    idempotency_key: str
-    status: str  # an OutboxStatus
-    attempts: int
-    due_at: datetime
-    last_error: str | None
-    created_at: datetime
-    done_at: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class TraceCrmCall:
-    outbox_id: int
-    attempt: int
-    crm: str
-    operation: str
-    method: str | None
-    path: str | None
-    status_code: int | None
-    latency_ms: float | None
-    outcome: Literal["ok", "failed"]
-    error: str | None
-    at: datetime
-
-
-@dataclass(frozen=True, slots=True)
 class SessionTrace:
     session_id: str
     state: SessionState
     record: TraceRecord
-    decisions: tuple[TraceDecision, ...]
-    outbox: tuple[TraceOutboxRow, ...]
-    crm_calls: tuple[TraceCrmCall, ...]
+    decisions: tuple[StoredDecision, ...]
+    outbox: tuple[OutboxRowSummary, ...]
+    crm_calls: tuple[RecordedCrmCall, ...]
 
 
 async def trace_of_session(engine: AsyncEngine, session_id: str) -> SessionTrace | None:
@@ -83,35 +45,14 @@ async def session_trace(conn: AsyncConnection, session_id: str) -> SessionTrace 
     session = await sessions_repo.get_session(conn, session_id)
     if session is None:
         return None
-    state = SessionState.from_document(session["state"])
     return SessionTrace(
         session_id=session_id,
-        state=state,
+        state=session.state,
         record=TraceRecord(
-            progress=session["record"], reason=state.record_reason, crm=session["crm"],
-            record_id=session["record_id"], record_url=session["record_url"], action=session["record_action"],
+            progress=session.record, reason=session.state.record_reason, crm=session.crm,
+            record_id=session.record_id, record_url=session.record_url, action=session.record_action,
         ),
-        decisions=tuple(
-            TraceDecision(d.kind, d.reason, d.event_at, d.settings_version, d.record_id, decided_at=d.created_at)
-            for d in await decisions_repo.list_for_session(conn, session_id)
-        ),
-        outbox=tuple(_outbox_row(row) for row in await outbox_repo.list_for_session(conn, session_id)),
-        crm_calls=tuple(_crm_call(a) for a in await outbox_repo.attempts_for_session(conn, session_id)),
-    )
-
-
-def _outbox_row(row: dict[str, Any]) -> TraceOutboxRow:
-    return TraceOutboxRow(
-        id=row["id"], kind=row["kind"], idempotency_key=row["idempotency_key"], status=row["status"],
-        attempts=row["attempts"], due_at=row["due_at"], last_error=row["last_error"],
-        created_at=row["created_at"], done_at=row["done_at"],
-    )
-
-
-def _crm_call(attempt: dict[str, Any]) -> TraceCrmCall:
-    return TraceCrmCall(
-        outbox_id=attempt["outbox_id"], attempt=attempt["attempt"], crm=attempt["crm"],
-        operation=attempt["operation"], method=attempt["method"], path=attempt["path"],
-        status_code=attempt["status_code"], latency_ms=attempt["latency_ms"],
-        outcome="ok" if attempt["error"] is None else "failed", error=attempt["error"], at=attempt["created_at"],
+        decisions=tuple(await decisions_repo.list_for_session(conn, session_id)),
+        outbox=tuple(await trace_repo.outbox_rows(conn, session_id)),
+        crm_calls=tuple(await trace_repo.crm_calls_of(conn, session_id)),
     )

@@ -5,7 +5,7 @@ Tasks, retries after a lost answer, and Salesforce's errors."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -24,26 +24,17 @@ from app.adapters.crm.base import (
 from app.adapters.crm.salesforce import SalesforceAdapter, salesforce_quota, soql_literal, split_comment
 from app.settings import Settings
 from tests.fakes.salesforce import SalesforceFake
+from tests.integration import crm_contract as contract
 
+CRM = "salesforce"
 TIMEOUT = 3.0  # generous: the machine is shared; no test here waits for it
 OBJECTS = ("Case", "Opportunity", "Account")
 STARTED = datetime(2026, 11, 23, 13, 0, tzinfo=UTC)
 
 
-def make_settings(fake: SalesforceFake, **overrides: object) -> Settings:
-    values: dict[str, object] = {
-        "crm_provider": "salesforce",
-        "salesforce_login_url": fake.base_url,
-        "salesforce_client_id": fake.client_id,
-        "salesforce_client_secret": fake.client_secret,
-        "salesforce_record_object": fake.record_object,
-        "salesforce_account_status_field": "Status__c",
-        "salesforce_account_closed_values": "Closed,Inactive",
-        "salesforce_account_open_value": "Active",
-        "crm_timeout_seconds": TIMEOUT,
-        **overrides,
-    }
-    return Settings(_env_file=None, **values)
+def settings_for(fake: SalesforceFake, **overrides: object) -> Settings:
+    return contract.settings_for(fake, crm_timeout_seconds=TIMEOUT, **overrides)
+
 
 
 @pytest.fixture(params=OBJECTS)
@@ -60,13 +51,6 @@ def case_fake() -> Iterator[SalesforceFake]:
     server.start()
     yield server
     server.stop()
-
-
-@pytest.fixture
-async def adapter(fake: SalesforceFake) -> AsyncIterator[SalesforceAdapter]:
-    crm = SalesforceAdapter.from_settings(make_settings(fake))
-    yield crm
-    await crm.aclose()
 
 
 def activity(session_id: str, *, medium: str = "call", session_type: str = "voice_inbound_ivr",
@@ -95,14 +79,14 @@ def api_calls(fake: SalesforceFake) -> list[tuple[str, str]]:
 
 def test_missing_client_id_names_the_variable(case_fake: SalesforceFake) -> None:
     with pytest.raises(CrmNotConfigured, match="SALESFORCE_CLIENT_ID"):
-        SalesforceAdapter.from_settings(make_settings(case_fake, salesforce_client_id=None))
+        SalesforceAdapter.from_settings(settings_for(case_fake, salesforce_client_id=None))
 
 
 def test_case_comment_log_is_for_cases_only(case_fake: SalesforceFake) -> None:
     with pytest.raises(ValueError, match="SALESFORCE_SESSION_LOG=case_comment needs SALESFORCE_RECORD_OBJECT=Case"):
-        make_settings(case_fake, salesforce_record_object="Opportunity", salesforce_session_log="case_comment")
+        settings_for(case_fake, salesforce_record_object="Opportunity", salesforce_session_log="case_comment")
     with pytest.raises(ValueError, match="SALESFORCE_ACCOUNT_OPEN_VALUE is required"):
-        make_settings(case_fake, salesforce_record_object="Account", salesforce_account_open_value=None)
+        settings_for(case_fake, salesforce_record_object="Account", salesforce_account_open_value=None)
 
 
 async def test_check_credentials_describes_the_record_object(fake: SalesforceFake, adapter: SalesforceAdapter) -> None:
@@ -114,7 +98,7 @@ async def test_check_credentials_describes_the_record_object(fake: SalesforceFak
 
 
 async def test_wrong_secret_is_an_auth_error(case_fake: SalesforceFake) -> None:
-    crm = SalesforceAdapter.from_settings(make_settings(case_fake, salesforce_client_secret="wrong"))
+    crm = SalesforceAdapter.from_settings(settings_for(case_fake, salesforce_client_secret="wrong"))
     try:
         with pytest.raises(CrmAuthError, match="invalid_client: invalid client credentials"):
             await crm.check_credentials()
@@ -123,7 +107,7 @@ async def test_wrong_secret_is_an_auth_error(case_fake: SalesforceFake) -> None:
 
 
 async def test_expired_session_fetches_a_new_token_once(case_fake: SalesforceFake) -> None:
-    crm = SalesforceAdapter.from_settings(make_settings(case_fake))
+    crm = SalesforceAdapter.from_settings(settings_for(case_fake))
     try:
         ref = await crm.create_record(new_record("s-exp"))
         case_fake.expire_tokens()
@@ -207,7 +191,7 @@ async def test_end_user_without_phone_or_email_is_created_without_a_query(
 
 
 async def test_soql_values_are_escaped(case_fake: SalesforceFake) -> None:
-    crm = SalesforceAdapter.from_settings(make_settings(case_fake))
+    crm = SalesforceAdapter.from_settings(settings_for(case_fake))
     try:
         tricky = "o'hara\\x@example.com"
         expected = case_fake.add_contact(LastName="O'Hara", Email=tricky)
@@ -237,7 +221,7 @@ async def test_retry_after_a_lost_answer_makes_nothing_twice(fake: SalesforceFak
 
 
 async def test_a_failed_graph_leaves_nothing_behind(case_fake: SalesforceFake) -> None:
-    crm = SalesforceAdapter.from_settings(make_settings(case_fake, salesforce_record_object="Opportunity",
+    crm = SalesforceAdapter.from_settings(settings_for(case_fake, salesforce_record_object="Opportunity",
                                                         salesforce_opportunity_stage="Won Somehow"))
     case_fake.record_object = "Opportunity"
     try:
@@ -251,7 +235,7 @@ async def test_a_failed_graph_leaves_nothing_behind(case_fake: SalesforceFake) -
 
 
 async def test_a_deleted_remembered_contact_is_found_again(case_fake: SalesforceFake) -> None:
-    crm = SalesforceAdapter.from_settings(make_settings(case_fake))
+    crm = SalesforceAdapter.from_settings(settings_for(case_fake))
     try:
         ref = await crm.create_record(new_record("sess-1"))
         gone = case_fake.users()[0]["Id"]
@@ -302,7 +286,7 @@ async def test_open_closed_and_closed_at_per_object(fake: SalesforceFake, adapte
 
 async def test_account_without_a_status_field_is_always_open(case_fake: SalesforceFake) -> None:
     case_fake.record_object = "Account"
-    crm = SalesforceAdapter.from_settings(make_settings(case_fake, salesforce_record_object="Account",
+    crm = SalesforceAdapter.from_settings(settings_for(case_fake, salesforce_record_object="Account",
                                                         salesforce_account_status_field=None))
     try:
         ref = await crm.create_record(new_record("sess-acc"))
@@ -356,7 +340,7 @@ async def test_a_session_already_over_gets_a_completed_task(fake: SalesforceFake
 
 
 async def test_retried_attach_repairs_the_create_only_field(case_fake: SalesforceFake) -> None:
-    crm = SalesforceAdapter.from_settings(make_settings(case_fake))
+    crm = SalesforceAdapter.from_settings(settings_for(case_fake))
     try:
         ref = await crm.create_record(new_record("sess-1"))
         session = activity("sess-2", contact=ref.contact_id)
@@ -370,7 +354,7 @@ async def test_retried_attach_repairs_the_create_only_field(case_fake: Salesforc
 
 
 async def test_case_comment_log_writes_each_note_once(case_fake: SalesforceFake) -> None:
-    crm = SalesforceAdapter.from_settings(make_settings(case_fake, salesforce_session_log="case_comment"))
+    crm = SalesforceAdapter.from_settings(settings_for(case_fake, salesforce_session_log="case_comment"))
     try:
         ref = await crm.create_record(new_record("sess-c"))
         assert case_fake.rows("Task") == []
@@ -402,7 +386,7 @@ def test_split_comment_cuts_an_overlong_line_by_bytes() -> None:
 
 
 async def test_rate_limits_and_server_errors(case_fake: SalesforceFake) -> None:
-    crm = SalesforceAdapter.from_settings(make_settings(case_fake))
+    crm = SalesforceAdapter.from_settings(settings_for(case_fake))
     try:
         await crm.check_credentials()
         case_fake.rate_limit_status = 429
@@ -422,7 +406,7 @@ async def test_rate_limits_and_server_errors(case_fake: SalesforceFake) -> None:
 
 
 async def test_limit_info_header_feeds_the_budget(case_fake: SalesforceFake) -> None:
-    crm = SalesforceAdapter.from_settings(make_settings(case_fake))
+    crm = SalesforceAdapter.from_settings(settings_for(case_fake))
     try:
         case_fake.api_usage = 41
         await crm.find_record_by_session("s")
@@ -434,7 +418,7 @@ async def test_limit_info_header_feeds_the_budget(case_fake: SalesforceFake) -> 
 
 
 async def test_validation_error_is_permanent_with_salesforce_words(case_fake: SalesforceFake) -> None:
-    crm = SalesforceAdapter.from_settings(make_settings(case_fake))
+    crm = SalesforceAdapter.from_settings(settings_for(case_fake))
     try:
         with pytest.raises(CrmPermanentError) as caught:
             await crm.create_record(replace(new_record("sess-bad"), contact_id="not-a-contact-id"))
@@ -446,7 +430,7 @@ async def test_validation_error_is_permanent_with_salesforce_words(case_fake: Sa
 
 async def test_plain_protocol_notes_are_completed_tasks(case_fake: SalesforceFake) -> None:
     """Callers that pass only a note's text (no session details) still log it as activity."""
-    crm = SalesforceAdapter.from_settings(make_settings(case_fake))
+    crm = SalesforceAdapter.from_settings(settings_for(case_fake))
     try:
         ref = await crm.create_record(new_record("sess-p"))
         await crm.attach_session(ref.record_id, "Attached session sess-q.\nmore", ["ignored"])

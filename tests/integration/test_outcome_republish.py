@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from app.adapters.db import outbox_repo
+from app.adapters.db import outbox_repo, trace_repo
 from app.adapters.db.outbox_repo import NewOutboxRow
 from app.adapters.kafka.producer import KafkaPublisher
 from tests.helpers import eventually, run_in_process
@@ -30,7 +30,7 @@ async def _claimed_by_a_worker_that_dies(engine, session_id: str) -> None:
 
 async def _done(engine, session_id: str) -> bool:
     async with engine.connect() as conn:
-        return [r["status"] for r in await outbox_repo.list_for_session(conn, session_id)] == ["done"]
+        return [r.status for r in await trace_repo.outbox_rows(conn, session_id)] == ["done"]
 
 
 async def _outcomes_after_the_service_takes_over(engine, settings, session_id: str) -> list[bytes]:

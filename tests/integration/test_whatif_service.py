@@ -78,3 +78,46 @@ async def test_a_wording_change_reuses_the_replay_a_deciding_change_does_not(cle
     assert reworded.report is first.report
     undone = await what_if.run(RecordSettings())
     assert undone.report is not first.report and undone.report.changed == 0 and first.report.changed == 1
+
+
+async def test_the_service_keeps_the_replay_inputs_current_in_the_background(clean_db):
+    import asyncio
+
+    from sqlalchemy import text
+
+    from app.service.whatif import refresh_periodically
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(refresh_periodically(clean_db, stop, every=0.05))
+    try:
+        await consume(clean_db, short_abandoned_chat("chat-bg"))
+        for _ in range(100):
+            async with clean_db.connect() as conn:
+                row = (await conn.execute(text(
+                    "SELECT is_chat, cardinality(end_user_message_times), record FROM whatif_inputs "
+                    "WHERE session_id = 'chat-bg'"))).first()
+            if row is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert tuple(row) == (True, 2, "skipped")  # its two end-user messages, and what happened
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+
+async def test_refreshes_from_several_replicas_at_once_all_succeed(clean_db):
+    import asyncio
+
+    from app.adapters.db import history_repo
+
+    for n in range(20):
+        await consume(clean_db, unanswered_call(f"call-r{n}", end_user_id=f"eu-{n}"))
+
+    async def refresh_from_a_replica():
+        async with clean_db.begin() as conn:
+            await history_repo.refresh(conn, changed=False)
+
+    await asyncio.gather(*(refresh_from_a_replica() for _ in range(4)))
+    async with clean_db.begin() as conn:
+        rows = await history_repo.sessions_since(conn, 7)
+    assert sorted(r.session.session_id for r in rows) == sorted(f"call-r{n}" for n in range(20))

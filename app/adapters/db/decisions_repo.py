@@ -62,14 +62,14 @@ async def insert_decision(conn: AsyncConnection, row: DecisionRow) -> None:
 
 @dataclass(frozen=True, slots=True)
 class StoredDecision:
-    """A decision as the trace reads it back: the row plus when it was written."""
+    """A decision as a session's trace shows it: the row, and when it was made."""
 
     kind: str  # a DecisionKind's value, as stored (the trace shows old rows' text as it is)
     reason: str
     event_at: datetime | None
     settings_version: int | None
     record_id: str | None
-    created_at: datetime
+    decided_at: datetime  # when the row was written
 
 
 async def list_for_session(conn: AsyncConnection, session_id: str) -> list[StoredDecision]:

@@ -6,6 +6,8 @@ session (records_repo.record_context) and writes it in its bookkeeping transacti
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -30,11 +32,15 @@ async def remember(conn: AsyncConnection, account: str, users: dict[str, str]) -
     """Remember CRM user ids by end-user id; sorted, so concurrent writers lock in one order."""
     if not users:
         return
+    await conn.execute(_REMEMBER, remember_parameters(account, users))
+
+
+REMEMBER = _REMEMBER  # for outbox_writes
+
+
+def remember_parameters(account: str, users: dict[str, str]) -> dict[str, Any]:
     ordered = sorted(users.items())
-    await conn.execute(
-        _REMEMBER,
-        {"account": account, "end_user_ids": [k for k, _ in ordered], "crm_user_ids": [v for _, v in ordered]},
-    )
+    return {"account": account, "end_user_ids": [k for k, _ in ordered], "crm_user_ids": [v for _, v in ordered]}
 
 
 async def forget(conn: AsyncConnection, account: str, end_user_id: str, crm_user_id: str) -> None:

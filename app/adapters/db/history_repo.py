@@ -34,10 +34,11 @@ class WindowSession:
     session: HistoricSession
 
 
-_COLUMNS = (
-    "session_id, created_at, source_updated_at, first_event_at, end_user_id, queue_id, is_chat, agent_id, "
-    "agent_name, moments, end_user_message_times, record, record_action, record_reason, last_wait_reason"
+_READ = (
+    "session_id, created_at, first_event_at, end_user_id, queue_id, is_chat, agent_id, agent_name, moments, "
+    "end_user_message_times, record, record_action, record_reason, last_wait_reason"
 )
+_COLUMNS = "source_updated_at, " + _READ
 # The policy's facts come out of each changed state document in one pass (jsonb_to_record),
 # each chat's end-user message times are aggregated beside them. JIT compilation costs more
 # than it saves on these statements.
@@ -55,7 +56,7 @@ _REFRESH = f"""
         GROUP BY m.session_id
     )
     INSERT INTO whatif_inputs ({_COLUMNS})
-    SELECT c.session_id, c.created_at, c.updated_at, COALESCE(f.first_event_at, f.header_at, c.created_at),
+    SELECT c.updated_at, c.session_id, c.created_at, COALESCE(f.first_event_at, f.header_at, c.created_at),
            COALESCE(f.end_user_id, ''), COALESCE(f.queue_id, ''), COALESCE(f.medium = 'chat', false),
            f.agent_id, f.agent_name,
            ARRAY[f.queued_at, f.assigned_at, f.connected_at, f.abandoned_at, f.ended_at],
@@ -78,10 +79,16 @@ _REFRESH = f"""
     WHERE whatif_inputs.source_updated_at IS DISTINCT FROM EXCLUDED.source_updated_at
        OR whatif_inputs.end_user_message_times IS DISTINCT FROM EXCLUDED.end_user_message_times
 """
-_REFRESH_RETURNING = _REFRESH + f" RETURNING {_COLUMNS}"
+_REFRESH_RETURNING = _REFRESH + f" RETURNING {_READ}"
 _FORGET_OLD = f"DELETE FROM whatif_inputs WHERE created_at < now() - make_interval(days => {KEEP_DAYS})"
-_IN_WINDOW = f"SELECT {_COLUMNS} FROM whatif_inputs WHERE created_at >= now() - make_interval(days => $1)"
+# In the order the replay takes them: sorting 100,000 already ordered sessions costs Python
+# one pass instead of 1.7 million comparisons of datetimes.
+_IN_WINDOW = (
+    f"SELECT {_READ} FROM whatif_inputs WHERE created_at >= now() - make_interval(days => $1) "
+    "ORDER BY first_event_at, session_id"
+)
 _NO_JIT = text("SET LOCAL jit = off")
+_ONE_AT_A_TIME = "SELECT pg_advisory_xact_lock(hashtext('crm-records whatif_inputs refresh'))"
 _NOW = text("SELECT now()")
 _OWNERS_BEFORE = text(
     """
@@ -97,7 +104,7 @@ def _actual(record: str, action: str | None, reason: str | None, wait_reason: st
 
 
 def _window_session(row) -> WindowSession:
-    (session_id, created_at, _, first_event_at, end_user_id, queue_id, is_chat, agent_id, agent_name,
+    (session_id, created_at, first_event_at, end_user_id, queue_id, is_chat, agent_id, agent_name,
      moments, message_times, record, action, reason, wait_reason) = row
     queued, assigned, connected, abandoned, ended = moments
     return WindowSession(created_at, HistoricSession(
@@ -136,6 +143,9 @@ async def refresh(conn: AsyncConnection, *, changed: bool = True) -> list[Window
     """Bring the replay inputs up to date with the sessions; returns the rows that changed
     (none when `changed` is false). Commit the transaction for other readers to see them."""
     driver = await _driver(conn)
+    # One refresh at a time across the replicas: two upserting the same rows in different
+    # orders could deadlock; the second finds little left to do once the first commits.
+    await driver.execute(_ONE_AT_A_TIME)
     if not changed:
         await driver.execute(_REFRESH)
         return []

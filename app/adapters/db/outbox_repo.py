@@ -13,7 +13,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.adapters.crm.base import CrmCall
-from app.adapters.db.schema import crm_attempts, outbox
+from app.adapters.db.schema import outbox
 from app.domain.kinds import OutboxKind, OutboxStatus
 
 NOTIFY_CHANNEL = "crm_records_outbox"
@@ -189,10 +189,7 @@ async def mark_done_claimed(conn: AsyncConnection, claims: Sequence[tuple[int, s
     another worker claimed since (this claim's lease ran out) is left alone."""
     if not claims:
         return set()
-    ordered = sorted(claims)
-    result = await conn.execute(
-        _MARK_DONE_CLAIMED, {"ids": [i for i, _ in ordered], "claims": [c for _, c in ordered]}
-    )
+    result = await conn.execute(_MARK_DONE_CLAIMED, mark_done_claimed_parameters(claims))
     return {row[0] for row in result}
 
 
@@ -278,53 +275,53 @@ _ENQUEUE_CLAIMED = text(
 
 @dataclass(frozen=True, slots=True)
 class ClaimedEvent:
-    """An outcome event to publish, already claimed by the claim of the row it reports."""
+    """An outcome event to publish, already claimed by the claim of the row it reports:
+    written with the work it reports (outbox_writes), published by this worker right after
+    the commit; if it dies first, another worker publishes it when the lease runs out. A
+    key already there makes no new row."""
 
     row: NewOutboxRow
     claim_id: str
 
 
-async def enqueue_publishing(
-    conn: AsyncConnection, events: Sequence[ClaimedEvent], *, lease_seconds: float
-) -> dict[str, int]:
-    """Outcome events to publish, written with the work they report and already claimed by
-    this worker, which publishes them right after the commit; if it dies first, another
-    worker publishes them when the lease runs out. One statement for all of them; returns
-    the new rows' ids by idempotency key (a key already there makes no new row)."""
-    if not events:
-        return {}
-    result = await conn.execute(
-        _ENQUEUE_CLAIMED,
-        {
-            "keys": [e.row.idempotency_key for e in events],
-            "session_ids": [e.row.session_id for e in events],
-            "payloads": [orjson.dumps(e.row.payload).decode() for e in events],
-            "claim_ids": [e.claim_id for e in events],
-            "lease": lease_seconds,
-        },
-    )
-    return {key: row_id for row_id, key in result}
-
-
 async def record_attempts(conn: AsyncConnection, crm: str, attempts: Sequence[Attempt]) -> None:
+    if any(a.calls for a in attempts):
+        await conn.execute(_INSERT_ATTEMPTS, record_attempts_parameters(crm, attempts))
+
+
+def record_attempts_parameters(crm: str, attempts: Sequence[Attempt]) -> dict[str, Any]:
     calls = [(a, call) for a in attempts for call in a.calls]
-    if not calls:
-        return
-    await conn.execute(
-        _INSERT_ATTEMPTS,
-        {
-            "crm": crm,
-            "outbox_ids": [a.outbox_id for a, _ in calls],
-            "session_ids": [a.session_id for a, _ in calls],
-            "attempts": [a.attempt for a, _ in calls],
-            "operations": [c.operation for _, c in calls],
-            "methods": [c.method for _, c in calls],
-            "paths": [c.path for _, c in calls],
-            "statuses": [c.status for _, c in calls],
-            "latencies": [c.latency_ms for _, c in calls],
-            "errors": [c.error for _, c in calls],
-        },
-    )
+    return {
+        "crm": crm,
+        "outbox_ids": [a.outbox_id for a, _ in calls],
+        "session_ids": [a.session_id for a, _ in calls],
+        "attempts": [a.attempt for a, _ in calls],
+        "operations": [c.operation for _, c in calls],
+        "methods": [c.method for _, c in calls],
+        "paths": [c.path for _, c in calls],
+        "statuses": [c.status for _, c in calls],
+        "latencies": [c.latency_ms for _, c in calls],
+        "errors": [c.error for _, c in calls],
+    }
+
+
+def enqueue_publishing_parameters(events: Sequence[ClaimedEvent], lease_seconds: float) -> dict[str, Any]:
+    return {
+        "keys": [e.row.idempotency_key for e in events],
+        "session_ids": [e.row.session_id for e in events],
+        "payloads": [orjson.dumps(e.row.payload).decode() for e in events],
+        "claim_ids": [e.claim_id for e in events],
+        "lease": lease_seconds,
+    }
+
+
+def mark_done_claimed_parameters(claims: Sequence[tuple[int, str | None]]) -> dict[str, Any]:
+    ordered = sorted(claims)
+    return {"ids": [i for i, _ in ordered], "claims": [c for _, c in ordered]}
+
+
+# For outbox_writes: the worker's bookkeeping statements.
+MARK_DONE_CLAIMED, INSERT_ATTEMPTS, ENQUEUE_CLAIMED = _MARK_DONE_CLAIMED, _INSERT_ATTEMPTS, _ENQUEUE_CLAIMED
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,25 +362,6 @@ async def oldest_due_age_seconds(conn: AsyncConnection) -> float:
         )
     )
     return max(0.0, float(result.scalar_one()))
-
-
-async def list_for_session(conn: AsyncConnection, session_id: str) -> list[dict[str, Any]]:
-    result = await conn.execute(
-        select(
-            outbox.c.id, outbox.c.kind, outbox.c.idempotency_key, outbox.c.status, outbox.c.attempts,
-            outbox.c.due_at, outbox.c.last_error, outbox.c.created_at, outbox.c.done_at,
-        )
-        .where(outbox.c.session_id == session_id)
-        .order_by(outbox.c.id)
-    )
-    return [dict(r) for r in result.mappings()]
-
-
-async def attempts_for_session(conn: AsyncConnection, session_id: str) -> list[dict[str, Any]]:
-    result = await conn.execute(
-        select(crm_attempts).where(crm_attempts.c.session_id == session_id).order_by(crm_attempts.c.id)
-    )
-    return [dict(r) for r in result.mappings()]
 
 
 async def requeue_parked(conn: AsyncConnection, session_id: str | None = None) -> int:

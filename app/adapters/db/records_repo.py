@@ -85,17 +85,21 @@ async def remember_records(conn: AsyncConnection, crm: str, records: Sequence[Ne
     user is the one with the highest id."""
     if not records:
         return
-    await conn.execute(
-        _REMEMBER_RECORDS,
-        {
-            "crm": crm,
-            "record_ids": [r.record_id for r in records],
-            "record_urls": [r.record_url for r in records],
-            "end_user_ids": [r.end_user_id for r in records],
-            "queue_ids": [r.queue_id for r in records],
-            "session_ids": [r.session_id for r in records],
-        },
-    )
+    await conn.execute(_REMEMBER_RECORDS, remember_records_parameters(crm, records))
+
+
+REMEMBER_RECORDS = _REMEMBER_RECORDS  # for outbox_writes
+
+
+def remember_records_parameters(crm: str, records: Sequence[NewRecord]) -> dict[str, Any]:
+    return {
+        "crm": crm,
+        "record_ids": [r.record_id for r in records],
+        "record_urls": [r.record_url for r in records],
+        "end_user_ids": [r.end_user_id for r in records],
+        "queue_ids": [r.queue_id for r in records],
+        "session_ids": [r.session_id for r in records],
+    }
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,99 @@
+"""The outbox worker's bookkeeping for a batch of finished rows in one statement: the rows
+marked done (fenced by their claims), the end users' CRM ids, the records made, the
+sessions' records, the decisions, the CRM calls and the outcome events to publish, as
+data-modifying CTEs (the pattern of batch_writes: each part is its repository's own
+statement and parameters, renamed apart; every part runs once and to completion, and an
+error in any part fails the whole statement).
+
+The sessions' rows are locked first, in session id order, by a statement of their own:
+in one statement the parts' lock order is PostgreSQL's choice, and a consumer batch
+locks the same rows in session id order."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from app.adapters.db import decisions_repo, end_users_repo, outbox_repo, raw, records_repo, sessions_repo
+from app.adapters.db.decisions_repo import DecisionRow
+from app.adapters.db.outbox_repo import Attempt, ClaimedEvent
+from app.adapters.db.records_repo import NewRecord
+from app.adapters.db.sessions_repo import SessionRecord
+
+_BIND = re.compile(r"(?<![:\w]):(\w+)")
+_PARTS = {
+    "h": outbox_repo.MARK_DONE_CLAIMED,
+    "u": end_users_repo.REMEMBER,
+    "r": records_repo.REMEMBER_RECORDS,
+    "s": sessions_repo.SET_RECORDS,
+    "d": decisions_repo.INSERT_DECISIONS,
+    "a": outbox_repo.INSERT_ATTEMPTS,
+    "e": outbox_repo.ENQUEUE_CLAIMED,
+}
+
+
+def _renamed(prefix: str, sql: str) -> str:
+    return _BIND.sub(lambda match: f":{prefix}_{match[1]}", sql.strip())
+
+
+_WRITE = raw.positional(
+    "WITH "
+    + ",\n".join(f"part_{prefix} AS (\n{_renamed(prefix, statement.text)}\n)" for prefix, statement in _PARTS.items())
+    + "\nSELECT id, NULL AS idempotency_key FROM part_h"
+    + "\nUNION ALL SELECT id, idempotency_key FROM part_e"
+)
+_LOCK = raw.positional(sessions_repo.LOCK.text)
+
+
+def _prefixed(prefix: str, parameters: dict[str, Any]) -> dict[str, Any]:
+    return {f"{prefix}_{name}": value for name, value in parameters.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Bookkeeping:
+    """What a batch of finished rows leaves behind."""
+
+    claims: Sequence[tuple[int, str | None]]  # (outbox id, claim id) of each finished row
+    users: dict[str, str]  # end-user id -> the CRM's id for it
+    new_records: Sequence[NewRecord]
+    session_records: Sequence[SessionRecord]
+    decisions: Sequence[DecisionRow]
+    attempts: Sequence[Attempt]
+    events: Sequence[ClaimedEvent]
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    held: set[int]  # the finished rows still held by their claims, now done
+    event_ids: dict[str, int]  # the new outcome-event rows by idempotency key
+
+
+async def write_bookkeeping(
+    pg: asyncpg.Connection, crm: str, account: str, lease_seconds: float, work: Bookkeeping
+) -> Written:
+    """All of it in one statement (two when sessions are noted: their locks first), on
+    asyncpg's connection (raw.py). The caller rolls the transaction back when a row is no
+    longer held."""
+    if work.session_records:
+        await raw.execute(pg, _LOCK, {"ids": sorted(r.session_id for r in work.session_records)})
+    parameters = {
+        **_prefixed("h", outbox_repo.mark_done_claimed_parameters(work.claims)),
+        **_prefixed("u", end_users_repo.remember_parameters(account, work.users)),
+        **_prefixed("r", records_repo.remember_records_parameters(crm, work.new_records)),
+        **_prefixed("s", sessions_repo.set_records_parameters(crm, work.session_records)),
+        **_prefixed("d", decisions_repo.insert_decisions_parameters(work.decisions)),
+        **_prefixed("a", outbox_repo.record_attempts_parameters(crm, work.attempts)),
+        **_prefixed("e", outbox_repo.enqueue_publishing_parameters(work.events, lease_seconds)),
+    }
+    held: set[int] = set()
+    event_ids: dict[str, int] = {}
+    for row_id, key in await raw.fetch(pg, _WRITE, parameters):
+        if key is None:
+            held.add(row_id)
+        else:
+            event_ids[key] = row_id
+    return Written(held, event_ids)
