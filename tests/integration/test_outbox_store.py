@@ -11,7 +11,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import text
 
 from app.adapters.crm.base import CallLog, CrmCall, RecordRef
-from app.adapters.db import outbox_repo, records_repo, sessions_repo
+from app.adapters.db import outbox_repo, raw, records_repo, sessions_repo
 from app.adapters.db.decisions_repo import DecisionRow
 from app.adapters.db.outbox_repo import NewOutboxRow
 from app.adapters.db.schema import metadata
@@ -107,8 +107,9 @@ async def test_rows_finishing_together_are_written_together_and_a_bad_one_fails_
     async with clean_db.connect() as conn:
         status = dict((await conn.execute(text("SELECT idempotency_key, status FROM outbox"))).all())
         attempts = (await conn.execute(text("SELECT outbox_id, operation FROM crm_attempts ORDER BY id"))).all()
-        known = await records_repo.record_context(conn, "sandbox", "w3", with_newest=True)
         session = await sessions_repo.get_session(conn, "w1")
+    async with raw.connection(clean_db) as pg:
+        known = await records_repo.record_context(pg, "sandbox", "w3", with_newest=True)
     assert status == {"w1": "done", "w2": "in_progress", "w3": "done"}
     assert sorted(a.outbox_id for a in attempts) == sorted([rows["w1"].id, rows["w3"].id])
     assert known is not None and known.contact_id == "c-w3"
@@ -126,9 +127,9 @@ async def test_record_context_reads_the_newest_record_only_when_asked(clean_db, 
             conn, "sandbox", [records_repo.NewRecord("old", None, end_user, queue, "n0"),
                               records_repo.NewRecord("new", "/r/new", end_user, queue, "n1")]
         )
-    async with clean_db.connect() as conn:
-        context = await records_repo.record_context(conn, "sandbox", "n1", with_newest=with_newest)
-        missing = await records_repo.record_context(conn, "sandbox", "nobody", with_newest=with_newest)
+    async with raw.connection(clean_db) as pg:
+        context = await records_repo.record_context(pg, "sandbox", "n1", with_newest=with_newest)
+        missing = await records_repo.record_context(pg, "sandbox", "nobody", with_newest=with_newest)
     assert missing is None
     assert context is not None and context.state["session_id"] == "n1" and context.contact_id is None
     if with_newest:
