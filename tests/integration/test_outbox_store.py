@@ -58,6 +58,28 @@ async def test_records_are_claimed_before_older_notes_and_each_serial_key_in_ord
         assert [r.idempotency_key for r in await outbox_repo.claim(conn, 10, lease_seconds=30)] == ["record-b2"]
 
 
+async def test_a_row_committed_after_a_newer_one_of_its_serial_key_waits_while_that_one_runs(clean_db):
+    # Two consumers (two replicas) enqueue rows of one serial key; the older id commits
+    # last. The newer row is claimed first (the older one is not visible yet); once the
+    # older one is committed it must wait for the newer one to finish: the two are one
+    # end user's records in one leaf queue, and the second must see the first's record.
+    older = await clean_db.connect()
+    await older.begin()
+    await outbox_repo.enqueue(older, [_row("record-a", "record", "k-race")])
+    async with clean_db.begin() as conn:
+        await outbox_repo.enqueue(conn, [_row("record-b", "record", "k-race")])
+    async with clean_db.begin() as conn:
+        assert [r.idempotency_key for r in await outbox_repo.claim(conn, 10, lease_seconds=30)] == ["record-b"]
+    await older.commit()
+    await older.close()
+    async with clean_db.begin() as conn:
+        assert await outbox_repo.claim(conn, 10, lease_seconds=30) == []
+        await outbox_repo.mark_done(conn, [(await conn.execute(
+            text("SELECT id FROM outbox WHERE idempotency_key = 'record-b'"))).scalar_one()])
+    async with clean_db.begin() as conn:
+        assert [r.idempotency_key for r in await outbox_repo.claim(conn, 10, lease_seconds=30)] == ["record-a"]
+
+
 async def test_a_claim_notes_when_it_was_made(clean_db):
     async with clean_db.begin() as conn:
         await outbox_repo.enqueue(conn, [_row("r-1", "record", "k-1")])
