@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import event, text
 
 from app.adapters.crm.sandbox import SandboxAdapter
+from app.adapters.db import raw
 from app.adapters.db.engine import build_engine
 from app.domain.events import parse_event
 from app.entrypoints.service import migrate, run_until_complete
@@ -59,8 +60,8 @@ async def measure(url: str, sessions: int, profile: str | None) -> None:
 
     try:
         for start in range(0, len(events), 500):
-            async with engine.begin() as conn:
-                await apply_batch(conn, events[start:start + 500], "sandbox")
+            async with raw.transaction(engine) as pg:
+                await apply_batch(pg, events[start:start + 500], "sandbox")
         async with engine.connect() as conn:
             rows = (await conn.execute(text("SELECT count(*) FROM outbox"))).scalar_one()
         runner = OutboxRunner(engine, SandboxAdapter(engine), publish, settings)
@@ -72,7 +73,7 @@ async def measure(url: str, sessions: int, profile: str | None) -> None:
             key = " ".join(statement.split())[:60]
             statements[key] = statements.get(key, 0) + 1
 
-        event.listen(engine.sync_engine, "before_cursor_execute", count)
+        event.listen(engine.sync_engine, "before_cursor_execute", count)  # statements through SQLAlchemy
         xacts_before = await _transactions(engine)
         profiler = cProfile.Profile() if profile else None
         wall, cpu = time.perf_counter(), time.process_time()
@@ -92,7 +93,8 @@ async def measure(url: str, sessions: int, profile: str | None) -> None:
         print(f"  worker CPU     : {1e6 * cpu / rows:8.1f} µs per outbox row (the drain's polls included)")
         print(f"  wall           : {wall:8.2f} s, {rows / wall:,.0f} rows/s")
         print(f"  transactions   : {xacts / rows:8.2f} per outbox row (each statement outside one counts as one)")
-        print(f"  statements     : {sum(statements.values()) / rows:8.2f} per outbox row, BEGIN and COMMIT not counted")
+        print(f"  statements     : {sum(statements.values()) / rows:8.2f} per outbox row through SQLAlchemy "
+              "(BEGIN, COMMIT and statements on asyncpg's connection not counted)")
         for key, n in sorted(statements.items(), key=lambda kv: -kv[1])[:14]:
             print(f"    {n / rows:6.2f}  {key}")
         if profiler and profile:

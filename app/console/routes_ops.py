@@ -33,7 +33,8 @@ def ops_router(console: Console, runtime: Any) -> APIRouter:
             timeline = await operations.timeline(conn, session_id, trace.state) if trace else []
         if trace is None:
             return console.render(request, "not_found.html", status=404, session=session, session_id=session_id)
-        return console.render(request, "session.html", session=session, trace=trace, timeline=timeline)
+        return console.render(request, "session.html", session=session, trace=trace, timeline=timeline,
+                              timeline_limit=operations.TIMELINE_LIMIT)
 
     @router.get("/admin/operations")
     async def operations_page(request: Request, page: int = 1, retried: int | None = None) -> Response:

@@ -12,6 +12,7 @@ Pure: no I/O, no clock. The service layer loads the history (app/service/whatif.
 
 from __future__ import annotations
 
+import heapq
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -215,6 +216,10 @@ def _first_event_at(session: HistoricSession) -> datetime:
     return session.first_event_at
 
 
+def _changed_at(change: tuple[HistoricSession, tuple[OutcomeKind, str]]) -> datetime:
+    return change[0].first_event_at
+
+
 def replay(
     history: Sequence[HistoricSession],
     proposed: RecordSettings,
@@ -230,23 +235,23 @@ def replay(
     actual_counts: Counter[tuple[OutcomeKind, str]] = Counter()
     proposed_counts: Counter[tuple[OutcomeKind, str]] = Counter()
     report = WhatIfReport(sessions=len(history))
-    changed: list[ChangedSession] = []
+    changed: list[tuple[HistoricSession, tuple[OutcomeKind, str]]] = []
     same_appending = _append_fields(proposed) == _append_fields(current)
     made_records = ("record", "attach", "record_or_attach")
+    propose_, add_owner, note_changed = _propose, owners.add, changed.append  # bound once: 100,000 turns
     for session in sorted(history, key=_first_event_at):
         owner = (session.end_user_id, session.queue_id)
-        outcome = _propose(session, proposed, owner in owners, same_appending)
+        outcome = propose_(session, proposed, owner in owners, same_appending)
         kind = outcome[0]
         if kind in made_records:
-            owners.add(owner)
+            add_owner(owner)
         actual_counts[session.actual] += 1
         proposed_counts[outcome] += 1
         if kind == "record_or_attach":
             report.depends_on_crm += 1
         elif kind != session.actual.kind:
-            report.changed += 1
-            changed.append(ChangedSession(session.session_id, session.first_event_at, session.actual,
-                                          Outcome(*outcome)))
+            note_changed((session, outcome))
+    report.changed = len(changed)
     actual_groups, proposed_groups = _by_reason_group(actual_counts), _by_reason_group(proposed_counts)
     order = {kind: n for n, kind in enumerate(OUTCOME_KINDS)}
     keys = sorted(set(actual_groups) | set(proposed_groups), key=lambda k: (order[k[0]], k[1]))
@@ -254,7 +259,9 @@ def replay(
     for kind in OUTCOME_KINDS:
         report.actual_totals[kind] = sum(n for (k, _), n in actual_groups.items() if k == kind)
         report.proposed_totals[kind] = sum(n for (k, _), n in proposed_groups.items() if k == kind)
-    report.sample = sorted(changed, key=lambda c: c.first_event_at, reverse=True)[:sample_size]
+    # the most recent changed sessions (nlargest: as sorted(..., reverse=True)[:n], ties included)
+    report.sample = [ChangedSession(session.session_id, session.first_event_at, session.actual, Outcome(*outcome))
+                     for session, outcome in heapq.nlargest(sample_size, changed, key=_changed_at)]
     return report
 
 

@@ -40,16 +40,10 @@ async def settings_history(
     return await settings_repo.history(conn, limit=limit, before_version=before_version)
 
 
-@dataclass(frozen=True, slots=True)
-class CurrentSettings:
-    version: int | None  # None: nothing saved yet, the defaults apply
-    document: RecordSettings
-
-
-async def current_settings(engine: AsyncEngine) -> CurrentSettings:
+async def current_settings(engine: AsyncEngine) -> settings_repo.SettingsInForce:
+    """The settings in force (version None: nothing saved yet, the defaults apply)."""
     async with engine.connect() as conn:
-        found = await settings_repo.in_force(conn)
-    return CurrentSettings(found.version, found.settings)
+        return await settings_repo.in_force(conn)
 
 
 async def save_settings_version(

@@ -309,8 +309,8 @@ class OutboxRunner:
             session = await sessions_repo.get_session(conn, row.session_id)
             if session is None:
                 raise NoRecord(f"session {row.session_id} is unknown")
-            state = SessionState.from_document(session["state"])
-            record_id = session["record_id"]
+            state = session.state
+            record_id = session.record_id
             if record_id is None:
                 record_row = await outbox_repo.record_row_status(conn, row.session_id)
                 if record_row is None or record_row.status in (OutboxStatus.PARKED, OutboxStatus.DONE):
@@ -339,7 +339,7 @@ class OutboxRunner:
             decisions=[DecisionRow(state.session_id, DecisionKind.ENDED_NOTE_ADDED,
                                    f"{reason} to record {record_id}", state.ended_at, None, record_id)],
             output=[self._output(OutcomeEventType.RECORD_UPDATED, state.session_id, record_id,
-                                 session["record_url"], reason)],
+                                 session.record_url, reason)],
         )
 
     def _output(

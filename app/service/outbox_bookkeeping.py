@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.adapters.crm.base import CallLog, RecordRef
-from app.adapters.db import outbox_repo, outbox_writes
+from app.adapters.db import outbox_repo, outbox_writes, raw
 from app.adapters.db.decisions_repo import DecisionRow
 from app.adapters.db.outbox_repo import Attempt, ClaimedEvent, ClaimedRow, NewOutboxRow
 from app.adapters.db.outbox_writes import Bookkeeping
@@ -136,8 +136,8 @@ class CompletionWriter:
     async def _write(self, batch: list[Finished]) -> list[list[int]]:
         events = {f.row.id: self._events(f) for f in batch}
         work = self._bookkeeping(batch, [e for row_events in events.values() for e in row_events])
-        async with self.engine.begin() as conn:
-            written = await outbox_writes.write_bookkeeping(conn, self.crm, self.account, self.lease_seconds, work)
+        async with raw.transaction(self.engine) as pg:
+            written = await outbox_writes.write_bookkeeping(pg, self.crm, self.account, self.lease_seconds, work)
             lost = [f.row.id for f in batch if f.row.id not in written.held]
             if lost:
                 # Rolled back: the rows still held are written again, each alone.

@@ -45,13 +45,12 @@ async def session_trace(conn: AsyncConnection, session_id: str) -> SessionTrace 
     session = await sessions_repo.get_session(conn, session_id)
     if session is None:
         return None
-    state = SessionState.from_document(session["state"])
     return SessionTrace(
         session_id=session_id,
-        state=state,
+        state=session.state,
         record=TraceRecord(
-            progress=session["record"], reason=state.record_reason, crm=session["crm"],
-            record_id=session["record_id"], record_url=session["record_url"], action=session["record_action"],
+            progress=session.record, reason=session.state.record_reason, crm=session.crm,
+            record_id=session.record_id, record_url=session.record_url, action=session.record_action,
         ),
         decisions=tuple(await decisions_repo.list_for_session(conn, session_id)),
         outbox=tuple(await trace_repo.outbox_rows(conn, session_id)),

@@ -68,15 +68,27 @@ class WhatIf:
 
     async def _read(self, days: int) -> float:
         started = time.monotonic()
+        if self._history is not None and self._history.days == days:
+            await self._load(days, full=False)  # the rows changed since the last read
+            return time.monotonic() - started
+        gc.collect()  # what is cyclic garbage now would otherwise be frozen with the new history
+        with history_repo.gc_paused():
+            await self._load(days, full=True)
+            # Out of the collector's sight, before it is back on (it would walk the new history
+            # at once): some 700,000 objects for 100,000 sessions, none in a cycle, which every
+            # full collection would otherwise walk, holding up the process's event loop
+            # (measured: 0.6 s per collection). Frozen objects are still freed by reference
+            # counting when the history is dropped; never unfrozen, since the service also
+            # keeps its start-up heap frozen (app/entrypoints/service.py).
+            gc.freeze()
+        return time.monotonic() - started
+
+    async def _load(self, days: int, full: bool) -> None:
         history = self._history
         async with self.engine.begin() as conn:  # the refreshed rows are committed for every replica
             now = await history_repo.database_now(conn)
-            full = history is None or history.days != days
-            if full:
-                # What is cyclic garbage now would be frozen with the new history (see below).
-                gc.collect()
             changed_rows = await history_repo.refresh(conn, changed=not full)
-            if history is None or history.days != days:
+            if full or history is None:
                 history = _History(days, now)
                 for row in await history_repo.sessions_since(conn, days):
                     history.sessions[row.session.session_id] = row
@@ -96,14 +108,6 @@ class WhatIf:
             history.ordered = sorted((row.session for row in history.sessions.values()), key=_first_event_at)
         history.last_used = time.monotonic()
         self._history = history
-        if full:
-            # Out of the collector's sight: some 700,000 objects for 100,000 sessions, none in a
-            # cycle, which every full collection would otherwise walk, holding up the process's
-            # event loop (measured: 0.6 s per collection). Frozen objects are still freed by
-            # reference counting when the history is dropped; never unfrozen, since the service
-            # also keeps its start-up heap frozen (app/entrypoints/service.py).
-            gc.freeze()
-        return time.monotonic() - started
 
     async def warm(self, days: int = DEFAULT_DAYS) -> None:
         """Load the history ahead of the first request (the panel calls this when it opens)."""

@@ -253,6 +253,7 @@ async def test_session_trace_and_requeue_a_parked_row(browser, console_service, 
     await page.get_by_label("Session id or end-user id").press("Enter")
     await page.get_by_role("link", name="call-1001").click()
     await expect(page.get_by_test_id("timeline")).to_contain_text("assigned")
+    await expect(page.get_by_test_id("timeline").locator("li")).to_have_count(4)  # every event, with its time
     await expect(page.get_by_test_id("decisions")).to_contain_text("call assigned to agent")
     await expect(page.get_by_test_id("crm-calls")).to_contain_text("create_record")
     await expect(page.get_by_test_id("record")).to_contain_text("Sandbox record")
@@ -260,6 +261,9 @@ async def test_session_trace_and_requeue_a_parked_row(browser, console_service, 
     await page.screenshot(path=str(SCREENSHOTS / "session-trace.png"), full_page=True)
 
     await page.get_by_role("link", name="Operations").click()
+    # the one replica running writes its heartbeat: lag, dead letters and CRM check
+    await expect(page.get_by_test_id("replica")).to_have_count(1)
+    await expect(page.get_by_test_id("replica")).to_contain_text("this replica")
     parked = page.get_by_test_id("parked")
     await expect(parked).to_contain_text("the requester's phone is invalid")
     await assert_accessible(page)

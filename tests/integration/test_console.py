@@ -270,3 +270,22 @@ async def test_the_operations_view_shows_every_replica_adds_them_up_and_marks_th
     assert int(lag.get("2", "0")) == int(own_lag.get("2", 0))  # the stale replica's partition is not counted
     dead = page[page.index('data-testid="dead-letters"'):]
     assert re.search(rf"<td>schema</td><td>{3 + own_schema}</td>", dead)  # 2 + 1 (+ ours): what each counted
+
+
+async def test_a_long_timeline_says_it_shows_the_first_events(runtime, clean_db, monkeypatch):
+    from app.adapters.db import raw
+    from app.service import operations
+    from app.service.consume import apply_batch
+    from tests.factories import event_doc, header, to_event
+
+    monkeypatch.setattr(operations, "TIMELINE_LIMIT", 3)
+    session = header("chat-long", medium="chat")
+    documents = [event_doc(session, "queued", 0)] + [event_doc(session, "message", n) for n in range(1, 6)]
+    async with raw.transaction(clean_db) as pg:
+        await apply_batch(pg, [to_event(d) for d in documents], "sandbox")
+    async with browser_like(runtime) as client:
+        await signed_in(client, VIEWER)
+        page = (await client.get("/admin/sessions/chat-long")).text
+    timeline = page[page.index('id="timeline-title"'):page.index("</ol>")]
+    assert "The first 3 events, in the order they occurred." in timeline
+    assert timeline.count("<li>") == 3

@@ -77,3 +77,27 @@ async def test_the_cli_prints_each_record_with_its_notes(clean_db, database_url)
         "contact_name", "contact_phone", "contact_email", "notes"]
     [made] = await asyncio.to_thread(_cli_records, database_url, "zendesk")
     assert (made["crm"], made["record_id"], made["session_id"]) == ("sandbox", str(record_id), "call-7")
+
+
+def _cli_session(database_url: str, session_id: str) -> dict:
+    env = {"DATABASE_URL": database_url, "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-m", "app", "session", session_id], cwd=PROJECT, env=env,
+                          capture_output=True, text=True, timeout=60, check=True)
+    return json.loads(done.stdout)
+
+
+async def test_the_cli_prints_a_sessions_trace_as_the_api_answers_it(clean_db, database_url):
+    from app.adapters.db import raw
+    from app.service.consume import apply_batch
+    from tests.factories import event_doc, header, to_event
+
+    session = header("chat-traced", medium="chat")
+    documents = [event_doc(session, "queued", 0), event_doc(session, "message", 3), event_doc(session, "abandoned", 9)]
+    async with raw.transaction(clean_db) as pg:
+        await apply_batch(pg, [to_event(d) for d in documents], "sandbox")
+    async with asgi_client(build_runtime(api_settings(database_url), clean_db)) as client:
+        answer = (await client.get("/api/sessions/chat-traced")).json()
+    assert answer["state"]["end_user_messages"] == 1 and answer["state"]["abandoned_at"].endswith("+00:00")
+    assert answer["record"]["progress"] == "skipped" and answer["decisions"][-1]["kind"] == "skipped"
+    assert answer["outbox"][0]["kind"] == "publish" and answer["crm_calls"] == []
+    assert await asyncio.to_thread(_cli_session, database_url, "chat-traced") == answer

@@ -113,7 +113,7 @@ async def test_rows_finishing_together_are_written_together_and_a_bad_one_fails_
     assert sorted(a.outbox_id for a in attempts) == sorted([rows["w1"].id, rows["w3"].id])
     assert known is not None and known.contact_id == "c-w3"
     assert known.newest is not None and known.newest.record_id == "r-w3" and known.newest.session_id == "w3"
-    assert session is not None and (session["record_id"], session["record_action"]) == ("r-w1", "created")
+    assert session is not None and (session.record_id, session.record_action) == ("r-w1", "created")
 
 
 @pytest.mark.parametrize("with_newest", [True, False])

@@ -103,3 +103,21 @@ async def test_the_service_keeps_the_replay_inputs_current_in_the_background(cle
     finally:
         stop.set()
         await asyncio.wait_for(task, 5)
+
+
+async def test_refreshes_from_several_replicas_at_once_all_succeed(clean_db):
+    import asyncio
+
+    from app.adapters.db import history_repo
+
+    for n in range(20):
+        await consume(clean_db, unanswered_call(f"call-r{n}", end_user_id=f"eu-{n}"))
+
+    async def refresh_from_a_replica():
+        async with clean_db.begin() as conn:
+            await history_repo.refresh(conn, changed=False)
+
+    await asyncio.gather(*(refresh_from_a_replica() for _ in range(4)))
+    async with clean_db.begin() as conn:
+        rows = await history_repo.sessions_since(conn, 7)
+    assert sorted(r.session.session_id for r in rows) == sorted(f"call-r{n}" for n in range(20))

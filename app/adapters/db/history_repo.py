@@ -81,8 +81,14 @@ _REFRESH = f"""
 """
 _REFRESH_RETURNING = _REFRESH + f" RETURNING {_READ}"
 _FORGET_OLD = f"DELETE FROM whatif_inputs WHERE created_at < now() - make_interval(days => {KEEP_DAYS})"
-_IN_WINDOW = f"SELECT {_READ} FROM whatif_inputs WHERE created_at >= now() - make_interval(days => $1)"
+# In the order the replay takes them: sorting 100,000 already ordered sessions costs Python
+# one pass instead of 1.7 million comparisons of datetimes.
+_IN_WINDOW = (
+    f"SELECT {_READ} FROM whatif_inputs WHERE created_at >= now() - make_interval(days => $1) "
+    "ORDER BY first_event_at, session_id"
+)
 _NO_JIT = text("SET LOCAL jit = off")
+_ONE_AT_A_TIME = "SELECT pg_advisory_xact_lock(hashtext('crm-records whatif_inputs refresh'))"
 _NOW = text("SELECT now()")
 _OWNERS_BEFORE = text(
     """
@@ -137,6 +143,9 @@ async def refresh(conn: AsyncConnection, *, changed: bool = True) -> list[Window
     """Bring the replay inputs up to date with the sessions; returns the rows that changed
     (none when `changed` is false). Commit the transaction for other readers to see them."""
     driver = await _driver(conn)
+    # One refresh at a time across the replicas: two upserting the same rows in different
+    # orders could deadlock; the second finds little left to do once the first commits.
+    await driver.execute(_ONE_AT_A_TIME)
     if not changed:
         await driver.execute(_REFRESH)
         return []

@@ -16,10 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
+import asyncpg
 
-from app.adapters.db import decisions_repo, end_users_repo, outbox_repo, records_repo, sessions_repo
+from app.adapters.db import decisions_repo, end_users_repo, outbox_repo, raw, records_repo, sessions_repo
 from app.adapters.db.decisions_repo import DecisionRow
 from app.adapters.db.outbox_repo import Attempt, ClaimedEvent
 from app.adapters.db.records_repo import NewRecord
@@ -41,12 +40,13 @@ def _renamed(prefix: str, sql: str) -> str:
     return _BIND.sub(lambda match: f":{prefix}_{match[1]}", sql.strip())
 
 
-_WRITE = text(
+_WRITE = raw.positional(
     "WITH "
     + ",\n".join(f"part_{prefix} AS (\n{_renamed(prefix, statement.text)}\n)" for prefix, statement in _PARTS.items())
     + "\nSELECT id, NULL AS idempotency_key FROM part_h"
     + "\nUNION ALL SELECT id, idempotency_key FROM part_e"
 )
+_LOCK = raw.positional(sessions_repo.LOCK.text)
 
 
 def _prefixed(prefix: str, parameters: dict[str, Any]) -> dict[str, Any]:
@@ -73,12 +73,13 @@ class Written:
 
 
 async def write_bookkeeping(
-    conn: AsyncConnection, crm: str, account: str, lease_seconds: float, work: Bookkeeping
+    pg: asyncpg.Connection, crm: str, account: str, lease_seconds: float, work: Bookkeeping
 ) -> Written:
-    """All of it in one statement (two when sessions are noted: their locks first). The
-    caller rolls the transaction back when a row is no longer held."""
+    """All of it in one statement (two when sessions are noted: their locks first), on
+    asyncpg's connection (raw.py). The caller rolls the transaction back when a row is no
+    longer held."""
     if work.session_records:
-        await sessions_repo.lock_sessions(conn, [r.session_id for r in work.session_records])
+        await raw.execute(pg, _LOCK, {"ids": sorted(r.session_id for r in work.session_records)})
     parameters = {
         **_prefixed("h", outbox_repo.mark_done_claimed_parameters(work.claims)),
         **_prefixed("u", end_users_repo.remember_parameters(account, work.users)),
@@ -90,7 +91,7 @@ async def write_bookkeeping(
     }
     held: set[int] = set()
     event_ids: dict[str, int] = {}
-    for row_id, key in await conn.execute(_WRITE, parameters):
+    for row_id, key in await raw.fetch(pg, _WRITE, parameters):
         if key is None:
             held.add(row_id)
         else:

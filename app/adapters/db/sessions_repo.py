@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -12,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.adapters.db import raw
 from app.domain.kinds import RecordAction
-from app.domain.session import SessionState
+from app.domain.session import RecordProgress, SessionState
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +86,27 @@ _SET_RECORDS = text(
 )
 
 
-async def get_session(conn: AsyncConnection, session_id: str) -> dict[str, Any] | None:
-    row = (await conn.execute(_GET, {"session_id": session_id})).mappings().first()
-    return dict(row) if row else None
+@dataclass(frozen=True, slots=True)
+class StoredSession:
+    """A session row: its folded state and the record it ended up with."""
+
+    session_id: str
+    state: SessionState
+    record: RecordProgress
+    crm: str | None
+    record_id: str | None
+    record_url: str | None
+    record_action: str | None  # a RecordAction's value
+    created_at: datetime
+    updated_at: datetime
+
+
+async def get_session(conn: AsyncConnection, session_id: str) -> StoredSession | None:
+    row = (await conn.execute(_GET, {"session_id": session_id})).first()
+    if row is None:
+        return None
+    return StoredSession(row.session_id, SessionState.from_document(row.state), row.record, row.crm, row.record_id,
+                         row.record_url, row.record_action, row.created_at, row.updated_at)
 
 
 
@@ -107,7 +126,7 @@ async def lock_sessions(conn: AsyncConnection, session_ids: Sequence[str]) -> No
     await conn.execute(_LOCK, {"ids": sorted(session_ids)})
 
 
-SET_RECORDS = _SET_RECORDS  # for outbox_writes, after lock_sessions
+SET_RECORDS, LOCK = _SET_RECORDS, _LOCK  # for outbox_writes: the locks first, then the update
 
 
 def set_records_parameters(crm: str, records: Sequence[SessionRecord]) -> dict[str, Any]:

@@ -8,11 +8,9 @@ from functools import lru_cache
 from hashlib import blake2b
 from typing import Any
 
-import asyncpg
 from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.adapters.db import raw
 from app.adapters.db.schema import settings_versions
 from app.domain.record_settings import DEFAULT_RECORD_SETTINGS, RecordSettings
 
@@ -62,22 +60,20 @@ def _remember(version: int, document: str) -> tuple[str, RecordSettings]:
 
 async def in_force(conn: AsyncConnection) -> SettingsInForce:
     """The settings in force: one small read, validated only when the version is new."""
-    return _in_force((await conn.execute(_CURRENT)).first())
+    row = (await conn.execute(_CURRENT)).first()
+    return in_force_of(row[0], row[1]) if row is not None else in_force_of(None, None)
 
 
-_CURRENT_ON_DRIVER = raw.positional(_CURRENT.text)
+# For the consumer, which reads it in the same statement as its dedup rows (batch_reads).
+CURRENT_SQL = _CURRENT.text
 
 
-async def in_force_on_driver(pg: asyncpg.Connection) -> SettingsInForce:
-    """`in_force` on asyncpg's connection (the consumer's hot path, adapters/db/raw.py)."""
-    return _in_force(await pg.fetchrow(_CURRENT_ON_DRIVER.sql))
-
-
-def _in_force(row: Any) -> SettingsInForce:
-    if row is None:
+def in_force_of(version: int | None, document: str | None) -> SettingsInForce:
+    """What CURRENT_SQL's row (version, document text) means; (None, None): nothing saved yet."""
+    if version is None or document is None:
         return SettingsInForce(None, None, DEFAULT_RECORD_SETTINGS)
-    digest, settings = _remember(row[0], row[1])
-    return SettingsInForce(row[0], digest, settings)
+    digest, settings = _remember(version, document)
+    return SettingsInForce(version, digest, settings)
 
 
 async def of_version(conn: AsyncConnection, version: int | None, digest: str | None = None) -> RecordSettings:

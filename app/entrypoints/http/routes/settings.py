@@ -40,7 +40,7 @@ MAX_VERSION = 2**31 - 1
 async def get_settings(runtime: RuntimeDep, _: Reader, response: Response) -> RecordSettings:
     current = await admin.current_settings(runtime.engine)
     response.headers["X-Settings-Version"] = str(current.version or 0)
-    return current.document
+    return current.settings
 
 
 @router.put(
