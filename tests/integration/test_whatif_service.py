@@ -121,3 +121,19 @@ async def test_refreshes_from_several_replicas_at_once_all_succeed(clean_db):
     async with clean_db.begin() as conn:
         rows = await history_repo.sessions_since(conn, 7)
     assert sorted(r.session.session_id for r in rows) == sorted(f"call-r{n}" for n in range(20))
+
+
+async def test_a_held_history_sees_sessions_another_refresh_brought_in(clean_db):
+    """The background refresh (or another replica's) may bring a session's row up to date
+    before this process's next read: the held history must still take it in."""
+    from app.adapters.db import history_repo
+
+    await consume(clean_db, unanswered_call("call-h1"))
+    what_if = WhatIf(clean_db, "sandbox")
+    proposed = RecordSettings(delay_call_record_until_connected=True)
+    assert (await what_if.run(proposed)).report.sessions == 1
+    await consume(clean_db, unanswered_call("call-h2", end_user_id="eu-h2"))
+    async with clean_db.begin() as conn:  # as refresh_periodically does, between two requests
+        await history_repo.refresh(conn, changed=False)
+    second = await what_if.run(proposed)
+    assert second.report.sessions == 2 and second.report.changed == 2
