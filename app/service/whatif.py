@@ -154,6 +154,10 @@ class WhatIf:
                 await self._read(history.days)
                 history.last_used = last_used  # kept current, not used
 
+    def holds(self, days: int = DEFAULT_DAYS) -> bool:
+        """Whether the history of the last `days` days is in memory (a what-if reads only what changed)."""
+        return self._history is not None and self._history.days == days
+
     def _drop_if_unused(self) -> None:
         history = self._history
         if history is None:

@@ -90,7 +90,8 @@ _IN_WINDOW = (
 # The rows whose session changed since a held history's newest one (the margin as above):
 # whichever refresh brought them up to date, this process's or another's.
 _CHANGED_IN_WINDOW = (
-    f"SELECT {_READ} FROM whatif_inputs WHERE source_updated_at >= $2::timestamptz - make_interval(secs => {REFRESH_MARGIN_SECONDS}) "
+    f"SELECT {_READ} FROM whatif_inputs "
+    f"WHERE source_updated_at >= $2::timestamptz - make_interval(secs => {REFRESH_MARGIN_SECONDS}) "
     "AND created_at >= now() - make_interval(days => $1)"
 )
 _NEWEST_SOURCE = "SELECT max(source_updated_at) FROM whatif_inputs"
