@@ -100,9 +100,12 @@ class WhatIf:
                     for row in await history_repo.sessions_since(conn, days):
                         history.sessions[row.session.session_id] = row
                 else:  # in the background: the event loop runs other tasks between two chunks
+                    ordered: list[HistoricSession] = []  # the rows come oldest first
                     async for chunk in history_repo.sessions_since_in_chunks(conn, days, rows_per_chunk):
                         for row in chunk:
                             history.sessions[row.session.session_id] = row
+                            ordered.append(row.session)
+                    history.ordered = ordered
             else:
                 # Whichever refresh brought them in (this one, the background one, another
                 # replica's): every row whose session changed since the newest one held.
@@ -122,7 +125,7 @@ class WhatIf:
                     history.ordered = None
             history.owners_before = await history_repo.owners_with_records_before(conn, self.crm, history.days)
         window_start = now - timedelta(days=history.days)
-        if any(v.created_at < window_start for v in history.sessions.values()):
+        if not full and any(v.created_at < window_start for v in history.sessions.values()):
             history.sessions = {k: v for k, v in history.sessions.items() if v.created_at >= window_start}
             history.ordered = None
         if history.ordered is None:
