@@ -129,7 +129,7 @@ class Settings(BaseSettings):
 
     # Load the what-if's 7-day history in the background after a start and keep it in memory,
     # so that an administrator's first what-if finds it ready (docs/bench-whatif.md: about
-    # 1.5-2 KiB of memory per session in the window).
+    # 1 KiB of memory per session in the window, 100 MiB for 100,000).
     whatif_keep_warm: bool = True
 
     log_level: str = "INFO"

@@ -34,7 +34,7 @@ DROP_UNUSED_AFTER_SECONDS = 600.0
 REFRESH_EVERY_SECONDS = 60.0
 # Rows decoded and built per turn of the event loop when the history is loaded in the
 # background: a few milliseconds of CPU each (docs/bench-whatif.md).
-WARM_ROWS_PER_CHUNK = 500
+WARM_ROWS_PER_CHUNK = 200
 
 
 @dataclass(frozen=True, slots=True)

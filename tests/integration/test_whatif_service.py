@@ -183,14 +183,14 @@ async def test_the_background_warm_up_loads_the_history_without_holding_up_the_e
     try:
         ticking = asyncio.create_task(ticker())
         started = time.monotonic()
-        await what_if.keep_warm(rows_per_chunk=500)
+        await what_if.keep_warm(rows_per_chunk=200)
         warm_seconds = time.monotonic() - started
         done.set()
         await ticking
     finally:
         gc.unfreeze()
     assert what_if.holds(7)
-    assert len(gaps) >= count // 500  # the loop ran other work between the chunks
+    assert len(gaps) > 10  # the loop ran the other task all along
     assert max(gaps) < min(0.15, warm_seconds / 3), (max(gaps), warm_seconds)
 
     async def no_full_read(*args, **kwargs):
