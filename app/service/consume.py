@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 
 import asyncpg
 
-from app.adapters.db import batch_writes, events_repo, sessions_repo, settings_repo
+from app.adapters.db import batch_reads, batch_writes, sessions_repo
 from app.adapters.db.decisions_repo import DecisionRow
 from app.adapters.db.events_repo import ChatMessage
 from app.adapters.db.outbox_repo import NewOutboxRow
@@ -94,12 +94,9 @@ async def apply_batch(
     outcome = BatchOutcome()
     if not events:
         return outcome
-    in_force = await settings_repo.in_force_on_driver(pg)
+    start = await batch_reads.start_batch(pg, events)
+    in_force, new_ids = start.settings, start.new_event_ids
     version, settings = in_force.version, in_force.settings
-
-    new_ids = await events_repo.insert_new_events(
-        pg, [e.event_id for e in events], [e.session.id for e in events], [e.event_type for e in events],
-        [e.occurred_at for e in events])
     fresh: list[SessionEvent] = []
     for event in events:
         # `discard` also drops a second copy of the same id within this batch.

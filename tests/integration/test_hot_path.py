@@ -114,7 +114,7 @@ async def test_a_known_version_is_not_read_again_and_a_renumbered_one_is_refused
         event.remove(clean_db.sync_engine, "before_cursor_execute", count)
 
 
-async def test_a_batch_costs_four_statements_and_writes_every_part(clean_db):
+async def test_a_batch_costs_three_statements_and_writes_every_part(clean_db):
     from tests.factories import chat_events
 
     statements: list[str] = []
@@ -129,8 +129,8 @@ async def test_a_batch_costs_four_statements_and_writes_every_part(clean_db):
             outcome = await apply_batch(pg, events, "sandbox")
         finally:
             pg.remove_query_logger(count)
-    # settings, dedup rows, states locked, then everything the batch changed at once
-    assert len(statements) == 4, statements
+    # dedup rows with the settings in force, states locked, then everything the batch changed
+    assert len(statements) == 3, statements
     async with clean_db.connect() as conn:
         async def rows(table: str) -> int:
             return (await conn.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one()

@@ -8,7 +8,9 @@ other work on the machine inflates every line alike. Against a fresh database:
 - one statement through SQLAlchemy's AsyncConnection against the same statement on the
   raw asyncpg connection: the overhead every repository call pays;
 - apply_batch (the whole use case, one transaction) per event at the batch sizes a
-  busy (333 events per partition) and a quiet (4) stream produce.
+  busy (333 events per partition) and a quiet (4) stream produce, alone and with the
+  parsing, first with Python's default garbage collector settings, then with the
+  service's (`tune_garbage_collector`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from app.domain.events import parse_event
 from app.domain.policy import decide
 from app.domain.record_settings import DEFAULT_RECORD_SETTINGS
 from app.domain.session import apply_event
-from app.entrypoints.service import migrate
+from app.entrypoints.service import migrate, tune_garbage_collector
 from app.service.consume import apply_batch
 from app.settings import Settings
 from tools.bench import traffic as synthetic
@@ -93,17 +95,28 @@ async def measure(url: str, sessions: int) -> None:
             sa = await acpu_us(through_sqlalchemy, 1000)
             pg = await acpu_us(through_asyncpg, 1000)
             print(f"  one statement, SQLAlchemy / asyncpg: {sa:6.1f} / {pg:.1f} per statement (round trip included)")
-        for size in (333, 4):
-            async def apply_all(size: int = size) -> None:  # this pass's batch size, bound now
-                for start in range(0, n, size):
-                    async with raw.transaction(engine) as pg:
-                        await apply_batch(pg, events[start:start + size], "sandbox")
+        for gc_settings in ("default", "service"):
+            if gc_settings == "service":
+                tune_garbage_collector()  # what `python -m app run` does at start-up
+            for size in (333, 4):
+                async def apply_all(size: int = size) -> None:  # this pass's batch size, bound now
+                    for start in range(0, n, size):
+                        async with raw.transaction(engine) as pg:
+                            await apply_batch(pg, events[start:start + size], "sandbox")
 
-            async with engine.begin() as conn:
-                await conn.execute(
-                    text("TRUNCATE processed_events, sessions, session_messages, decisions, outbox CASCADE")
-                )
-            print(f"  apply_batch, {size:3d} events a batch    : {await acpu_us(apply_all, n):6.1f} per event")
+                async def parse_and_apply(size: int = size) -> None:
+                    for start in range(0, n, size):
+                        parsed = [parse_event(v) for v in values[start:start + size]]
+                        async with raw.transaction(engine) as pg:
+                            await apply_batch(pg, parsed, "sandbox")
+
+                for label, work in (("apply_batch", apply_all), ("parse + apply_batch", parse_and_apply)):
+                    async with engine.begin() as conn:
+                        await conn.execute(
+                            text("TRUNCATE processed_events, sessions, session_messages, decisions, outbox CASCADE")
+                        )
+                    print(f"  {label:>19}, {size:3d} a batch, GC {gc_settings:>7}: "
+                          f"{await acpu_us(work, n):6.1f} per event")
     finally:
         await engine.dispose()
 

@@ -6,11 +6,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-import asyncpg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.adapters.db import raw
+from app.domain.events import SessionEvent
 from app.domain.rendering import TranscriptLine
 
 
@@ -26,15 +26,14 @@ class ChatMessage:
 
 # Built once; a JSON array of rows keeps the SQL text constant whatever the batch size, so
 # PostgreSQL prepares it once per connection (and see raw.json_rows).
-_INSERT_NEW_EVENTS = raw.positional(
-    """
+# Run by batch_reads together with the settings read; returns the ids not seen before.
+INSERT_NEW_EVENTS = """
     INSERT INTO processed_events (event_id, session_id, event_type, occurred_at)
     SELECT * FROM json_to_recordset(CAST(:events AS json))
          AS e(event_id text, session_id text, event_type text, occurred_at timestamptz)
     ON CONFLICT (event_id) DO NOTHING
     RETURNING event_id
-    """
-)
+"""
 
 # ChatMessage's fields are the columns.
 _INSERT_MESSAGES = text(
@@ -72,20 +71,12 @@ _TIMELINE = text(
 )
 
 
-async def insert_new_events(
-    pg: asyncpg.Connection, event_ids: Sequence[str], session_ids: Sequence[str], event_types: Sequence[str],
-    occurred: Sequence[datetime],
-) -> set[str]:
-    """Insert the ids, with each event's type and time (the session timeline lists them);
-    return those not seen before (the ones to apply)."""
-    if not event_ids:
-        return set()
-    events = [
-        {"event_id": event_id, "session_id": session_id, "event_type": event_type, "occurred_at": at}
-        for event_id, session_id, event_type, at in zip(event_ids, session_ids, event_types, occurred, strict=True)
-    ]
-    rows = await raw.fetch(pg, _INSERT_NEW_EVENTS, {"events": raw.json_rows(events)})
-    return {row["event_id"] for row in rows}
+def insert_new_events_parameters(events: Sequence[SessionEvent]) -> dict[str, str]:
+    """Each event's id, session, type and time (the session timeline lists them)."""
+    return {"events": raw.json_rows([
+        {"event_id": e.event_id, "session_id": e.session.id, "event_type": e.event_type, "occurred_at": e.occurred_at}
+        for e in events
+    ])}
 
 
 async def timeline(conn: AsyncConnection, session_id: str, limit: int) -> list[TimelineEvent]:

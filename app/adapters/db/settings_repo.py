@@ -8,13 +8,11 @@ from functools import lru_cache
 from hashlib import blake2b
 from typing import Any
 
-import asyncpg
 from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.adapters.db import raw
 from app.adapters.db.schema import settings_versions
-from app.domain.record_settings import DEFAULT_RECORD_SETTINGS, RecordSettings
+from app.domain.record_settings import DEFAULT_RECORD_SETTINGS, RecordSettings, SettingChange
 
 # The document as text: a version's text is its cache key below, so a document is
 # validated once per process, not once per consumer batch or outbox row.
@@ -28,8 +26,8 @@ class SettingsVersion:
     saved_at: datetime
     actor: str | None  # the name of the token that saved it
     actor_note: str | None  # what the caller added in X-Actor
-    changes: dict[str, Any]
-    document: dict[str, Any]
+    changes: dict[str, SettingChange]
+    document: dict[str, Any]  # the whole settings document, as it was saved
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,22 +60,20 @@ def _remember(version: int, document: str) -> tuple[str, RecordSettings]:
 
 async def in_force(conn: AsyncConnection) -> SettingsInForce:
     """The settings in force: one small read, validated only when the version is new."""
-    return _in_force((await conn.execute(_CURRENT)).first())
+    row = (await conn.execute(_CURRENT)).first()
+    return in_force_of(row[0], row[1]) if row is not None else in_force_of(None, None)
 
 
-_CURRENT_ON_DRIVER = raw.positional(_CURRENT.text)
+# For the consumer, which reads it in the same statement as its dedup rows (batch_reads).
+CURRENT_SQL = _CURRENT.text
 
 
-async def in_force_on_driver(pg: asyncpg.Connection) -> SettingsInForce:
-    """`in_force` on asyncpg's connection (the consumer's hot path, adapters/db/raw.py)."""
-    return _in_force(await pg.fetchrow(_CURRENT_ON_DRIVER.sql))
-
-
-def _in_force(row: Any) -> SettingsInForce:
-    if row is None:
+def in_force_of(version: int | None, document: str | None) -> SettingsInForce:
+    """What CURRENT_SQL's row (version, document text) means; (None, None): nothing saved yet."""
+    if version is None or document is None:
         return SettingsInForce(None, None, DEFAULT_RECORD_SETTINGS)
-    digest, settings = _remember(row[0], row[1])
-    return SettingsInForce(row[0], digest, settings)
+    digest, settings = _remember(version, document)
+    return SettingsInForce(version, digest, settings)
 
 
 async def of_version(conn: AsyncConnection, version: int | None, digest: str | None = None) -> RecordSettings:
@@ -104,18 +100,20 @@ async def lock_for_save(conn: AsyncConnection) -> None:
 def _version(row: Any) -> SettingsVersion:
     return SettingsVersion(
         version=row["version"], saved_at=row["saved_at"], actor=row["actor"], actor_note=row["actor_note"],
-        changes=row["changes"], document=row["document"],
+        changes={name: SettingChange.from_document(change) for name, change in row["changes"].items()},
+        document=row["document"],
     )
 
 
 async def insert_version(
-    conn: AsyncConnection, document: RecordSettings, changes: dict[str, Any], actor: str | None,
+    conn: AsyncConnection, document: RecordSettings, changes: dict[str, SettingChange], actor: str | None,
     actor_note: str | None = None,
 ) -> SettingsVersion:
     row = (
         await conn.execute(
             insert(settings_versions)
-            .values(document=document.model_dump(), changes=changes, actor=actor, actor_note=actor_note)
+            .values(document=document.model_dump(), changes={k: c.to_document() for k, c in changes.items()},
+                    actor=actor, actor_note=actor_note)
             .returning(settings_versions)
         )
     ).mappings().one()
