@@ -71,14 +71,14 @@ class WhatIf:
         # history under the same deciding settings gives the same report.
         self._last: tuple[tuple, WhatIfReport] | None = None
 
-    async def _read(self, days: int, rows_per_chunk: int | None = None) -> float:
+    async def _read(self, days: int, rows_per_chunk: int | None = None, *, owners: bool = True) -> float:
         started = time.monotonic()
         if self._history is not None and self._history.days == days:
-            await self._load(days, full=False)  # the rows changed since the last read
+            await self._load(days, full=False, owners=owners)  # the rows changed since the last read
             return time.monotonic() - started
         gc.collect()  # what is cyclic garbage now would otherwise be frozen with the new history
         with history_repo.gc_paused():
-            await self._load(days, full=True, rows_per_chunk=rows_per_chunk)
+            await self._load(days, full=True, rows_per_chunk=rows_per_chunk, owners=owners)
             # Out of the collector's sight, before it is back on (it would walk the new history
             # at once): some 700,000 objects for 100,000 sessions, none in a cycle, which every
             # full collection would otherwise walk, holding up the process's event loop
@@ -88,7 +88,7 @@ class WhatIf:
             gc.freeze()
         return time.monotonic() - started
 
-    async def _load(self, days: int, full: bool, rows_per_chunk: int | None = None) -> None:
+    async def _load(self, days: int, full: bool, rows_per_chunk: int | None = None, *, owners: bool = True) -> None:
         history = self._history
         async with self.engine.begin() as conn:  # the refreshed rows are committed for every replica
             now = await history_repo.database_now(conn)
@@ -123,7 +123,8 @@ class WhatIf:
                 if changed:
                     history.generation += 1
                     history.ordered = None
-            history.owners_before = await history_repo.owners_with_records_before(conn, self.crm, history.days)
+            if owners:  # a request reads them again: the background rounds leave them (a scan of crm_records)
+                history.owners_before = await history_repo.owners_with_records_before(conn, self.crm, history.days)
         window_start = now - timedelta(days=history.days)
         if not full and any(v.created_at < window_start for v in history.sessions.values()):
             history.sessions = {k: v for k, v in history.sessions.items() if v.created_at >= window_start}
@@ -150,11 +151,11 @@ class WhatIf:
         async with self._lock:
             history = self._history
             if history is None:
-                await self._read(DEFAULT_DAYS, rows_per_chunk)
+                await self._read(DEFAULT_DAYS, rows_per_chunk, owners=False)
                 asyncio.get_running_loop().call_later(DROP_UNUSED_AFTER_SECONDS, self._drop_if_unused)
             else:
                 last_used = history.last_used
-                await self._read(history.days)
+                await self._read(history.days, owners=False)
                 history.last_used = last_used  # kept current, not used
 
     def holds(self, days: int = DEFAULT_DAYS) -> bool:

@@ -223,3 +223,19 @@ async def test_the_service_task_warms_the_default_window_and_keeps_it_current(cl
     finally:
         stop.set()
         await asyncio.wait_for(task, 5)
+
+
+async def test_a_request_after_the_warm_up_knows_the_records_made_before_the_window(clean_db):
+    """The background rounds leave the earlier records alone; the request reads them."""
+    from sqlalchemy import text
+
+    await consume(clean_db, unanswered_call("call-o1"))
+    what_if = WhatIf(clean_db, "sandbox")
+    await what_if.keep_warm()
+    async with clean_db.begin() as conn:  # the end user's record in this leaf queue, a month ago
+        await conn.execute(text(
+            "INSERT INTO crm_records (crm, record_id, end_user_id, queue_id, session_id, created_at) "
+            "VALUES ('sandbox', 'r-old', 'eu-1', 'q-billing', 'call-old', now() - interval '30 days')"))
+    await what_if.keep_warm()
+    result = await what_if.run(RecordSettings(append_to_open_record_in_leaf_queue=True))
+    assert result.report.depends_on_crm == 1
