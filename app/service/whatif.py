@@ -5,8 +5,9 @@ What the replay needs is kept in PostgreSQL as one compact row per session
 (history_repo: brought up to date with the sessions before each read). The history is
 loaded from there once and then kept up to date: each later request reads only the rows
 that changed, so an administrator who tries setting after setting waits for the replay
-alone. The console starts the first load in the background when the panel opens. An unused
-history is dropped after a while."""
+alone. The service loads the 7-day history in the background after a start, a chunk per
+turn of the event loop, and keeps it (`keep_warm`, WHATIF_KEEP_WARM); otherwise the console
+starts the first load when the panel opens. Any other unused history is dropped after a while."""
 
 from __future__ import annotations
 
