@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from app.adapters.crm.registry import crm_tags, has_tags
-from app.domain.record_settings import TEMPLATE_REFERENCE, TITLE_VARIABLES, RecordSettings
+from app.domain.record_settings import TEMPLATE_REFERENCE, TITLE_VARIABLES, RecordSettings, SettingChange
 from app.domain.rendering import PLATFORM_TAG, render_title
 from app.domain.session import SessionState
 
@@ -151,5 +151,5 @@ def previews(document: dict[str, Any], crm: str, sample: SessionState | None) ->
     )
 
 
-def diff_rows(changes: dict[str, dict[str, Any]]) -> list[tuple[str, Any, Any]]:
-    return [(name, change.get("from"), change.get("to")) for name, change in changes.items()]
+def diff_rows(changes: dict[str, SettingChange]) -> list[tuple[str, Any, Any]]:
+    return [(name, change.before, change.after) for name, change in changes.items()]

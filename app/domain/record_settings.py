@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -58,10 +59,26 @@ class RecordSettings(BaseModel):
 DEFAULT_RECORD_SETTINGS = RecordSettings()
 
 
-def settings_changes(before: RecordSettings | None, after: RecordSettings) -> dict[str, dict[str, Any]]:
-    """What a save changed, field by field: {field: {"from": old, "to": new}}."""
+@dataclass(frozen=True, slots=True)
+class SettingChange:
+    """What a save did to one field (JSON values; `before` is None on the first save)."""
+
+    before: Any
+    after: Any
+
+    def to_document(self) -> dict[str, Any]:
+        """As the history stores it and the API shows it: {"from": ..., "to": ...}."""
+        return {"from": self.before, "to": self.after}
+
+    @classmethod
+    def from_document(cls, document: dict[str, Any]) -> SettingChange:
+        return cls(document.get("from"), document.get("to"))
+
+
+def settings_changes(before: RecordSettings | None, after: RecordSettings) -> dict[str, SettingChange]:
+    """What a save changed, field by field (every field on the first save, from None)."""
     old = (before or DEFAULT_RECORD_SETTINGS).model_dump()
     new = after.model_dump()
     if before is None:
-        return {k: {"from": None, "to": v} for k, v in new.items()}
-    return {k: {"from": old[k], "to": new[k]} for k in new if old[k] != new[k]}
+        return {k: SettingChange(None, v) for k, v in new.items()}
+    return {k: SettingChange(old[k], new[k]) for k in new if old[k] != new[k]}

@@ -128,6 +128,8 @@ async def test_save_records_the_token_name_and_restore_makes_a_new_equal_version
         await client.post("/admin/settings/save", data={"csrf_token": csrf, "document": document, "base_version": "1"})
         history = await client.get("/admin/settings/history")
         assert "Version 2" in history.text and "by ana" in history.text
+        version_2 = history.text[history.text.index('data-testid="version-2"'):history.text.index('id="version-1"')]
+        assert "<td>on</td><td>off</td>" in version_2 and "<td>pt-BR</td><td>en</td>" in version_2  # before, after
         restore = await client.post("/admin/settings/history/1/restore", data={"csrf_token": csrf})
         assert "Restore version 1" in restore.text
         document = re.search(r'name="document" value="([^"]+)"', restore.text).group(1).replace("&#34;", '"')

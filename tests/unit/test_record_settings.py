@@ -6,7 +6,7 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from app.domain.record_settings import DEFAULT_RECORD_SETTINGS, RecordSettings, settings_changes
+from app.domain.record_settings import DEFAULT_RECORD_SETTINGS, RecordSettings, SettingChange, settings_changes
 
 # Contract section 2, "default" column, written out independently of the code.
 CONTRACT_DEFAULTS = {
@@ -171,12 +171,14 @@ def test_settings_are_immutable_once_validated():
 def test_settings_changes_lists_only_what_changed():
     after = RecordSettings(add_platform_tag=True, chat_short_abandon_seconds=5)
     assert settings_changes(DEFAULT_RECORD_SETTINGS, after) == {
-        "add_platform_tag": {"from": False, "to": True},
-        "chat_short_abandon_seconds": {"from": 10, "to": 5},
+        "add_platform_tag": SettingChange(False, True),
+        "chat_short_abandon_seconds": SettingChange(10, 5),
     }
+    assert SettingChange(10, 5).to_document() == {"from": 10, "to": 5}
+    assert SettingChange.from_document({"from": 10, "to": 5}) == SettingChange(10, 5)
     first = settings_changes(None, after)
     assert set(first) == set(CONTRACT_DEFAULTS)
-    assert all(change["from"] is None for change in first.values())
+    assert all(change.before is None for change in first.values())
 
 
 @pytest.mark.parametrize("locale", ["en", "pt-BR"])

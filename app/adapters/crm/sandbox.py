@@ -10,6 +10,7 @@ import asyncio
 import time
 from datetime import datetime
 
+import asyncpg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -22,7 +23,7 @@ from app.adapters.crm.base import (
     RecordRef,
     log_call,
 )
-from app.adapters.db import sandbox_repo
+from app.adapters.db import raw, sandbox_repo
 from app.domain.policy import ExistingRecord
 from app.settings import Settings
 
@@ -44,15 +45,21 @@ class SandboxAdapter:
     def from_settings(cls, settings: Settings, *, engine: AsyncEngine) -> SandboxAdapter:
         return cls(engine, latency_ms=settings.sandbox_latency_ms)
 
-    async def _call(self, operation: str, work, *, one_statement: bool = False):
-        """Run `work(conn)` in its own transaction, with the configured answer time, and log it."""
+    async def _call(self, operation: str, work, *, one_statement: bool = False, on_asyncpg: bool = False):
+        """Run `work(conn)` in its own transaction, with the configured answer time, and log it.
+        `one_statement`: work is one statement, atomic alone (no BEGIN and COMMIT);
+        `on_asyncpg`: that, and work takes asyncpg's connection (adapters/db/raw.py)."""
         started = time.perf_counter()
         error = None
         try:
             if self.latency:
                 await asyncio.sleep(self.latency / 2)
-            async with (self._one_statement if one_statement else self.engine).begin() as conn:
-                result = await work(conn)
+            if on_asyncpg:
+                async with raw.connection(self.engine) as pg:
+                    result = await work(pg)
+            else:
+                async with (self._one_statement if one_statement else self.engine).begin() as conn:
+                    result = await work(conn)
             if self.latency:
                 # Half the latency after the write: a crash here leaves a record the worker
                 # has not marked done, which is the case idempotent creation must survive.
@@ -96,14 +103,14 @@ class SandboxAdapter:
             user = record.end_user
             assert user is not None, "the sandbox's records always name a contact"
 
-            async def with_contact(conn: AsyncConnection) -> tuple[int, int]:
+            async def with_contact(pg: asyncpg.Connection) -> tuple[int, int]:
                 return await sandbox_repo.insert_record_for_end_user(
-                    conn, session_id=record.session_id, title=record.title, description=record.description,
+                    pg, session_id=record.session_id, title=record.title, description=record.description,
                     tags=list(dict.fromkeys(record.tags)), medium=record.medium,
                     external_id=user.id, name=user.name, phone=user.phone, email=user.email,
                 )
 
-            made, contact = await self._call("create_record", with_contact, one_statement=True)
+            made, contact = await self._call("create_record", with_contact, on_asyncpg=True)
             return RecordRef(str(made), sandbox_record_url(made), str(contact))
 
         async def work(conn: AsyncConnection) -> int:
@@ -160,10 +167,10 @@ class SandboxAdapter:
         key under a unique constraint, so a retry after a crash between this write and
         the worker's bookkeeping adds nothing."""
 
-        async def work(conn: AsyncConnection):
-            await sandbox_repo.add_note(conn, int(note.record_id), note.body, note.idempotency_key)
+        async def work(pg: asyncpg.Connection):
+            await sandbox_repo.add_note_once(pg, int(note.record_id), note.body, note.idempotency_key)
 
-        await self._call("add_note", work, one_statement=True)
+        await self._call("add_note", work, on_asyncpg=True)
 
     async def aclose(self) -> None:
         """The engine belongs to the service; nothing to release here."""

@@ -12,9 +12,7 @@ consumer's work.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from typing import Any
 
 import asyncpg
 
@@ -24,29 +22,16 @@ from app.adapters.db.events_repo import ChatMessage
 from app.adapters.db.outbox_repo import NewOutboxRow
 from app.domain.session import SessionState
 
-_BIND = re.compile(r"(?<![:\w]):(\w+)")
-_PARTS = {
-    "s": sessions_repo.SAVE_STATES,
-    "m": events_repo.INSERT_MESSAGES,
-    "d": decisions_repo.INSERT_DECISIONS,
-    "o": outbox_repo.ENQUEUE,
-}
-
-
-def _renamed(prefix: str, sql: str) -> str:
-    return _BIND.sub(lambda match: f":{prefix}_{match[1]}", sql.strip())
-
-
-_WRITE = raw.positional(
-    "WITH "
-    + ",\n".join(f"part_{prefix} AS (\n{_renamed(prefix, statement.text)}\n)" for prefix, statement in _PARTS.items())
+_WRITE = raw.with_parts(
+    {
+        "s": sessions_repo.SAVE_STATES.text,
+        "m": events_repo.INSERT_MESSAGES.text,
+        "d": decisions_repo.INSERT_DECISIONS.text,
+        "o": outbox_repo.ENQUEUE.text,
+    },
     # pg_notify is transactional like NOTIFY: the workers hear it when this commits.
-    + f"\nSELECT pg_notify('{outbox_repo.NOTIFY_CHANNEL}', '') WHERE CAST(:notify AS boolean)"
+    f"SELECT pg_notify('{outbox_repo.NOTIFY_CHANNEL}', '') WHERE CAST(:notify AS boolean)",
 )
-
-
-def _prefixed(prefix: str, parameters: dict[str, Any]) -> dict[str, Any]:
-    return {f"{prefix}_{name}": value for name, value in parameters.items()}
 
 
 async def write_batch(
@@ -59,10 +44,10 @@ async def write_batch(
     """Everything a batch changed, in one statement; the workers are woken when it
     added outbox rows."""
     parameters = {
-        **_prefixed("s", sessions_repo.save_states_parameters(states)),
-        **_prefixed("m", events_repo.insert_messages_parameters(messages)),
-        **_prefixed("d", decisions_repo.insert_decisions_parameters(decisions)),
-        **_prefixed("o", outbox_repo.enqueue_parameters(outbox_rows)),
+        **raw.prefixed("s", sessions_repo.save_states_parameters(states)),
+        **raw.prefixed("m", events_repo.insert_messages_parameters(messages)),
+        **raw.prefixed("d", decisions_repo.insert_decisions_parameters(decisions)),
+        **raw.prefixed("o", outbox_repo.enqueue_parameters(outbox_rows)),
         "notify": bool(outbox_rows),
     }
     await raw.execute(pg, _WRITE, parameters)

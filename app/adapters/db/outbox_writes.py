@@ -11,10 +11,8 @@ locks the same rows in session id order."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import asyncpg
 
@@ -24,33 +22,19 @@ from app.adapters.db.outbox_repo import Attempt, ClaimedEvent
 from app.adapters.db.records_repo import NewRecord
 from app.adapters.db.sessions_repo import SessionRecord
 
-_BIND = re.compile(r"(?<![:\w]):(\w+)")
-_PARTS = {
-    "h": outbox_repo.MARK_DONE_CLAIMED,
-    "u": end_users_repo.REMEMBER,
-    "r": records_repo.REMEMBER_RECORDS,
-    "s": sessions_repo.SET_RECORDS,
-    "d": decisions_repo.INSERT_DECISIONS,
-    "a": outbox_repo.INSERT_ATTEMPTS,
-    "e": outbox_repo.ENQUEUE_CLAIMED,
-}
-
-
-def _renamed(prefix: str, sql: str) -> str:
-    return _BIND.sub(lambda match: f":{prefix}_{match[1]}", sql.strip())
-
-
-_WRITE = raw.positional(
-    "WITH "
-    + ",\n".join(f"part_{prefix} AS (\n{_renamed(prefix, statement.text)}\n)" for prefix, statement in _PARTS.items())
-    + "\nSELECT id, NULL AS idempotency_key FROM part_h"
-    + "\nUNION ALL SELECT id, idempotency_key FROM part_e"
+_WRITE = raw.with_parts(
+    {
+        "h": outbox_repo.MARK_DONE_CLAIMED.text,
+        "u": end_users_repo.REMEMBER.text,
+        "r": records_repo.REMEMBER_RECORDS.text,
+        "s": sessions_repo.SET_RECORDS.text,
+        "d": decisions_repo.INSERT_DECISIONS.text,
+        "a": outbox_repo.INSERT_ATTEMPTS.text,
+        "e": outbox_repo.ENQUEUE_CLAIMED.text,
+    },
+    "SELECT id, NULL AS idempotency_key FROM part_h UNION ALL SELECT id, idempotency_key FROM part_e",
 )
 _LOCK = raw.positional(sessions_repo.LOCK.text)
-
-
-def _prefixed(prefix: str, parameters: dict[str, Any]) -> dict[str, Any]:
-    return {f"{prefix}_{name}": value for name, value in parameters.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,13 +65,13 @@ async def write_bookkeeping(
     if work.session_records:
         await raw.execute(pg, _LOCK, {"ids": sorted(r.session_id for r in work.session_records)})
     parameters = {
-        **_prefixed("h", outbox_repo.mark_done_claimed_parameters(work.claims)),
-        **_prefixed("u", end_users_repo.remember_parameters(account, work.users)),
-        **_prefixed("r", records_repo.remember_records_parameters(crm, work.new_records)),
-        **_prefixed("s", sessions_repo.set_records_parameters(crm, work.session_records)),
-        **_prefixed("d", decisions_repo.insert_decisions_parameters(work.decisions)),
-        **_prefixed("a", outbox_repo.record_attempts_parameters(crm, work.attempts)),
-        **_prefixed("e", outbox_repo.enqueue_publishing_parameters(work.events, lease_seconds)),
+        **raw.prefixed("h", outbox_repo.mark_done_claimed_parameters(work.claims)),
+        **raw.prefixed("u", end_users_repo.remember_parameters(account, work.users)),
+        **raw.prefixed("r", records_repo.remember_records_parameters(crm, work.new_records)),
+        **raw.prefixed("s", sessions_repo.set_records_parameters(crm, work.session_records)),
+        **raw.prefixed("d", decisions_repo.insert_decisions_parameters(work.decisions)),
+        **raw.prefixed("a", outbox_repo.record_attempts_parameters(crm, work.attempts)),
+        **raw.prefixed("e", outbox_repo.enqueue_publishing_parameters(work.events, lease_seconds)),
     }
     held: set[int] = set()
     event_ids: dict[str, int] = {}

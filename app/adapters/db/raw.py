@@ -51,6 +51,22 @@ def positional(sql: str) -> Statement:
     return Statement(_BIND.sub(number, sql.strip()), tuple(names))
 
 
+def with_parts(parts: Mapping[str, str], final: str) -> Statement:
+    """Statements as the parts `part_<prefix>` of one WITH, each part's `:name` binds
+    renamed `:<prefix>_name` (give their parameters with `prefixed`), then `final`. Every
+    data-modifying part runs exactly once and to completion, read or not (PostgreSQL's
+    rule), and an error in any part fails the whole statement."""
+    renamed = {prefix: _BIND.sub(rf":{prefix}_\1", sql.strip()) for prefix, sql in parts.items()}
+    return positional(
+        "WITH " + ",\n".join(f"part_{prefix} AS (\n{sql}\n)" for prefix, sql in renamed.items()) + "\n" + final
+    )
+
+
+def prefixed(prefix: str, parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """A part's parameters under the names `with_parts` gave its binds."""
+    return {f"{prefix}_{name}": value for name, value in parameters.items()}
+
+
 def json_rows(rows: Any) -> str:
     """Rows as one JSON array of objects (dataclasses and dicts alike), for SQL that reads
     them with `json_to_recordset(CAST(:rows AS json)) AS r(column type, ...)`.
@@ -71,17 +87,24 @@ async def execute(pg: asyncpg.Connection, statement: Statement, parameters: Mapp
 
 
 @asynccontextmanager
-async def transaction(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
-    """A transaction on a connection of `engine`'s pool, as asyncpg's connection: committed
-    when the block ends, rolled back when it raises. A connection that died on the way
-    (the server restarted, the socket dropped) is taken out of the pool, not handed on."""
+async def connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
+    """A connection of `engine`'s pool as asyncpg's connection, outside any transaction:
+    each statement commits on its own. A connection that died on the way (the server
+    restarted, the socket dropped) is taken out of the pool, not handed on."""
     async with engine.connect() as conn:
         pg = (await conn.get_raw_connection()).driver_connection
         assert pg is not None, "a checked-out connection has a driver connection"
         try:
-            async with pg.transaction():
-                yield pg
+            yield pg
         except BaseException:
             if pg.is_closed():
                 await conn.invalidate()
             raise
+
+
+@asynccontextmanager
+async def transaction(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
+    """A transaction on a connection of `engine`'s pool (see `connection`): committed
+    when the block ends, rolled back when it raises."""
+    async with connection(engine) as pg, pg.transaction():
+        yield pg

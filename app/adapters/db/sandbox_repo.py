@@ -6,10 +6,12 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 from sqlalchemy import Row, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.adapters.db import raw
 from app.adapters.db.schema import sandbox_contacts, sandbox_notes, sandbox_records
 
 OPEN_STATUSES = ("open", "pending")
@@ -154,20 +156,24 @@ _INSERT_RECORD_FOR_END_USER = text(
 )
 
 
+_INSERT_RECORD_FOR_END_USER_PG = raw.positional(_INSERT_RECORD_FOR_END_USER.text)
+_RECORD_AND_CONTACT_PG = raw.positional(
+    "SELECT id, contact_id FROM sandbox_records WHERE external_id = :session_id"
+)
+
+
 async def insert_record_for_end_user(
-    conn: AsyncConnection, *, session_id: str, title: str, description: str, tags: list[str], medium: str,
+    pg: asyncpg.Connection, *, session_id: str, title: str, description: str, tags: list[str], medium: str,
     external_id: str, name: str | None, phone: str | None, email: str | None,
 ) -> tuple[int, int]:
-    """`find_or_create_contact` and `insert_record` in one statement: (record id, contact id)."""
+    """`find_or_create_contact` and `insert_record` in one statement, on asyncpg's
+    connection (the sandbox's hottest call): (record id, contact id)."""
     params = {"session_id": session_id, "title": title, "description": description, "tags": tags,
               "medium": medium, "external_id": external_id, "name": name, "phone": phone, "email": email}
-    row = (await conn.execute(_INSERT_RECORD_FOR_END_USER, params)).first()
-    if row is None:  # committed by another transaction while this statement ran (see insert_record)
-        row = (await conn.execute(
-            select(sandbox_records.c.id, sandbox_records.c.contact_id).where(
-                sandbox_records.c.external_id == session_id)
-        )).one()
-    return row.id, row.contact_id
+    rows = await raw.fetch(pg, _INSERT_RECORD_FOR_END_USER_PG, params)
+    if not rows:  # committed by another transaction while this statement ran (see insert_record)
+        rows = await raw.fetch(pg, _RECORD_AND_CONTACT_PG, params)
+    return rows[0]["id"], rows[0]["contact_id"]
 
 
 async def insert_record(
@@ -218,6 +224,14 @@ _ADD_NOTE = text(
     "INSERT INTO sandbox_notes (record_id, body, idempotency_key) VALUES (:record_id, :body, :key) "
     "ON CONFLICT (idempotency_key) DO NOTHING"
 )
+
+
+_ADD_NOTE_PG = raw.positional(_ADD_NOTE.text)
+
+
+async def add_note_once(pg: asyncpg.Connection, record_id: int, body: str, idempotency_key: str) -> None:
+    """`add_note` with a key, on asyncpg's connection: the end-of-session note."""
+    await raw.execute(pg, _ADD_NOTE_PG, {"record_id": record_id, "body": body, "key": idempotency_key})
 
 
 async def add_note(conn: AsyncConnection, record_id: int, body: str, idempotency_key: str | None = None) -> bool:

@@ -12,7 +12,7 @@ from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.adapters.db.schema import settings_versions
-from app.domain.record_settings import DEFAULT_RECORD_SETTINGS, RecordSettings
+from app.domain.record_settings import DEFAULT_RECORD_SETTINGS, RecordSettings, SettingChange
 
 # The document as text: a version's text is its cache key below, so a document is
 # validated once per process, not once per consumer batch or outbox row.
@@ -26,8 +26,8 @@ class SettingsVersion:
     saved_at: datetime
     actor: str | None  # the name of the token that saved it
     actor_note: str | None  # what the caller added in X-Actor
-    changes: dict[str, Any]
-    document: dict[str, Any]
+    changes: dict[str, SettingChange]
+    document: dict[str, Any]  # the whole settings document, as it was saved
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,18 +100,20 @@ async def lock_for_save(conn: AsyncConnection) -> None:
 def _version(row: Any) -> SettingsVersion:
     return SettingsVersion(
         version=row["version"], saved_at=row["saved_at"], actor=row["actor"], actor_note=row["actor_note"],
-        changes=row["changes"], document=row["document"],
+        changes={name: SettingChange.from_document(change) for name, change in row["changes"].items()},
+        document=row["document"],
     )
 
 
 async def insert_version(
-    conn: AsyncConnection, document: RecordSettings, changes: dict[str, Any], actor: str | None,
+    conn: AsyncConnection, document: RecordSettings, changes: dict[str, SettingChange], actor: str | None,
     actor_note: str | None = None,
 ) -> SettingsVersion:
     row = (
         await conn.execute(
             insert(settings_versions)
-            .values(document=document.model_dump(), changes=changes, actor=actor, actor_note=actor_note)
+            .values(document=document.model_dump(), changes={k: c.to_document() for k, c in changes.items()},
+                    actor=actor, actor_note=actor_note)
             .returning(settings_versions)
         )
     ).mappings().one()

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from app.domain.record_settings import RecordSettings
 from app.entrypoints.http.deps import Admin, Reader, RuntimeDep
 from app.entrypoints.http.errors import CHANGE, READ, field_error, refused, validation_errors
-from app.entrypoints.http.models import SettingsVersionView
+from app.entrypoints.http.models import SettingsChange, SettingsVersionView
 from app.service import admin
 from app.service.auth import ACTOR_NOTE_MAX_CHARS, ActorNoteTooLong, actor_note
 
@@ -100,7 +100,8 @@ async def settings_history(
     return [
         SettingsVersionView(
             version=r.version, saved_at=r.saved_at, actor=r.actor, note=r.actor_note,
-            changes=r.changes, settings=r.document,
+            changes={name: SettingsChange.model_validate(c.to_document()) for name, c in r.changes.items()},
+            settings=r.document,
         )
         for r in rows
     ]
