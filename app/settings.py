@@ -127,6 +127,11 @@ class Settings(BaseSettings):
     # How often the database-derived gauges of /metrics are refreshed (never per scrape).
     metrics_refresh_seconds: float = Field(default=5.0, gt=0)
 
+    # Load the what-if's 7-day history in the background after a start and keep it in memory,
+    # so that an administrator's first what-if finds it ready (docs/bench-whatif.md: about
+    # 1 KiB of memory per session in the window, 100 MiB for 100,000).
+    whatif_keep_warm: bool = True
+
     log_level: str = "INFO"
     # json: one JSON object per line (the container's default); text: readable. Unset:
     # text on a terminal, json otherwise.

@@ -18,6 +18,7 @@ import statistics
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from app.domain.session import SessionState  # noqa: E402
 from app.domain.session_types import SESSION_TYPES  # noqa: E402
 from app.domain.whatif import Outcome, historic_session, replay_verdict  # noqa: E402
 from app.entrypoints.service import migrate  # noqa: E402
-from app.service.whatif import WhatIf  # noqa: E402
+from app.service.whatif import WARM_ROWS_PER_CHUNK, WhatIf  # noqa: E402
 from app.settings import Settings, normalize_database_url  # noqa: E402
 
 CALL_TYPES = [c for c, t in SESSION_TYPES.items() if t.medium == "call"]
@@ -147,13 +148,79 @@ async def _timed(label: str, what_if: WhatIf, proposed: RecordSettings,
     return result
 
 
-async def measure(url: str, dsn: str, runs: int) -> None:
+def _rss_mib() -> float:
+    with open("/proc/self/status") as status:  # Linux: the bench's machine
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+@dataclass(frozen=True)
+class WarmUp:
+    wall: float
+    cpu: float
+    held_up: float  # the longest the event loop kept the consumer's stand-in waiting (wall time)
+    held_up_p99: float
+    cpu_between_turns: float  # the most CPU this process used between two turns of the stand-in
+    rss_added_mib: float
+
+
+def _gaps(samples: list[tuple[float, float]]) -> tuple[float, float, float]:
+    walls = sorted(w for w, _ in samples)
+    return walls[-1], walls[int(len(walls) * 0.99)], max(c for _, c in samples)
+
+
+async def _warmed_in_background(what_if: WhatIf, warm: list[WarmUp], rows_per_chunk: int) -> None:
+    """The service's background warm-up after a start (`WhatIf.keep_warm`), with a task that
+    stands for the consumer asking for the event loop every millisecond: how long the loop
+    kept it waiting (the longest and the 99th percentile, wall time, which the machine's
+    load stretches; and the most CPU this process used in one wait, which it does not),
+    the warm-up's wall and CPU time, and the process's resident memory it added."""
+    samples: list[tuple[float, float]] = []
+    done = asyncio.Event()
+
+    async def consumer_stand_in() -> None:
+        last, last_cpu = time.monotonic(), time.process_time()
+        while not done.is_set():
+            await asyncio.sleep(0.001)
+            now, now_cpu = time.monotonic(), time.process_time()
+            samples.append((now - last, now_cpu - last_cpu))
+            last, last_cpu = now, now_cpu
+
+    # The stand-in alone for a second first: how long the machine's load alone keeps it waiting.
+    ticking = asyncio.create_task(consumer_stand_in())
+    await asyncio.sleep(1.0)
+    done.set()
+    await ticking
+    alone = _gaps(samples)
+    samples.clear()
+    done.clear()
+    rss_before = _rss_mib()
+    ticking = asyncio.create_task(consumer_stand_in())
+    started, cpu = time.monotonic(), time.process_time()
+    await what_if.keep_warm(rows_per_chunk)
+    wall, used = time.monotonic() - started, time.process_time() - cpu
+    done.set()
+    await ticking
+    held_up, p99, cpu_between = _gaps(samples)
+    rss = _rss_mib()
+    warm.append(WarmUp(wall, used, held_up, p99, cpu_between, rss - rss_before))
+    print(f"background warm-up after a start ({rows_per_chunk} rows a turn): {wall:.2f} s, CPU {used:.2f} s; "
+          f"event loop held up at most {held_up * 1000:.0f} ms (99th percentile {p99 * 1000:.1f} ms, "
+          f"{len(samples)} turns; at most {cpu_between * 1000:.1f} ms of CPU between two turns); RSS {rss:.0f} MiB "
+          f"(+{rss - rss_before:.0f} MiB); load average {os.getloadavg()[0]:.1f}; the stand-in alone: at most "
+          f"{alone[0] * 1000:.0f} ms (99th percentile {alone[1] * 1000:.1f} ms)", flush=True)
+
+
+async def measure(url: str, dsn: str, runs: int, rows_per_chunk: int = WARM_ROWS_PER_CHUNK) -> None:
     """Wall time as the administrator waits for it, and this process's CPU time (the machine's
     load average shows how much the other work on it stretched the wall time). Three requests:
     the first what-if ever on the database (every session's replay input is worked out), the
     first after a start (the inputs are current: read and replayed), and the next one."""
     engine = build_engine(Settings(_env_file=None, database_url=url))
     timings: dict[str, list[tuple[float, float]]] = {}
+    warm: list[WarmUp] = []
     try:
         for _ in range(runs):
             conn = await asyncpg.connect(dsn)
@@ -164,6 +231,12 @@ async def measure(url: str, dsn: str, runs: int) -> None:
             await _timed("first request after a start", what_if, PROPOSED, timings)
             await _timed("next request, other deciding settings", what_if,
                          RecordSettings(create_records_for_abandoned_calls=True), timings)
+            del what_if
+            what_if = WhatIf(engine, "sandbox")  # a service just started, with WHATIF_KEEP_WARM on (the default)
+            await _warmed_in_background(what_if, warm, rows_per_chunk)
+            await _timed("first request after a start, history warmed in the background", what_if, PROPOSED,
+                         timings)
+            del what_if
     finally:
         await engine.dispose()
     report = first.report
@@ -172,6 +245,13 @@ async def measure(url: str, dsn: str, runs: int) -> None:
     for label, values in timings.items():
         print(f"{label}: median {statistics.median(w for w, _ in values):.2f} s "
               f"(CPU {statistics.median(c for _, c in values):.2f} s) over {len(values)} runs")
+    if warm:
+        print(f"background warm-up: median {statistics.median(w.wall for w in warm):.2f} s (CPU "
+              f"{statistics.median(w.cpu for w in warm):.2f} s); event loop held up at most "
+              f"{max(w.held_up for w in warm) * 1000:.0f} ms (99th percentile at most "
+              f"{max(w.held_up_p99 for w in warm) * 1000:.1f} ms; at most "
+              f"{max(w.cpu_between_turns for w in warm) * 1000:.1f} ms of CPU between two turns); "
+              f"RSS added {min(w.rss_added_mib for w in warm):.0f}-{max(w.rss_added_mib for w in warm):.0f} MiB")
     print("uptime:", os.popen("uptime").read().strip())
 
 
@@ -180,6 +260,8 @@ async def main() -> int:
     parser.add_argument("--sessions", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=14)
+    parser.add_argument("--rows-per-chunk", type=int, default=WARM_ROWS_PER_CHUNK,
+                        help="rows the background warm-up loads per turn of the event loop")
     args = parser.parse_args()
     server = normalize_database_url(
         os.environ.get("BENCH_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"))
@@ -191,7 +273,7 @@ async def main() -> int:
     try:
         await asyncio.to_thread(migrate, Settings(_env_file=None, database_url=url))
         await fill(asyncpg_dsn(url), args.sessions, args.seed)
-        await measure(url, asyncpg_dsn(url), args.runs)
+        await measure(url, asyncpg_dsn(url), args.runs, args.rows_per_chunk)
     finally:
         admin = await asyncpg.connect(asyncpg_dsn(server))
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

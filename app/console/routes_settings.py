@@ -34,7 +34,7 @@ class SettingsPages:
         self.console = console
         self.engine = runtime.engine
         self.crm_name = runtime.crm.name
-        self.what_if = WhatIf(self.engine, self.crm_name)
+        self.what_if: WhatIf = runtime.what_if or WhatIf(self.engine, self.crm_name)
         # The same account of the CRM side that GET /api/crm serves (settings only, no CRM call).
         self.setup = crm_setup(runtime.settings)
 

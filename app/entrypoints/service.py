@@ -224,7 +224,10 @@ async def _run_components(settings: Settings, engine, crm: CrmAdapter, publisher
             refresh_gauges_periodically(engine, settings.metrics_refresh_seconds, stop), name="db-gauges"
         ),
         asyncio.create_task(beat_periodically(engine, crm.name, runtime.crm_health, stop), name="heartbeat"),
-        asyncio.create_task(refresh_periodically(engine, stop), name="what-if-inputs"),
+        asyncio.create_task(
+            refresh_periodically(engine, stop, what_if=runtime.what_if if settings.whatif_keep_warm else None),
+            name="what-if-inputs",
+        ),
     }
     stopping = asyncio.create_task(stop.wait())
     try:

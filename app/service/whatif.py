@@ -5,8 +5,9 @@ What the replay needs is kept in PostgreSQL as one compact row per session
 (history_repo: brought up to date with the sessions before each read). The history is
 loaded from there once and then kept up to date: each later request reads only the rows
 that changed, so an administrator who tries setting after setting waits for the replay
-alone. The console starts the first load in the background when the panel opens. An unused
-history is dropped after a while."""
+alone. The service loads the 7-day history in the background after a start, a chunk per
+turn of the event loop, and keeps it (`keep_warm`, WHATIF_KEEP_WARM); otherwise the console
+starts the first load when the panel opens. Any other unused history is dropped after a while."""
 
 from __future__ import annotations
 
@@ -32,6 +33,9 @@ DROP_UNUSED_AFTER_SECONDS = 600.0
 # How often the service brings the replay inputs up to date in the background, so that a
 # what-if (the first after a start included) finds at most this much to work out.
 REFRESH_EVERY_SECONDS = 60.0
+# Rows decoded and built per turn of the event loop when the history is loaded in the
+# background: a few milliseconds of CPU each (docs/bench-whatif.md).
+WARM_ROWS_PER_CHUNK = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +51,7 @@ class WhatIfResult:
 class _History:
     days: int
     read_at: datetime  # the database's clock when the last read began
+    newest_source: datetime | None  # when the newest session of the replay inputs changed, at that read
     sessions: dict[str, history_repo.WindowSession] = field(default_factory=dict)
     owners_before: list[tuple[str, str]] = field(default_factory=list)
     last_used: float = 0.0
@@ -61,19 +66,20 @@ class WhatIf:
         self.engine = engine
         self.crm = crm
         self._history: _History | None = None
+        self._keep_days: int | None = None  # the window keep_warm holds
         self._lock = asyncio.Lock()
         # The last answer: a change of the title or the tags decides nothing, so the same
         # history under the same deciding settings gives the same report.
         self._last: tuple[tuple, WhatIfReport] | None = None
 
-    async def _read(self, days: int) -> float:
+    async def _read(self, days: int, rows_per_chunk: int | None = None, *, owners: bool = True) -> float:
         started = time.monotonic()
         if self._history is not None and self._history.days == days:
-            await self._load(days, full=False)  # the rows changed since the last read
+            await self._load(days, full=False, owners=owners)  # the rows changed since the last read
             return time.monotonic() - started
         gc.collect()  # what is cyclic garbage now would otherwise be frozen with the new history
         with history_repo.gc_paused():
-            await self._load(days, full=True)
+            await self._load(days, full=True, rows_per_chunk=rows_per_chunk, owners=owners)
             # Out of the collector's sight, before it is back on (it would walk the new history
             # at once): some 700,000 objects for 100,000 sessions, none in a cycle, which every
             # full collection would otherwise walk, holding up the process's event loop
@@ -83,25 +89,45 @@ class WhatIf:
             gc.freeze()
         return time.monotonic() - started
 
-    async def _load(self, days: int, full: bool) -> None:
+    async def _load(self, days: int, full: bool, rows_per_chunk: int | None = None, *, owners: bool = True) -> None:
         history = self._history
         async with self.engine.begin() as conn:  # the refreshed rows are committed for every replica
             now = await history_repo.database_now(conn)
-            changed_rows = await history_repo.refresh(conn, changed=not full)
+            await history_repo.refresh(conn, changed=False)
+            newest = await history_repo.newest_source(conn)
             if full or history is None:
-                history = _History(days, now)
-                for row in await history_repo.sessions_since(conn, days):
-                    history.sessions[row.session.session_id] = row
+                history = _History(days, now, newest)
+                if rows_per_chunk is None:
+                    for row in await history_repo.sessions_since(conn, days):
+                        history.sessions[row.session.session_id] = row
+                else:  # in the background: the event loop runs other tasks between two chunks
+                    ordered: list[HistoricSession] = []  # the rows come oldest first
+                    async for chunk in history_repo.sessions_since_in_chunks(conn, days, rows_per_chunk):
+                        for row in chunk:
+                            history.sessions[row.session.session_id] = row
+                            ordered.append(row.session)
+                    history.ordered = ordered
             else:
-                for row in changed_rows:
-                    history.sessions[row.session.session_id] = row
+                # Whichever refresh brought them in (this one, the background one, another
+                # replica's): every row whose session changed since the newest one held.
+                changed = False
+                if history.newest_source is not None:
+                    rows = await history_repo.sessions_changed_since(conn, days, history.newest_source)
+                else:
+                    rows = await history_repo.sessions_since(conn, days)
+                for row in rows:
+                    if history.sessions.get(row.session.session_id) != row:
+                        history.sessions[row.session.session_id] = row
+                        changed = True
                 history.read_at = now
-                if changed_rows:
+                history.newest_source = newest
+                if changed:
                     history.generation += 1
                     history.ordered = None
-            history.owners_before = await history_repo.owners_with_records_before(conn, self.crm, history.days)
+            if owners:  # a request reads them again: the background rounds leave them (a scan of crm_records)
+                history.owners_before = await history_repo.owners_with_records_before(conn, self.crm, history.days)
         window_start = now - timedelta(days=history.days)
-        if any(v.created_at < window_start for v in history.sessions.values()):
+        if not full and any(v.created_at < window_start for v in history.sessions.values()):
             history.sessions = {k: v for k, v in history.sessions.items() if v.created_at >= window_start}
             history.ordered = None
         if history.ordered is None:
@@ -116,11 +142,33 @@ class WhatIf:
                 await self._read(days)
                 asyncio.get_running_loop().call_later(DROP_UNUSED_AFTER_SECONDS, self._drop_if_unused)
 
+    async def keep_warm(self, rows_per_chunk: int = WARM_ROWS_PER_CHUNK) -> None:
+        """What the service's background task does every round: load the default window's
+        history when none is held, `rows_per_chunk` rows at a time so that the consumer and
+        the worker run between two chunks, and bring a held history up to date; the default
+        window is then never dropped, so an administrator's first what-if after a start finds
+        it ready (memory: see docs/bench-whatif.md)."""
+        self._keep_days = DEFAULT_DAYS
+        async with self._lock:
+            history = self._history
+            if history is None:
+                await self._read(DEFAULT_DAYS, rows_per_chunk, owners=False)
+                asyncio.get_running_loop().call_later(DROP_UNUSED_AFTER_SECONDS, self._drop_if_unused)
+            else:
+                last_used = history.last_used
+                await self._read(history.days, owners=False)
+                history.last_used = last_used  # kept current, not used
+
+    def holds(self, days: int = DEFAULT_DAYS) -> bool:
+        """Whether the history of the last `days` days is in memory (a what-if reads only what changed)."""
+        return self._history is not None and self._history.days == days
+
     def _drop_if_unused(self) -> None:
         history = self._history
         if history is None:
             return
-        if time.monotonic() - history.last_used >= DROP_UNUSED_AFTER_SECONDS:
+        kept = history.days == self._keep_days  # keep_warm holds it for good
+        if not kept and time.monotonic() - history.last_used >= DROP_UNUSED_AFTER_SECONDS:
             self._history = None
         else:
             asyncio.get_running_loop().call_later(DROP_UNUSED_AFTER_SECONDS, self._drop_if_unused)
@@ -154,13 +202,18 @@ class WhatIf:
 
 
 async def refresh_periodically(engine: AsyncEngine, stop: asyncio.Event,
-                               every: float = REFRESH_EVERY_SECONDS) -> None:
+                               every: float = REFRESH_EVERY_SECONDS, what_if: WhatIf | None = None) -> None:
     """Keep `whatif_inputs` within `every` seconds of the sessions (each replica does; a
-    refresh that finds nothing changed costs a scan of the sessions' `updated_at`)."""
+    refresh that finds nothing changed costs a scan of the sessions' `updated_at`). With
+    `what_if`, also load its default window's history in the background and keep it
+    current (`WhatIf.keep_warm`)."""
     while not stop.is_set():
         try:
-            async with engine.begin() as conn:
-                await history_repo.refresh(conn, changed=False)
+            if what_if is not None:
+                await what_if.keep_warm()
+            else:
+                async with engine.begin() as conn:
+                    await history_repo.refresh(conn, changed=False)
         except Exception as exc:  # the database may be away for a moment: the next round tries again
             log.warning("what-if inputs not refreshed: %s", type(exc).__name__)
         with contextlib.suppress(TimeoutError):

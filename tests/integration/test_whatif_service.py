@@ -121,3 +121,121 @@ async def test_refreshes_from_several_replicas_at_once_all_succeed(clean_db):
     async with clean_db.begin() as conn:
         rows = await history_repo.sessions_since(conn, 7)
     assert sorted(r.session.session_id for r in rows) == sorted(f"call-r{n}" for n in range(20))
+
+
+async def test_a_held_history_sees_sessions_another_refresh_brought_in(clean_db):
+    """The background refresh (or another replica's) may bring a session's row up to date
+    before this process's next read: the held history must still take it in."""
+    from app.adapters.db import history_repo
+
+    await consume(clean_db, unanswered_call("call-h1"))
+    what_if = WhatIf(clean_db, "sandbox")
+    proposed = RecordSettings(delay_call_record_until_connected=True)
+    assert (await what_if.run(proposed)).report.sessions == 1
+    await consume(clean_db, unanswered_call("call-h2", end_user_id="eu-h2"))
+    async with clean_db.begin() as conn:  # as refresh_periodically does, between two requests
+        await history_repo.refresh(conn, changed=False)
+    second = await what_if.run(proposed)
+    assert second.report.sessions == 2 and second.report.changed == 2
+
+
+async def _many_stored_calls(engine, count: int) -> None:
+    """`count` unanswered calls of the last days, written straight into the replay inputs
+    (the rows the refresh derives from the consumer's sessions, as in the tests above)."""
+    from sqlalchemy import text
+
+    async with engine.begin() as conn:
+        await conn.execute(text("""
+            INSERT INTO whatif_inputs (session_id, created_at, source_updated_at, first_event_at, end_user_id,
+                                       queue_id, is_chat, agent_id, agent_name, moments, end_user_message_times,
+                                       record, record_action, record_reason)
+            SELECT 'bulk-' || n, t, t, t, 'eu-' || (n % 500), 'q-' || (n % 7), false, 'agent-1', 'Ana',
+                   ARRAY[t, t + interval '5 s', NULL, NULL, t + interval '30 s']::timestamptz[], '{}',
+                   'due', 'created', 'call assigned to agent Ana'
+            FROM generate_series(1, :count) AS n, LATERAL (SELECT now() - n * interval '10 s' AS t) AS at
+        """), {"count": count})
+
+
+async def test_the_background_warm_up_loads_the_history_without_holding_up_the_event_loop(clean_db, monkeypatch):
+    """keep_warm loads the window a chunk at a time: another task on the loop (the consumer)
+    keeps running, held up for one chunk at most; the first what-if then reads only what changed."""
+    import asyncio
+    import gc
+    import time
+
+    from app.adapters.db import history_repo
+
+    count = 30_000
+    await _many_stored_calls(clean_db, count)
+    what_if = WhatIf(clean_db, "sandbox")
+    gaps: list[float] = []
+    done = asyncio.Event()
+
+    async def ticker() -> None:  # stands for the consumer: wants the loop every millisecond
+        last = time.monotonic()
+        while not done.is_set():
+            await asyncio.sleep(0.001)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    gc.freeze()  # as the service does with its start-up heap (pytest's would make gc.collect slow)
+    try:
+        ticking = asyncio.create_task(ticker())
+        started = time.monotonic()
+        await what_if.keep_warm(rows_per_chunk=200)
+        warm_seconds = time.monotonic() - started
+        done.set()
+        await ticking
+    finally:
+        gc.unfreeze()
+    assert what_if.holds(7)
+    assert len(gaps) > 10  # the loop ran the other task all along
+    assert max(gaps) < min(0.15, warm_seconds / 3), (max(gaps), warm_seconds)
+
+    async def no_full_read(*args, **kwargs):
+        raise AssertionError("the warm history should have been used")
+
+    monkeypatch.setattr(history_repo, "sessions_since", no_full_read)
+    result = await what_if.run(RecordSettings(delay_call_record_until_connected=True))
+    assert result.report.sessions == count and result.report.changed == count
+
+
+async def test_the_service_task_warms_the_default_window_and_keeps_it_current(clean_db):
+    import asyncio
+
+    from app.service.whatif import refresh_periodically
+
+    await consume(clean_db, unanswered_call("call-w1"))
+    what_if = WhatIf(clean_db, "sandbox")
+    stop = asyncio.Event()
+    task = asyncio.create_task(refresh_periodically(clean_db, stop, every=0.05, what_if=what_if))
+    try:
+        for _ in range(100):
+            if what_if.holds(7):
+                break
+            await asyncio.sleep(0.05)
+        assert what_if.holds(7)
+        await consume(clean_db, unanswered_call("call-w2", end_user_id="eu-w2"))
+        await asyncio.sleep(0.2)  # a few rounds of the background task
+        result = await what_if.run(RecordSettings(delay_call_record_until_connected=True))
+        assert result.report.sessions == 2 and result.report.changed == 2
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+
+async def test_a_request_after_the_warm_up_knows_the_records_made_before_the_window(clean_db):
+    """The background rounds leave the earlier records alone; the request reads them."""
+    from sqlalchemy import text
+
+    await consume(clean_db, unanswered_call("call-o1"))
+    what_if = WhatIf(clean_db, "sandbox")
+    await what_if.keep_warm()
+    async with clean_db.begin() as conn:  # the end user's record in this leaf queue, a month ago
+        await conn.execute(text(
+            "INSERT INTO crm_records (crm, record_id, end_user_id, queue_id, session_id, created_at) "
+            "VALUES ('sandbox', 'r-old', 'eu-1', 'q-billing', 'call-old', now() - interval '30 days')"))
+    await what_if.keep_warm()
+    result = await what_if.run(RecordSettings(append_to_open_record_in_leaf_queue=True))
+    assert result.report.depends_on_crm == 1

@@ -52,6 +52,10 @@ PROVISIONAL_PER_MINUTE = 600.0
 UNPACED_PER_MINUTE = 6_000_000.0
 # Paced a little under the announced limit: the vendor's clock and window are not ours.
 VENDOR_SHARE = 0.95
+# At most this many requests at once beyond the pace: enough for records that arrive
+# together, and little excess when the vendor's limit just dropped (the schedule was
+# advanced at the old pace) or another integration spends the same window.
+MAX_BURST = 4
 # With a daily allocation (Salesforce), a spent share pauses for this long before the
 # next look (the header says nothing of when the day rolls over).
 DAILY_PAUSE_SECONDS = 300.0
@@ -227,13 +231,13 @@ class RateBudget:
         """How many requests may go at once beyond the even pace: what the announced
         per-window limit (or a configured ceiling, which is kept exactly) leaves above the
         pace, less one, and one for the vendor's clock, so that no window ever holds more
-        than the limit; none while the limit is unknown."""
+        than the limit, and at most MAX_BURST; none while the limit is unknown."""
         vendor = self._vendor
         if vendor is None or not vendor.limit or self._per_minute is None:
             return 0
         per_window = vendor.window_seconds / 60.0
         cap = min(vendor.limit, self.ceiling * per_window) if self.ceiling else vendor.limit
-        return max(0, int(cap - self._per_minute * per_window) - 2)
+        return min(MAX_BURST, max(0, int(cap - self._per_minute * per_window) - 2))
 
     @property
     def per_minute(self) -> float | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -87,6 +87,14 @@ _IN_WINDOW = (
     f"SELECT {_READ} FROM whatif_inputs WHERE created_at >= now() - make_interval(days => $1) "
     "ORDER BY first_event_at, session_id"
 )
+# The rows whose session changed since a held history's newest one (the margin as above):
+# whichever refresh brought them up to date, this process's or another's.
+_CHANGED_IN_WINDOW = (
+    f"SELECT {_READ} FROM whatif_inputs "
+    f"WHERE source_updated_at >= $2::timestamptz - make_interval(secs => {REFRESH_MARGIN_SECONDS}) "
+    "AND created_at >= now() - make_interval(days => $1)"
+)
+_NEWEST_SOURCE = "SELECT max(source_updated_at) FROM whatif_inputs"
 _NO_JIT = text("SET LOCAL jit = off")
 _ONE_AT_A_TIME = "SELECT pg_advisory_xact_lock(hashtext('crm-records whatif_inputs refresh'))"
 _NOW = text("SELECT now()")
@@ -160,6 +168,33 @@ async def sessions_since(conn: AsyncConnection, days: int) -> list[WindowSession
     # Read through the driver itself: 100,000 rows cost a second less without SQLAlchemy's row layer.
     with gc_paused():
         return [_window_session(row) for row in await driver.fetch(_IN_WINDOW, days)]
+
+
+async def sessions_since_in_chunks(conn: AsyncConnection, days: int,
+                                   rows_per_chunk: int) -> AsyncIterator[list[WindowSession]]:
+    """As `sessions_since`, `rows_per_chunk` rows at a time through a cursor: between two
+    chunks the event loop runs the process's other tasks (the consumer, the worker), so a
+    background load holds it up for one chunk's decoding and building at most."""
+    driver = await _driver(conn)
+    await driver.execute(_FORGET_OLD)
+    cursor = await driver.cursor(_IN_WINDOW, days)
+    while rows := await cursor.fetch(rows_per_chunk):
+        with gc_paused():
+            yield [_window_session(row) for row in rows]
+
+
+async def newest_source(conn: AsyncConnection) -> datetime | None:
+    """When the newest session held in the replay inputs last changed."""
+    driver = await _driver(conn)
+    return await driver.fetchval(_NEWEST_SOURCE)
+
+
+async def sessions_changed_since(conn: AsyncConnection, days: int, since: datetime) -> list[WindowSession]:
+    """The replay inputs in the window whose session changed at `since` or later (with the
+    refresh's margin), whoever refreshed them."""
+    driver = await _driver(conn)
+    with gc_paused():
+        return [_window_session(row) for row in await driver.fetch(_CHANGED_IN_WINDOW, days, since)]
 
 
 async def owners_with_records_before(conn: AsyncConnection, crm: str, days: int) -> list[tuple[str, str]]:

@@ -12,6 +12,7 @@ from app.service.auth import TokenBook
 from app.service.consumer_health import ConsumerHealth
 from app.service.readiness import ComponentCheck, CrmCredentialsCheck, CrmHealth, DatabaseCheck, ReadinessCheck
 from app.service.startup import StartupProgress
+from app.service.whatif import WhatIf
 from app.settings import Settings
 
 
@@ -26,10 +27,15 @@ class Runtime:
     tokens: TokenBook | None = None  # built from the settings when not given
     # Conditions /readyz reports beyond the database, the consumer's group and the CRM.
     extra_checks: list[ReadinessCheck] = field(default_factory=list)
+    # The what-if the console asks, one per process (its history is shared by the requests and
+    # kept warm by the service's background task); built from the engine when not given.
+    what_if: WhatIf | None = None
 
     def __post_init__(self) -> None:
         if self.tokens is None:
             self.tokens = TokenBook.from_settings(self.settings)
+        if self.what_if is None:
+            self.what_if = WhatIf(self.engine, self.crm.name)
 
     @property
     def token_book(self) -> TokenBook:
