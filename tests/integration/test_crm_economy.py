@@ -155,9 +155,9 @@ async def test_the_shared_budget_lets_a_few_requests_go_at_once_and_then_holds_t
     assert burst >= 3
     slots = []  # when each request may go (monotonic seconds)
     for _ in range(burst + 3):
-        booked, wait = await budget.store.reserve(budget.account, budget.pace(), 30.0, burst)
-        assert booked
-        slots.append(time.monotonic() + wait)
+        reservation = await budget.store.reserve(budget.account, budget.pace(), 30.0, burst)
+        assert reservation.booked
+        slots.append(time.monotonic() + reservation.wait_seconds)
     started = slots[0]
     assert max(slots[:burst + 1]) - started < 0.5  # together, as soon as they asked
     slot = 60.0 / budget.pace()
