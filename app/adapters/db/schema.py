@@ -130,6 +130,8 @@ outbox = Table(
         "id",
         postgresql_where=text("status IN ('pending', 'in_progress')"),
     ),
+    # The claim's "is another row of this key being carried out" check: few rows.
+    Index("ix_outbox_serial_running", "serial_key", postgresql_where=text("status = 'in_progress'")),
     Index("ix_outbox_session", "session_id"),
 )
 
