@@ -38,6 +38,14 @@ class Outcome(NamedTuple):
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class RecordOwner:
+    """An end user in a leaf queue: who a record belongs to, for the appending rules."""
+
+    end_user_id: str
+    queue_id: str
+
+
 class SessionFacts(NamedTuple):
     """A session as it stood at one moment: what `policy.verdict` reads (policy.PolicyFacts).
     A tuple: a history of 100,000 sessions holds about 450,000 of them."""
@@ -224,13 +232,13 @@ def replay(
     history: Sequence[HistoricSession],
     proposed: RecordSettings,
     current: RecordSettings,
-    owners_with_earlier_records: Iterable[tuple[str, str]] = (),
+    owners_with_earlier_records: Iterable[RecordOwner] = (),
     sample_size: int = SAMPLE_SIZE,
 ) -> WhatIfReport:
     """Replay `history` (any order) under `proposed`; `current` is what is in force now.
-    `owners_with_earlier_records`: (end user, leaf queue) pairs with a record made before the
-    history starts."""
-    owners = set(owners_with_earlier_records)
+    `owners_with_earlier_records`: who had a record made before the history starts."""
+    # plain (end user, leaf queue) keys inside: one per session is built below, 100,000 turns
+    owners = {(owner.end_user_id, owner.queue_id) for owner in owners_with_earlier_records}
     # keyed by (kind, reason): an Outcome and the plain tuple _propose returns are equal keys
     actual_counts: Counter[tuple[OutcomeKind, str]] = Counter()
     proposed_counts: Counter[tuple[OutcomeKind, str]] = Counter()

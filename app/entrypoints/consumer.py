@@ -214,12 +214,12 @@ class ConsumerLoop:
         log.error("a fetched batch could not be decoded (%r); finding its partition", exc)
         await rewind_to_committed(consumer, readable)
         for tp in sorted(readable, key=lambda p: p.partition):
-            records, error = await read_until_undecodable(consumer, tp, self.settings.kafka_max_poll_records)
-            if records and await self._apply_partition(consumer, tp, records) is None:
+            run = await read_until_undecodable(consumer, tp, self.settings.kafka_max_poll_records)
+            if run.records and await self._apply_partition(consumer, tp, run.records) is None:
                 continue
-            if error is not None:
-                first = records[-1].offset + 1 if records else await consumer.position(tp)
-                await self._step_over(consumer, tp, first, error)
+            if run.error is not None:
+                first = run.records[-1].offset + 1 if run.records else await consumer.position(tp)
+                await self._step_over(consumer, tp, first, run.error)
         await self.commit_applied(list(self._applied))
 
     async def _step_over(self, consumer: AIOKafkaConsumer, tp: TopicPartition, first: int,

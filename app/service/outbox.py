@@ -41,6 +41,7 @@ from app.adapters.db import (
     end_users_repo,
     events_repo,
     outbox_repo,
+    raw,
     records_repo,
     sessions_repo,
     settings_repo,
@@ -205,13 +206,18 @@ class OutboxRunner:
         version = row.payload.get("settings_version")
         crm = self.crm.name
         # Read what is needed, then let the connection go: none is held across CRM calls.
-        async with self.reads.connect() as conn:
-            if "settings" in row.payload:  # a row written before payloads named only the version
-                settings = RecordSettings.model_validate(row.payload["settings"])
+        if "settings" in row.payload:  # a row written before payloads named only the version
+            settings = RecordSettings.model_validate(row.payload["settings"])
+        else:
+            digest = row.payload.get("settings_digest")
+            if (known := settings_repo.known_version(version, digest)) is not None:
+                settings = known
             else:
-                settings = await settings_repo.of_version(conn, version, row.payload.get("settings_digest"))
+                async with self.reads.connect() as conn:
+                    settings = await settings_repo.of_version(conn, version, digest)
+        async with raw.connection(self.engine) as pg:
             context = await records_repo.record_context(
-                conn, crm, row.session_id, with_newest=settings.append_to_open_record_in_leaf_queue,
+                pg, crm, row.session_id, with_newest=settings.append_to_open_record_in_leaf_queue,
                 account=self.account,
             )
         if context is None:

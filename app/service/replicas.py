@@ -71,7 +71,7 @@ def _view(row: replicas_repo.ReplicaRow) -> ReplicaView:
     return ReplicaView(
         row.replica_id, row.seen_at, row.age_seconds > STALE_AFTER_SECONDS,
         dict(sorted(row.consumer_lag.items(), key=lambda item: _partition_order(item[0]))), row.dead_letters,
-        str(crm.get("crm") or ""), bool(crm.get("ok")), str(crm.get("detail") or ""),
+        crm.crm, crm.ok, crm.detail,
     )
 
 
@@ -90,7 +90,7 @@ def overview(rows: list[replicas_repo.ReplicaRow]) -> ReplicasOverview:
 
 async def beat_once(engine: AsyncEngine, replica: str, crm_name: str, health: CrmHealth) -> None:
     """Write this replica's heartbeat from its own metrics and CRM check."""
-    crm = {"crm": crm_name, "ok": health.ok, "detail": health.detail}
+    crm = replicas_repo.ReplicaCrmHealth(crm=crm_name, ok=health.ok, detail=health.detail)
     async with engine.begin() as conn:
         await replicas_repo.beat(conn, replica, metric_samples("crm_records_consumer_lag_messages", "partition"),
                                  metric_samples("crm_records_events_dead_lettered_total", "reason"), crm)

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.adapters.db import history_repo, settings_repo
 from app.domain.record_settings import RecordSettings
-from app.domain.whatif import HistoricSession, WhatIfReport, replay
+from app.domain.whatif import HistoricSession, RecordOwner, WhatIfReport, replay
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class _History:
     read_at: datetime  # the database's clock when the last read began
     newest_source: datetime | None  # when the newest session of the replay inputs changed, at that read
     sessions: dict[str, history_repo.WindowSession] = field(default_factory=dict)
-    owners_before: list[tuple[str, str]] = field(default_factory=list)
+    owners_before: list[RecordOwner] = field(default_factory=list)
     last_used: float = 0.0
     generation: int = 0  # grows whenever a read brings changed sessions
     ordered: list[HistoricSession] | None = None  # the window's sessions, oldest first, for this generation

@@ -254,9 +254,9 @@ async def test_the_operations_view_shows_every_replica_adds_them_up_and_marks_th
     own_schema = int(metric_samples("crm_records_events_dead_lettered_total", "reason").get("schema", 0))
     async with clean_db.begin() as conn:
         await replicas_repo.beat(conn, "replica-b", {"1": 7.0}, {"schema": 2.0},
-                                 {"crm": "zendesk", "ok": False, "detail": "401 from the CRM"})
+                                 replicas_repo.ReplicaCrmHealth("zendesk", ok=False, detail="401 from the CRM"))
         await replicas_repo.beat(conn, "replica-c", {"2": 99.0}, {"schema": 1.0},
-                                 {"crm": "zendesk", "ok": True, "detail": ""})
+                                 replicas_repo.ReplicaCrmHealth("zendesk", ok=True, detail=""))
         await conn.execute(text("UPDATE replica_heartbeats SET seen_at = now() - interval '5 minutes' "
                                 "WHERE replica_id = 'replica-c'"))
     async with browser_like(runtime) as client:

@@ -11,7 +11,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import text
 
 from app.adapters.crm.base import CallLog, CrmCall, RecordRef
-from app.adapters.db import outbox_repo, records_repo, sessions_repo
+from app.adapters.db import outbox_repo, raw, records_repo, sessions_repo
 from app.adapters.db.decisions_repo import DecisionRow
 from app.adapters.db.outbox_repo import NewOutboxRow
 from app.adapters.db.schema import metadata
@@ -56,6 +56,28 @@ async def test_records_are_claimed_before_older_notes_and_each_serial_key_in_ord
         await outbox_repo.mark_done(conn, [r.id for r in rest if r.idempotency_key == "note-b"])
     async with clean_db.begin() as conn:
         assert [r.idempotency_key for r in await outbox_repo.claim(conn, 10, lease_seconds=30)] == ["record-b2"]
+
+
+async def test_a_row_committed_after_a_newer_one_of_its_serial_key_waits_while_that_one_runs(clean_db):
+    # Two consumers (two replicas) enqueue rows of one serial key; the older id commits
+    # last. The newer row is claimed first (the older one is not visible yet); once the
+    # older one is committed it must wait for the newer one to finish: the two are one
+    # end user's records in one leaf queue, and the second must see the first's record.
+    older = await clean_db.connect()
+    await older.begin()
+    await outbox_repo.enqueue(older, [_row("record-a", "record", "k-race")])
+    async with clean_db.begin() as conn:
+        await outbox_repo.enqueue(conn, [_row("record-b", "record", "k-race")])
+    async with clean_db.begin() as conn:
+        assert [r.idempotency_key for r in await outbox_repo.claim(conn, 10, lease_seconds=30)] == ["record-b"]
+    await older.commit()
+    await older.close()
+    async with clean_db.begin() as conn:
+        assert await outbox_repo.claim(conn, 10, lease_seconds=30) == []
+        await outbox_repo.mark_done(conn, [(await conn.execute(
+            text("SELECT id FROM outbox WHERE idempotency_key = 'record-b'"))).scalar_one()])
+    async with clean_db.begin() as conn:
+        assert [r.idempotency_key for r in await outbox_repo.claim(conn, 10, lease_seconds=30)] == ["record-a"]
 
 
 async def test_a_claim_notes_when_it_was_made(clean_db):
@@ -107,8 +129,9 @@ async def test_rows_finishing_together_are_written_together_and_a_bad_one_fails_
     async with clean_db.connect() as conn:
         status = dict((await conn.execute(text("SELECT idempotency_key, status FROM outbox"))).all())
         attempts = (await conn.execute(text("SELECT outbox_id, operation FROM crm_attempts ORDER BY id"))).all()
-        known = await records_repo.record_context(conn, "sandbox", "w3", with_newest=True)
         session = await sessions_repo.get_session(conn, "w1")
+    async with raw.connection(clean_db) as pg:
+        known = await records_repo.record_context(pg, "sandbox", "w3", with_newest=True)
     assert status == {"w1": "done", "w2": "in_progress", "w3": "done"}
     assert sorted(a.outbox_id for a in attempts) == sorted([rows["w1"].id, rows["w3"].id])
     assert known is not None and known.contact_id == "c-w3"
@@ -126,9 +149,9 @@ async def test_record_context_reads_the_newest_record_only_when_asked(clean_db, 
             conn, "sandbox", [records_repo.NewRecord("old", None, end_user, queue, "n0"),
                               records_repo.NewRecord("new", "/r/new", end_user, queue, "n1")]
         )
-    async with clean_db.connect() as conn:
-        context = await records_repo.record_context(conn, "sandbox", "n1", with_newest=with_newest)
-        missing = await records_repo.record_context(conn, "sandbox", "nobody", with_newest=with_newest)
+    async with raw.connection(clean_db) as pg:
+        context = await records_repo.record_context(pg, "sandbox", "n1", with_newest=with_newest)
+        missing = await records_repo.record_context(pg, "sandbox", "nobody", with_newest=with_newest)
     assert missing is None
     assert context is not None and context.state["session_id"] == "n1" and context.contact_id is None
     if with_newest:

@@ -9,6 +9,7 @@ from app.domain.record_settings import RecordSettings
 from app.domain.session import SessionState
 from app.domain.whatif import (
     Outcome,
+    RecordOwner,
     actual_outcome,
     historic_session,
     reason_group,
@@ -97,7 +98,7 @@ def test_appending_says_when_the_outcome_depends_on_the_crm_state_then():
     assert "depending on whether the CRM had that record open" in row.reason
     # ...and an earlier record made before the window counts too
     before = replay([other], settings(append_to_open_record_in_leaf_queue=True), settings(),
-                    owners_with_earlier_records=[("eu-2", other.queue_id)])
+                    owners_with_earlier_records=[RecordOwner("eu-2", other.queue_id)])
     assert before.depends_on_crm == 1
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 import tempfile
 import time
@@ -324,6 +325,22 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.users} new then returning end users at {args.rate:g}/s, "
           f"burst {args.burst} in {args.burst_seconds:g} s",
           flush=True)
+    # SIGTERM (e.g. `timeout`) ends the run like Ctrl-C: the running CRM's bench cancels and
+    # takes down its replicas, broker, database and fake before the process exits.
+    def on_sigterm(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        return run_all(crms, args)
+    except KeyboardInterrupt:
+        print("bench-crm interrupted; cleaned up", file=sys.stderr, flush=True)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_all(crms: list[str], args: argparse.Namespace) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-crm-") as work:
         for crm in crms:

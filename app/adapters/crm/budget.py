@@ -52,6 +52,10 @@ PROVISIONAL_PER_MINUTE = 600.0
 UNPACED_PER_MINUTE = 6_000_000.0
 # Paced a little under the announced limit: the vendor's clock and window are not ours.
 VENDOR_SHARE = 0.95
+# At most this many requests at once beyond the pace: enough for records that arrive
+# together, and little excess when the vendor's limit just dropped (the schedule was
+# advanced at the old pace) or another integration spends the same window.
+MAX_BURST = 4
 # With a daily allocation (Salesforce), a spent share pauses for this long before the
 # next look (the header says nothing of when the day rolls over).
 DAILY_PAUSE_SECONDS = 300.0
@@ -112,14 +116,24 @@ class BudgetState:
     paused_for_seconds: float
 
 
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """What `BudgetStore.reserve` answers. Booked: the slot is this request's and starts
+    in `wait_seconds`. Not booked: nothing was taken, and the horizon would admit the
+    request in `wait_seconds`."""
+
+    booked: bool
+    wait_seconds: float
+
+
 class BudgetStore(Protocol):
     """Where the schedule lives. `reserve` books the next slot when it is no more than
-    `horizon` seconds away and returns (True, seconds until it); otherwise it books
-    nothing and returns (False, seconds until the horizon would admit it). The schedule
+    `horizon` seconds away (a booked `Reservation`); otherwise it books nothing (see
+    `Reservation`). The schedule
     is the theoretical arrival time of the next request; a request may go up to `burst`
     slots ahead of it (never before now, nor during a pause)."""
 
-    async def reserve(self, account: str, per_minute: float, horizon: float, burst: int = 0) -> tuple[bool, float]:
+    async def reserve(self, account: str, per_minute: float, horizon: float, burst: int = 0) -> Reservation:
         """`per_minute` is this replica's pace, used only while no shared one is stored."""
 
     async def set_rate(self, account: str, per_minute: float | None) -> None: ...
@@ -138,16 +152,16 @@ class MemoryBudgetStore:
         self._paused: dict[str, float] = {}
         self._rate: dict[str, float | None] = {}
 
-    async def reserve(self, account: str, per_minute: float, horizon: float, burst: int = 0) -> tuple[bool, float]:
+    async def reserve(self, account: str, per_minute: float, horizon: float, burst: int = 0) -> Reservation:
         now = self._clock()
         paused = self._paused.get(account, now)
         interval = 60.0 / (self._rate.get(account) or per_minute)
         base = max(self._tat.get(account, now), now, paused)
         slot = max(base - burst * interval, now, paused)
         if slot - now > horizon:
-            return False, slot - now - horizon
+            return Reservation(booked=False, wait_seconds=slot - now - horizon)
         self._tat[account] = base + interval
-        return True, slot - now
+        return Reservation(booked=True, wait_seconds=slot - now)
 
     async def set_rate(self, account: str, per_minute: float | None) -> None:
         self._rate[account] = per_minute
@@ -210,8 +224,9 @@ class RateBudget:
                 waited += local_pause
                 continue
             async with self._booking:
-                booked, wait = await self.store.reserve(self.account, self.pace(), horizon, self.burst())
-            if booked:
+                reservation = await self.store.reserve(self.account, self.pace(), horizon, self.burst())
+            wait = reservation.wait_seconds
+            if reservation.booked:
                 if wait > 0:
                     await asyncio.sleep(wait)
                 return waited + max(0.0, wait)
@@ -227,13 +242,13 @@ class RateBudget:
         """How many requests may go at once beyond the even pace: what the announced
         per-window limit (or a configured ceiling, which is kept exactly) leaves above the
         pace, less one, and one for the vendor's clock, so that no window ever holds more
-        than the limit; none while the limit is unknown."""
+        than the limit, and at most MAX_BURST; none while the limit is unknown."""
         vendor = self._vendor
         if vendor is None or not vendor.limit or self._per_minute is None:
             return 0
         per_window = vendor.window_seconds / 60.0
         cap = min(vendor.limit, self.ceiling * per_window) if self.ceiling else vendor.limit
-        return max(0, int(cap - self._per_minute * per_window) - 2)
+        return min(MAX_BURST, max(0, int(cap - self._per_minute * per_window) - 2))
 
     @property
     def per_minute(self) -> float | None:

@@ -103,15 +103,15 @@ class SandboxAdapter:
             user = record.end_user
             assert user is not None, "the sandbox's records always name a contact"
 
-            async def with_contact(pg: asyncpg.Connection) -> tuple[int, int]:
+            async def with_contact(pg: asyncpg.Connection) -> sandbox_repo.RecordWithContact:
                 return await sandbox_repo.insert_record_for_end_user(
                     pg, session_id=record.session_id, title=record.title, description=record.description,
                     tags=list(dict.fromkeys(record.tags)), medium=record.medium,
                     external_id=user.id, name=user.name, phone=user.phone, email=user.email,
                 )
 
-            made, contact = await self._call("create_record", with_contact, on_asyncpg=True)
-            return RecordRef(str(made), sandbox_record_url(made), str(contact))
+            made = await self._call("create_record", with_contact, on_asyncpg=True)
+            return RecordRef(str(made.record_id), sandbox_record_url(made.record_id), str(made.contact_id))
 
         async def work(conn: AsyncConnection) -> int:
             return await sandbox_repo.insert_record(

@@ -19,7 +19,7 @@ from functools import lru_cache
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.domain.whatif import HistoricSession, Outcome, actual_outcome
+from app.domain.whatif import HistoricSession, Outcome, RecordOwner, actual_outcome
 
 # A session row committed late by a transaction that began before the newest row was made
 # can carry an `updated_at` a little older than it: working back this far again catches it.
@@ -197,7 +197,7 @@ async def sessions_changed_since(conn: AsyncConnection, days: int, since: dateti
         return [_window_session(row) for row in await driver.fetch(_CHANGED_IN_WINDOW, days, since)]
 
 
-async def owners_with_records_before(conn: AsyncConnection, crm: str, days: int) -> list[tuple[str, str]]:
-    """(end user, leaf queue) pairs that had a record in `crm` before the window began."""
+async def owners_with_records_before(conn: AsyncConnection, crm: str, days: int) -> list[RecordOwner]:
+    """Who (end user, leaf queue) had a record in `crm` before the window began."""
     result = await conn.execute(_OWNERS_BEFORE, {"crm": crm, "days": days})
-    return [(row[0], row[1]) for row in result]
+    return [RecordOwner(end_user_id=row.end_user_id, queue_id=row.queue_id) for row in result]

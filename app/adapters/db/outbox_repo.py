@@ -60,8 +60,11 @@ _ENQUEUE = text(
     """
 )
 
-# A row is claimable when it is due (or its previous claimer's lease ran out) and no
-# older unfinished row shares its serial key: per (CRM, end user, leaf queue) FIFO.
+# A row is claimable when it is due (or its previous claimer's lease ran out), no older
+# unfinished row shares its serial key (per CRM, end user and leaf queue: FIFO), and no
+# other row of that key is being carried out: ids are taken at insert, so two replicas'
+# consumers can commit an older row after a newer one was claimed, and that older row
+# must then wait for it (it may append to the record the newer one makes).
 # Lower priority first (records before end-of-session notes), then oldest due.
 _CLAIM = text(
     """
@@ -71,8 +74,9 @@ _CLAIM = text(
                OR (o.status = 'in_progress' AND o.lease_until < now()))
           AND (o.serial_key IS NULL OR NOT EXISTS (
                 SELECT 1 FROM outbox p
-                WHERE p.serial_key = o.serial_key AND p.id < o.id
-                  AND p.status IN ('pending', 'in_progress')))
+                WHERE p.serial_key = o.serial_key AND p.id <> o.id
+                  AND ((p.id < o.id AND p.status IN ('pending', 'in_progress'))
+                       OR (p.status = 'in_progress' AND p.lease_until >= now()))))
         ORDER BY o.priority, o.due_at, o.id
         LIMIT :limit
         FOR UPDATE SKIP LOCKED

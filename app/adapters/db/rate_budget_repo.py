@@ -6,6 +6,8 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.adapters.crm.budget import Reservation
+
 _ENSURE = text("INSERT INTO crm_rate_budgets (account) VALUES (:account) ON CONFLICT (account) DO NOTHING")
 
 # Book the next slot when it is within the horizon: the row lock serialises replicas, so
@@ -62,7 +64,7 @@ class PostgresBudgetStore:
                 await conn.execute(_ENSURE, {"account": account})
             self._ensured.add(account)
 
-    async def reserve(self, account: str, per_minute: float, horizon: float, burst: int = 0) -> tuple[bool, float]:
+    async def reserve(self, account: str, per_minute: float, horizon: float, burst: int = 0) -> Reservation:
         await self._ensure(account)
         params = {"account": account, "per_minute": per_minute, "horizon": horizon, "burst": burst}
         async with self.engine.begin() as conn:
@@ -71,7 +73,9 @@ class PostgresBudgetStore:
                 await conn.execute(_ENSURE, {"account": account})
                 row = (await conn.execute(_RESERVE, params)).one()
         wait = max(0.0, float(row.wait))
-        return (True, wait) if row.booked else (False, max(0.0, wait - horizon))
+        if row.booked:
+            return Reservation(booked=True, wait_seconds=wait)
+        return Reservation(booked=False, wait_seconds=max(0.0, wait - horizon))
 
     async def set_rate(self, account: str, per_minute: float | None) -> None:
         async with self.engine.begin() as conn:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -47,7 +48,7 @@ _REMEMBER_RECORDS = text(
 # Everything the worker reads before deciding a record, in one round trip: the session's
 # state, the CRM's id for the end user in this CRM account (crm_end_users), and (with
 # append on) the newest record of that end user in that leaf queue.
-_RECORD_CONTEXT = text(
+_RECORD_CONTEXT = raw.positional(
     """
     SELECT s.state, c.crm_user_id AS contact_id, r.record_id, r.record_url, r.session_id AS record_session_id
     FROM sessions s
@@ -71,15 +72,17 @@ class RecordContext:
 
 
 async def record_context(
-    conn: AsyncConnection, crm: str, session_id: str, *, with_newest: bool, account: str | None = None
+    pg: asyncpg.Connection, crm: str, session_id: str, *, with_newest: bool, account: str | None = None
 ) -> RecordContext | None:
-    """`account` keys the end-user mapping (the CRM's name when not given)."""
+    """On asyncpg's connection (raw.py: the worker reads this once per record row).
+    `account` keys the end-user mapping (the CRM's name when not given)."""
     params = {"crm": crm, "account": account or crm, "session_id": session_id, "with_newest": with_newest}
-    row = (await conn.execute(_RECORD_CONTEXT, params)).first()
-    if row is None:
+    rows = await raw.fetch(pg, _RECORD_CONTEXT, params)
+    if not rows:
         return None
-    newest = KnownRecord(row.record_id, row.record_url, row.record_session_id) if row.record_id else None
-    return RecordContext(row.state, row.contact_id, newest)
+    row = rows[0]
+    newest = KnownRecord(row["record_id"], row["record_url"], row["record_session_id"]) if row["record_id"] else None
+    return RecordContext(row["state"], row["contact_id"], newest)
 
 
 async def remember_records(conn: AsyncConnection, crm: str, records: Sequence[NewRecord]) -> None:

@@ -53,6 +53,14 @@ class SandboxNoteRow:
     idempotency_key: str | None  # set for end-of-session notes
 
 
+@dataclass(frozen=True, slots=True)
+class RecordWithContact:
+    """A record made (or found) with its end user's contact, in one statement."""
+
+    record_id: int
+    contact_id: int
+
+
 def record_fields(record: SandboxRecordRow) -> dict[str, Any]:
     """A record's fields by name, to build a SandboxRecordRow with more fields from it."""
     return {f.name: getattr(record, f.name) for f in fields(SandboxRecordRow)}
@@ -165,15 +173,15 @@ _RECORD_AND_CONTACT_PG = raw.positional(
 async def insert_record_for_end_user(
     pg: asyncpg.Connection, *, session_id: str, title: str, description: str, tags: list[str], medium: str,
     external_id: str, name: str | None, phone: str | None, email: str | None,
-) -> tuple[int, int]:
+) -> RecordWithContact:
     """`find_or_create_contact` and `insert_record` in one statement, on asyncpg's
-    connection (the sandbox's hottest call): (record id, contact id)."""
+    connection (the sandbox's hottest call)."""
     params = {"session_id": session_id, "title": title, "description": description, "tags": tags,
               "medium": medium, "external_id": external_id, "name": name, "phone": phone, "email": email}
     rows = await raw.fetch(pg, _INSERT_RECORD_FOR_END_USER_PG, params)
     if not rows:  # committed by another transaction while this statement ran (see insert_record)
         rows = await raw.fetch(pg, _RECORD_AND_CONTACT_PG, params)
-    return rows[0]["id"], rows[0]["contact_id"]
+    return RecordWithContact(record_id=rows[0]["id"], contact_id=rows[0]["contact_id"])
 
 
 async def insert_record(

@@ -76,13 +76,19 @@ def in_force_of(version: int | None, document: str | None) -> SettingsInForce:
     return SettingsInForce(version, digest, settings)
 
 
+def known_version(version: int | None, digest: str | None) -> RecordSettings | None:
+    """The settings of a version this process already knows (None: it must read them)."""
+    if version is None:
+        return DEFAULT_RECORD_SETTINGS
+    return _known.get((version, digest)) if digest is not None else None
+
+
 async def of_version(conn: AsyncConnection, version: int | None, digest: str | None = None) -> RecordSettings:
     """The settings of one saved version (None: the defaults, in force before any save);
     no read when this process already knows (version, digest)."""
-    if version is None:
-        return DEFAULT_RECORD_SETTINGS
-    if digest is not None and (known := _known.get((version, digest))) is not None:
+    if (known := known_version(version, digest)) is not None:
         return known
+    assert version is not None  # known_version answers for the defaults
     document = (await conn.execute(_OF_VERSION, {"version": version})).scalar_one_or_none()
     if document is None:
         raise LookupError(f"settings version {version} does not exist")

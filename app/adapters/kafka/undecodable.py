@@ -18,6 +18,7 @@ records it then dropped. So after such an error the consumer:
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CorruptRecordException, KafkaError, UnsupportedCodecError
@@ -25,6 +26,15 @@ from aiokafka.errors import CorruptRecordException, KafkaError, UnsupportedCodec
 log = logging.getLogger(__name__)
 
 _PROBE_TIMEOUT_MS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedRun:
+    """What `read_until_undecodable` read of one partition: the records that decode, and
+    the decode error that stopped the reading (None when nothing failed)."""
+
+    records: list[ConsumerRecord]
+    error: BaseException | None
 
 
 def is_decode_error(exc: BaseException) -> bool:
@@ -47,22 +57,21 @@ async def rewind_to_committed(consumer: AIOKafkaConsumer, partitions: list[Topic
 
 async def read_until_undecodable(
     consumer: AIOKafkaConsumer, tp: TopicPartition, limit: int
-) -> tuple[list[ConsumerRecord], BaseException | None]:
+) -> DecodedRun:
     """The records of `tp` that decode, up to `limit`, and the decode error that stopped
-    the reading (None when nothing failed). The partition's position is left at the
-    first record not returned."""
+    the reading. The partition's position is left at the first record not returned."""
     records: list[ConsumerRecord] = []
     while len(records) < limit:
         try:
             got = await consumer.getmany(tp, timeout_ms=_PROBE_TIMEOUT_MS if not records else 0, max_records=1)
         except Exception as exc:
             if is_decode_error(exc):
-                return records, exc
+                return DecodedRun(records, exc)
             raise
         if not got.get(tp):
             break
         records.extend(got[tp])
-    return records, None
+    return DecodedRun(records, None)
 
 
 async def undecodable_end(consumer: AIOKafkaConsumer, tp: TopicPartition, first: int) -> int:
