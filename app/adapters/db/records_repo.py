@@ -33,12 +33,13 @@ class KnownRecord:
     session_id: str
 
 
+# NewRecord's fields are the columns (raw.json_rows); inserted in the order given.
 _REMEMBER_RECORDS = text(
     """
     INSERT INTO crm_records (crm, record_id, record_url, end_user_id, queue_id, session_id)
     SELECT :crm, r.record_id, r.record_url, r.end_user_id, r.queue_id, r.session_id
-    FROM unnest(CAST(:record_ids AS text[]), CAST(:record_urls AS text[]), CAST(:end_user_ids AS text[]),
-                CAST(:queue_ids AS text[]), CAST(:session_ids AS text[]))
+    FROM ROWS FROM (json_to_recordset(CAST(:records AS json))
+                    AS (record_id text, record_url text, end_user_id text, queue_id text, session_id text))
          WITH ORDINALITY AS r(record_id, record_url, end_user_id, queue_id, session_id, n)
     ORDER BY r.n
     ON CONFLICT ON CONSTRAINT uq_crm_records_record DO NOTHING
@@ -96,14 +97,7 @@ REMEMBER_RECORDS = _REMEMBER_RECORDS  # for outbox_writes
 
 
 def remember_records_parameters(crm: str, records: Sequence[NewRecord]) -> dict[str, Any]:
-    return {
-        "crm": crm,
-        "record_ids": [r.record_id for r in records],
-        "record_urls": [r.record_url for r in records],
-        "end_user_ids": [r.end_user_id for r in records],
-        "queue_ids": [r.queue_id for r in records],
-        "session_ids": [r.session_id for r in records],
-    }
+    return {"crm": crm, "records": raw.json_rows(records)}
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,12 +75,13 @@ _GET = text(
 _LOCK = text(
     "SELECT session_id FROM sessions WHERE session_id = ANY(CAST(:ids AS text[])) ORDER BY session_id FOR UPDATE"
 )
+# SessionRecord's fields are the columns (raw.json_rows).
 _SET_RECORDS = text(
     """
     UPDATE sessions s SET crm = :crm, record_id = r.record_id, record_url = r.record_url,
                           record_action = r.action, updated_at = now()
-    FROM unnest(CAST(:ids AS text[]), CAST(:record_ids AS text[]), CAST(:record_urls AS text[]),
-                CAST(:actions AS text[])) AS r(session_id, record_id, record_url, action)
+    FROM json_to_recordset(CAST(:records AS json))
+         AS r(session_id text, record_id text, record_url text, action text)
     WHERE s.session_id = r.session_id
     """
 )
@@ -130,10 +131,4 @@ SET_RECORDS, LOCK = _SET_RECORDS, _LOCK  # for outbox_writes: the locks first, t
 
 
 def set_records_parameters(crm: str, records: Sequence[SessionRecord]) -> dict[str, Any]:
-    return {
-        "crm": crm,
-        "ids": [r.session_id for r in records],
-        "record_ids": [r.record_id for r in records],
-        "record_urls": [r.record_url for r in records],
-        "actions": [str(r.action) for r in records],
-    }
+    return {"crm": crm, "records": raw.json_rows(records)}
