@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.adapters.db import outbox_repo
 from app.adapters.db.engine import asyncpg_dsn
+from app.adapters.db.outbox_repo import Claim
 from app.service.outbox import OutboxRunner
 from app.settings import Settings
 
@@ -131,7 +132,7 @@ class OutboxWorker:
         lease = self.settings.outbox_lease_seconds
         while True:
             await asyncio.sleep(lease / 3)
-            claims = list(self._claims.items())
+            claims = [Claim(outbox_id, claim_id) for outbox_id, claim_id in self._claims.items()]
             if not claims:
                 continue
             try:

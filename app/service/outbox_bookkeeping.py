@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.adapters.crm.base import CallLog, RecordRef
 from app.adapters.db import outbox_repo, outbox_writes, raw
 from app.adapters.db.decisions_repo import DecisionRow
-from app.adapters.db.outbox_repo import Attempt, ClaimedEvent, ClaimedRow, NewOutboxRow
+from app.adapters.db.outbox_repo import Attempt, Claim, ClaimedEvent, ClaimedRow, NewOutboxRow
 from app.adapters.db.outbox_writes import Bookkeeping
 from app.adapters.db.records_repo import NewRecord
 from app.adapters.db.sessions_repo import SessionRecord
@@ -163,7 +163,7 @@ class CompletionWriter:
                 session_records.append(SessionRecord(session_id, made.record_id, made.url, made.action))
             decisions.extend(completion.decisions)
         attempts = [Attempt(f.row.id, f.row.session_id, f.row.attempts, f.calls.calls) for f in batch]
-        claims = [(f.row.id, f.row.claim_id) for f in batch]
+        claims = [Claim(f.row.id, f.row.claim_id) for f in batch]
         return Bookkeeping(claims, users, new_records, session_records, decisions, attempts, events)
 
     @staticmethod

@@ -13,7 +13,7 @@ from sqlalchemy import text
 from app.adapters.crm.base import CallLog, CrmCall, RecordRef
 from app.adapters.db import outbox_repo, raw, records_repo, sessions_repo
 from app.adapters.db.decisions_repo import DecisionRow
-from app.adapters.db.outbox_repo import NewOutboxRow
+from app.adapters.db.outbox_repo import Claim, NewOutboxRow
 from app.adapters.db.schema import metadata
 from app.domain.kinds import DecisionKind, RecordAction
 from app.domain.session import apply_event
@@ -189,6 +189,6 @@ async def test_a_row_claimed_again_after_its_lease_knows_the_outcome_is_unknown_
     assert second.id == first.id and second.outcome_unknown and second.claim_id != first.claim_id
     async with clean_db.begin() as conn:
         # The old claimer's heartbeat and bookkeeping no longer hold the row; the new one's do.
-        assert await outbox_repo.extend_leases(conn, [(first.id, first.claim_id)], 30) == set()
-        assert await outbox_repo.mark_done_claimed(conn, [(first.id, first.claim_id)]) == set()
-        assert await outbox_repo.mark_done_claimed(conn, [(second.id, second.claim_id)]) == {second.id}
+        assert await outbox_repo.extend_leases(conn, [Claim(first.id, first.claim_id)], 30) == set()
+        assert await outbox_repo.mark_done_claimed(conn, [Claim(first.id, first.claim_id)]) == set()
+        assert await outbox_repo.mark_done_claimed(conn, [Claim(second.id, second.claim_id)]) == {second.id}

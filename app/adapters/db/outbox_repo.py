@@ -31,6 +31,15 @@ class NewOutboxRow:
 
 
 @dataclass(frozen=True, slots=True)
+class Claim:
+    """One claimed row's fence: bookkeeping for the row is accepted only while it still
+    carries this claim id (None for a row claimed before claims were fenced)."""
+
+    outbox_id: int
+    claim_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class ClaimedRow:
     id: int
     idempotency_key: str
@@ -200,7 +209,7 @@ _MARK_DONE_CLAIMED = text(
 )
 
 
-async def mark_done_claimed(conn: AsyncConnection, claims: Sequence[tuple[int, str | None]]) -> set[int]:
+async def mark_done_claimed(conn: AsyncConnection, claims: Sequence[Claim]) -> set[int]:
     """Mark done the rows still held by these claims; returns the ids it marked. A row
     another worker claimed since (this claim's lease ran out) is left alone."""
     if not claims:
@@ -261,16 +270,13 @@ _EXTEND_LEASES = text(
 
 
 async def extend_leases(
-    conn: AsyncConnection, claims: Sequence[tuple[int, str | None]], lease_seconds: float
+    conn: AsyncConnection, claims: Sequence[Claim], lease_seconds: float
 ) -> set[int]:
     """Keep in-flight rows' leases from running out (the worker's heartbeat); returns the
     ids still held."""
     if not claims:
         return set()
-    ordered = sorted(claims)
-    result = await conn.execute(
-        _EXTEND_LEASES, {"ids": [i for i, _ in ordered], "claims": [c for _, c in ordered], "lease": lease_seconds}
-    )
+    result = await conn.execute(_EXTEND_LEASES, {**_claim_parameters(claims), "lease": lease_seconds})
     return {row[0] for row in result}
 
 
@@ -331,9 +337,13 @@ def enqueue_publishing_parameters(events: Sequence[ClaimedEvent], lease_seconds:
     }
 
 
-def mark_done_claimed_parameters(claims: Sequence[tuple[int, str | None]]) -> dict[str, Any]:
-    ordered = sorted(claims)
-    return {"ids": [i for i, _ in ordered], "claims": [c for _, c in ordered]}
+def mark_done_claimed_parameters(claims: Sequence[Claim]) -> dict[str, Any]:
+    return _claim_parameters(claims)
+
+
+def _claim_parameters(claims: Sequence[Claim]) -> dict[str, Any]:
+    ordered = sorted(claims, key=lambda c: c.outbox_id)
+    return {"ids": [c.outbox_id for c in ordered], "claims": [c.claim_id for c in ordered]}
 
 
 # For outbox_writes: the worker's bookkeeping statements.

@@ -41,7 +41,7 @@ _LOCK = raw.positional(sessions_repo.LOCK.text)
 class Bookkeeping:
     """What a batch of finished rows leaves behind."""
 
-    claims: Sequence[tuple[int, str | None]]  # (outbox id, claim id) of each finished row
+    claims: Sequence[outbox_repo.Claim]  # each finished row's claim
     users: dict[str, str]  # end-user id -> the CRM's id for it
     new_records: Sequence[NewRecord]
     session_records: Sequence[SessionRecord]
