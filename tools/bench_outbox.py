@@ -27,6 +27,7 @@ from app.adapters.crm.sandbox import SandboxAdapter
 from app.adapters.db import raw
 from app.adapters.db.engine import build_engine
 from app.domain.events import parse_event
+from app.domain.outcome import OutcomeEvent
 from app.entrypoints.service import migrate, run_until_complete
 from app.entrypoints.worker import OutboxWorker
 from app.service.consume import apply_batch
@@ -55,8 +56,8 @@ async def measure(url: str, sessions: int, profile: str | None) -> None:
     engine = build_engine(settings)
     published: list[dict[str, Any]] = []
 
-    async def publish(session_id: str, event: dict[str, Any]) -> None:
-        published.append(event)
+    async def publish(session_id: str, event: OutcomeEvent) -> None:
+        published.append(event.payload())
 
     try:
         for start in range(0, len(events), 500):

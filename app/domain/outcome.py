@@ -4,6 +4,7 @@ by the outbox worker (a record made, attached, reopened, or its summary note add
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -32,3 +33,17 @@ class OutcomeEvent:
             "reason": self.reason,
             "occurred_at": self.occurred_at.isoformat() if self.occurred_at is not None else None,
         }
+
+    @classmethod
+    def from_payload(cls, document: Mapping[str, Any]) -> OutcomeEvent:
+        """The event again from its document (an outbox row's payload)."""
+        occurred_at = document.get("occurred_at")
+        return cls(
+            event_type=OutcomeEventType(document["event_type"]),
+            session_id=document["session_id"],
+            crm=document["crm"],
+            record_id=document.get("record_id"),
+            record_url=document.get("record_url"),
+            reason=document["reason"],
+            occurred_at=datetime.fromisoformat(occurred_at) if occurred_at is not None else None,
+        )

@@ -16,7 +16,6 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -87,7 +86,7 @@ from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
-Publisher = Callable[[str, dict[str, Any]], Awaitable[None]]
+Publisher = Callable[[str, OutcomeEvent], Awaitable[None]]
 
 __all__ = ["Completion", "CompletionWriter", "Finished", "LeaseLost", "MadeRecord", "OutboxRunner", "note_marker"]
 
@@ -101,7 +100,7 @@ class OutboxRunner:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     # Whether an outcome event is already on the topic (session id, event, written since):
     # asked before publishing again an event an earlier attempt may have published.
-    published_since: Callable[[str, dict[str, Any], datetime], Awaitable[bool]] | None = None
+    published_since: Callable[[str, OutcomeEvent, datetime], Awaitable[bool]] | None = None
     completions: CompletionWriter = field(init=False)
     account: str = field(init=False)
     # Reads outside a transaction: each statement has its own snapshot, as it would in a
@@ -172,7 +171,7 @@ class OutboxRunner:
         await self.completions.published(event_rows)
         return OutboxStatus.DONE
 
-    async def _published_before(self, row: ClaimedRow, event: dict[str, Any]) -> bool:
+    async def _published_before(self, row: ClaimedRow, event: OutcomeEvent) -> bool:
         if not (row.outcome_unknown and self.published_since and row.created_at):
             return False
         # A minute's margin for the broker's clock running behind the database's.
@@ -195,7 +194,7 @@ class OutboxRunner:
 
     async def _perform(self, row: ClaimedRow) -> Completion:
         if row.kind == OutboxKind.PUBLISH:
-            return Completion(output=[row.payload])
+            return Completion(output=[OutcomeEvent.from_payload(row.payload)])
         if row.kind == OutboxKind.RECORD:
             return await self._record(row)
         if row.kind == OutboxKind.ENDED_NOTE:
@@ -350,8 +349,8 @@ class OutboxRunner:
 
     def _output(
         self, event_type: OutcomeEventType, session_id: str, record_id: str, url: str | None, reason: str
-    ) -> dict[str, Any]:
-        return OutcomeEvent(event_type, session_id, self.crm.name, record_id, url, reason, self.clock()).payload()
+    ) -> OutcomeEvent:
+        return OutcomeEvent(event_type, session_id, self.crm.name, record_id, url, reason, self.clock())
 
     # --- bookkeeping ---------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from app.adapters.db.outbox_writes import Bookkeeping
 from app.adapters.db.records_repo import NewRecord
 from app.adapters.db.sessions_repo import SessionRecord
 from app.domain.kinds import OutboxKind, RecordAction
+from app.domain.outcome import OutcomeEvent
 from app.domain.session import SessionState
 
 Item = TypeVar("Item")
@@ -49,7 +50,7 @@ class Completion:
     """What a successful run leaves behind, written in one transaction."""
 
     decisions: list[DecisionRow] = field(default_factory=list)
-    output: list[dict[str, Any]] = field(default_factory=list)
+    output: list[OutcomeEvent] = field(default_factory=list)
     session_record: MadeRecord | None = None
     new_record: RecordRef | None = None
     contact: str | None = None  # the CRM's id for the session's end user, to remember
@@ -174,6 +175,6 @@ class CompletionWriter:
             return []
         return [
             ClaimedEvent(NewOutboxRow(f"{row.idempotency_key}:event:{n}", OutboxKind.PUBLISH, row.session_id, None,
-                                      event), row.claim_id)
+                                      event.payload()), row.claim_id)
             for n, event in enumerate(finished.completion.output)
         ]

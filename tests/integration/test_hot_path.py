@@ -8,6 +8,7 @@ from sqlalchemy import text
 from app.adapters.crm.sandbox import SandboxAdapter
 from app.adapters.db import outbox_repo, raw, settings_repo
 from app.adapters.db.outbox_repo import NewOutboxRow
+from app.domain.outcome import OutcomeEvent
 from app.domain.record_settings import RecordSettings
 from app.service.consume import apply_batch
 from app.service.outbox import OutboxRunner
@@ -23,8 +24,8 @@ async def _save(conn, **document) -> int:
 def _runner(engine) -> tuple[OutboxRunner, list]:
     published: list = []
 
-    async def publish(session_id: str, event: dict) -> None:
-        published.append(event)
+    async def publish(session_id: str, event: OutcomeEvent) -> None:
+        published.append(event.payload())
 
     return OutboxRunner(engine, SandboxAdapter(engine), publish, Settings(_env_file=None)), published
 

@@ -9,6 +9,7 @@ import orjson
 from aiokafka.structs import ConsumerRecord
 
 from app.adapters.crm.sandbox import SandboxAdapter
+from app.domain.outcome import OutcomeEvent
 from app.entrypoints.worker import OutboxWorker
 from app.service.ingest import PartitionIngest
 from app.service.outbox import OutboxRunner
@@ -34,8 +35,8 @@ async def test_a_woken_worker_claims_at_once_without_notifications_or_polls(clea
     settings = Settings(_env_file=None, outbox_poll_seconds=60)
     published: list[dict] = []
 
-    async def publish(session_id: str, event: dict) -> None:
-        published.append(event)
+    async def publish(session_id: str, event: OutcomeEvent) -> None:
+        published.append(event.payload())
 
     worker = OutboxWorker(settings, clean_db, OutboxRunner(clean_db, SandboxAdapter(clean_db), publish, settings))
 

@@ -7,24 +7,27 @@ restarts, seed 5151) before this."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
+from datetime import UTC, datetime
 
 from app.adapters.db import outbox_repo, trace_repo
 from app.adapters.db.outbox_repo import NewOutboxRow
 from app.adapters.kafka.producer import KafkaPublisher
+from app.domain.kinds import OutcomeEventType
+from app.domain.outcome import OutcomeEvent
 from tests.helpers import eventually, run_in_process
 from tests.integration.kafka_helpers import read_all
 
 
-def _skipped(session_id: str) -> dict:
-    return {"event_type": "record.skipped", "session_id": session_id, "crm": "sandbox", "record_id": None,
-            "record_url": None, "reason": "call ended without being assigned to an agent",
-            "occurred_at": "2026-11-23T13:05:00+00:00"}
+def _skipped(session_id: str) -> OutcomeEvent:
+    return OutcomeEvent(OutcomeEventType.RECORD_SKIPPED, session_id, "sandbox", None, None,
+                        "call ended without being assigned to an agent", datetime(2026, 11, 23, 13, 5, tzinfo=UTC))
 
 
 async def _claimed_by_a_worker_that_dies(engine, session_id: str) -> None:
     async with engine.begin() as conn:
         await outbox_repo.enqueue(conn, [NewOutboxRow(f"skipped:sandbox:{session_id}", "publish", session_id, None,
-                                                      _skipped(session_id))])
+                                                      _skipped(session_id).payload())])
         assert len(await outbox_repo.claim(conn, 10, lease_seconds=0.5)) == 1
 
 
@@ -61,8 +64,9 @@ async def test_an_event_its_publisher_died_before_publishing_is_published_once(c
     publisher = KafkaPublisher(settings)
     await publisher.start()
     try:  # the same session's record event is on the topic: not the same outcome
-        await publisher.publish_outcome("died-before-publish", {**_skipped("died-before-publish"),
-                                                                "event_type": "record.created", "record_id": "7"})
+        await publisher.publish_outcome("died-before-publish", replace(_skipped("died-before-publish"),
+                                                                       event_type=OutcomeEventType.RECORD_CREATED,
+                                                                       record_id="7"))
     finally:
         await publisher.stop()
     await asyncio.sleep(0.6)

@@ -15,6 +15,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
+from app.domain.outcome import OutcomeEvent
 from app.observability import tracing
 from app.settings import Settings
 
@@ -59,13 +60,13 @@ class KafkaPublisher:
             )
         return None
 
-    async def publish_outcome(self, session_id: str, event: dict[str, Any]) -> None:
+    async def publish_outcome(self, session_id: str, event: OutcomeEvent) -> None:
         await self.producer.send_and_wait(
-            self.settings.kafka_output_topic, key=session_id.encode(), value=orjson.dumps(event),
+            self.settings.kafka_output_topic, key=session_id.encode(), value=outcome_message(event),
             headers=tracing.outgoing_headers() or None,
         )
 
-    async def already_published(self, session_id: str, event: dict[str, Any], since: datetime,
+    async def already_published(self, session_id: str, event: OutcomeEvent, since: datetime,
                                 timeout: float = 15.0) -> bool:
         """Whether the outcome topic holds `event` (same type, session and record), written
         at or after `since`.
@@ -77,7 +78,7 @@ class KafkaPublisher:
         When the answer does not come in time, False: publishing again is better than
         losing the event."""
         topic, key = self.settings.kafka_output_topic, session_id.encode()
-        wanted = (event.get("event_type"), event.get("session_id"), event.get("record_id"))
+        wanted = (str(event.event_type), event.session_id, event.record_id)
         consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.resolved_bootstrap_servers(), group_id=None,
                                     enable_auto_commit=False, fetch_max_wait_ms=100)
         try:
@@ -101,6 +102,11 @@ class KafkaPublisher:
             return False
         finally:
             await consumer.stop()
+
+
+def outcome_message(event: OutcomeEvent) -> bytes:
+    """The event's bytes on the output topic: its contract document as compact JSON."""
+    return orjson.dumps(event.payload())
 
 
 def _same_outcome(value: bytes | None, wanted: tuple[Any, Any, Any]) -> bool:
