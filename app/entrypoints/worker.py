@@ -114,7 +114,8 @@ class OutboxWorker:
                         len(row_ids), exc)
 
     async def _claim(self, limit: int):
-        async with self._one_statement.begin() as conn:
+        # A transaction, not one autocommitted statement: see outbox_repo.claim.
+        async with self.engine.begin() as conn:
             return await outbox_repo.claim(conn, limit, self.settings.outbox_lease_seconds)
 
     async def _run_one(self, row) -> None:

@@ -36,6 +36,7 @@ from app.adapters.crm.base import (
 from app.adapters.crm.budget import Priority, current_priority
 from app.adapters.crm.registry import crm_tags
 from app.adapters.db import (
+    crm_attempts_repo,
     decisions_repo,
     end_users_repo,
     events_repo,
@@ -45,8 +46,9 @@ from app.adapters.db import (
     sessions_repo,
     settings_repo,
 )
+from app.adapters.db.crm_attempts_repo import Attempt
 from app.adapters.db.decisions_repo import DecisionRow
-from app.adapters.db.outbox_repo import Attempt, ClaimedRow
+from app.adapters.db.outbox_repo import ClaimedRow
 from app.domain.field_limits import limits_for
 from app.domain.kinds import (
     PARKED_DECISION,
@@ -366,7 +368,8 @@ class OutboxRunner:
         unknown = outcome_unknown or bool(getattr(exc, "outcome_unknown", False)) or wrote(calls)
         held = {"claim_id": row.claim_id}
         async with self.engine.begin() as conn:
-            await outbox_repo.record_attempts(conn, crm, [Attempt(row.id, row.session_id, row.attempts, calls.calls)])
+            attempt = Attempt(row.id, row.session_id, row.attempts, calls.calls)
+            await crm_attempts_repo.record_attempts(conn, crm, [attempt])
             if isinstance(exc, (CrmRateLimited, WaitForRecord)):
                 # Being told to wait is not a failure: it does not use up an attempt.
                 delay = exc.retry_after if isinstance(exc, CrmRateLimited) else 1.0

@@ -18,8 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.adapters.crm.base import CallLog, RecordRef
 from app.adapters.db import outbox_repo, outbox_writes, raw
+from app.adapters.db.crm_attempts_repo import Attempt
 from app.adapters.db.decisions_repo import DecisionRow
-from app.adapters.db.outbox_repo import Attempt, Claim, ClaimedEvent, ClaimedRow, NewOutboxRow
+from app.adapters.db.outbox_repo import Claim, ClaimedEvent, ClaimedRow, NewOutboxRow
 from app.adapters.db.outbox_writes import Bookkeeping
 from app.adapters.db.records_repo import NewRecord
 from app.adapters.db.sessions_repo import SessionRecord

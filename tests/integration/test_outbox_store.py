@@ -80,6 +80,35 @@ async def test_a_row_committed_after_a_newer_one_of_its_serial_key_waits_while_t
         assert [r.idempotency_key for r in await outbox_repo.claim(conn, 10, lease_seconds=30)] == ["record-a"]
 
 
+async def test_a_claim_waits_for_a_concurrent_claim_to_commit_before_it_looks(clean_db):
+    # The narrow case of the test above: claim X takes the newer row while the older one
+    # is not committed yet; the older one commits; claim Y starts before X has committed.
+    # Y's snapshot would show the newer row as still pending and not locked by anyone it
+    # can see, so without serialising claims Y took the older row too: the same end
+    # user's two records ran at once and both were created.
+    older = await clean_db.connect()
+    await older.begin()
+    await outbox_repo.enqueue(older, [_row("record-a", "record", "k-race")])
+    async with clean_db.begin() as conn:
+        await outbox_repo.enqueue(conn, [_row("record-b", "record", "k-race")])
+    claim_x = await clean_db.connect()
+    await claim_x.begin()
+    assert [r.idempotency_key for r in await outbox_repo.claim(claim_x, 10, lease_seconds=30)] == ["record-b"]
+    await older.commit()
+    await older.close()
+
+    async def claim_y():
+        async with clean_db.begin() as conn:
+            return await outbox_repo.claim(conn, 10, lease_seconds=30)
+
+    second = asyncio.create_task(claim_y())
+    done, _ = await asyncio.wait({second}, timeout=0.5)
+    assert not done, "a claim ran while another claim's rows were not committed"
+    await claim_x.commit()
+    await claim_x.close()
+    assert await asyncio.wait_for(second, timeout=10) == []
+
+
 async def test_a_claim_notes_when_it_was_made(clean_db):
     async with clean_db.begin() as conn:
         await outbox_repo.enqueue(conn, [_row("r-1", "record", "k-1")])

@@ -12,7 +12,6 @@ import orjson
 from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.adapters.crm.base import CrmCall
 from app.adapters.db.schema import outbox
 from app.domain.kinds import OutboxKind, OutboxStatus
 
@@ -113,30 +112,6 @@ _CLAIM = text(
     """
 )
 
-_INSERT_ATTEMPTS = text(
-    """
-    INSERT INTO crm_attempts (outbox_id, session_id, crm, attempt, operation, method, path, status_code,
-                              latency_ms, error)
-    SELECT a.outbox_id, a.session_id, :crm, a.attempt, a.operation, a.method, a.path, a.status, a.latency, a.error
-    FROM unnest(CAST(:outbox_ids AS bigint[]), CAST(:session_ids AS text[]), CAST(:attempts AS int[]),
-                CAST(:operations AS text[]), CAST(:methods AS text[]), CAST(:paths AS text[]),
-                CAST(:statuses AS int[]), CAST(:latencies AS float8[]), CAST(:errors AS text[]))
-         WITH ORDINALITY AS a(outbox_id, session_id, attempt, operation, method, path, status, latency, error, n)
-    ORDER BY a.n
-    """
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    """The CRM calls one run of one outbox row made."""
-
-    outbox_id: int
-    session_id: str
-    attempt: int
-    calls: Sequence[CrmCall]
-
-
 def enqueue_parameters(rows: Sequence[NewOutboxRow]) -> dict[str, list]:
     return {
         "keys": [r.idempotency_key for r in rows],
@@ -163,7 +138,19 @@ async def notify_workers(conn: AsyncConnection) -> None:
     await conn.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
 
 
+# Claims run one at a time across replicas, each looking only after the previous one has
+# committed. Two claims whose snapshots overlap could otherwise each take one row of a
+# serial key: the second cannot see the first's row in progress, and a row committed
+# out of id order in between looks like the key's oldest. The lock is held for the
+# claim's own transaction only (milliseconds), never across a CRM call.
+_CLAIM_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+CLAIM_LOCK_KEY = 0x6F7574626F78  # "outbox"
+
+
 async def claim(conn: AsyncConnection, limit: int, lease_seconds: float) -> list[ClaimedRow]:
+    """Claim due rows. Needs a transaction: the claim statement's snapshot must be taken
+    after the claim lock is granted, so it is a statement of its own before the claim."""
+    await conn.execute(_CLAIM_LOCK, {"key": CLAIM_LOCK_KEY})
     result = await conn.execute(_CLAIM, {"limit": limit, "lease": lease_seconds})
     rows = [ClaimedRow(**{**row, "kind": OutboxKind(row["kind"])}) for row in result.mappings()]
     rows.sort(key=lambda r: r.id)
@@ -306,27 +293,6 @@ class ClaimedEvent:
     claim_id: str
 
 
-async def record_attempts(conn: AsyncConnection, crm: str, attempts: Sequence[Attempt]) -> None:
-    if any(a.calls for a in attempts):
-        await conn.execute(_INSERT_ATTEMPTS, record_attempts_parameters(crm, attempts))
-
-
-def record_attempts_parameters(crm: str, attempts: Sequence[Attempt]) -> dict[str, Any]:
-    calls = [(a, call) for a in attempts for call in a.calls]
-    return {
-        "crm": crm,
-        "outbox_ids": [a.outbox_id for a, _ in calls],
-        "session_ids": [a.session_id for a, _ in calls],
-        "attempts": [a.attempt for a, _ in calls],
-        "operations": [c.operation for _, c in calls],
-        "methods": [c.method for _, c in calls],
-        "paths": [c.path for _, c in calls],
-        "statuses": [c.status for _, c in calls],
-        "latencies": [c.latency_ms for _, c in calls],
-        "errors": [c.error for _, c in calls],
-    }
-
-
 def enqueue_publishing_parameters(events: Sequence[ClaimedEvent], lease_seconds: float) -> dict[str, Any]:
     return {
         "keys": [e.row.idempotency_key for e in events],
@@ -347,7 +313,7 @@ def _claim_parameters(claims: Sequence[Claim]) -> dict[str, Any]:
 
 
 # For outbox_writes: the worker's bookkeeping statements.
-MARK_DONE_CLAIMED, INSERT_ATTEMPTS, ENQUEUE_CLAIMED = _MARK_DONE_CLAIMED, _INSERT_ATTEMPTS, _ENQUEUE_CLAIMED
+MARK_DONE_CLAIMED, ENQUEUE_CLAIMED = _MARK_DONE_CLAIMED, _ENQUEUE_CLAIMED
 
 
 @dataclass(frozen=True, slots=True)

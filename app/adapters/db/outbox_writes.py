@@ -16,9 +16,18 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from app.adapters.db import decisions_repo, end_users_repo, outbox_repo, raw, records_repo, sessions_repo
+from app.adapters.db import (
+    crm_attempts_repo,
+    decisions_repo,
+    end_users_repo,
+    outbox_repo,
+    raw,
+    records_repo,
+    sessions_repo,
+)
+from app.adapters.db.crm_attempts_repo import Attempt
 from app.adapters.db.decisions_repo import DecisionRow
-from app.adapters.db.outbox_repo import Attempt, ClaimedEvent
+from app.adapters.db.outbox_repo import ClaimedEvent
 from app.adapters.db.records_repo import NewRecord
 from app.adapters.db.sessions_repo import SessionRecord
 
@@ -29,7 +38,7 @@ _WRITE = raw.with_parts(
         "r": records_repo.REMEMBER_RECORDS.text,
         "s": sessions_repo.SET_RECORDS.text,
         "d": decisions_repo.INSERT_DECISIONS.text,
-        "a": outbox_repo.INSERT_ATTEMPTS.text,
+        "a": crm_attempts_repo.INSERT_ATTEMPTS.text,
         "e": outbox_repo.ENQUEUE_CLAIMED.text,
     },
     "SELECT id, NULL AS idempotency_key FROM part_h UNION ALL SELECT id, idempotency_key FROM part_e",
@@ -70,7 +79,7 @@ async def write_bookkeeping(
         **raw.prefixed("r", records_repo.remember_records_parameters(crm, work.new_records)),
         **raw.prefixed("s", sessions_repo.set_records_parameters(crm, work.session_records)),
         **raw.prefixed("d", decisions_repo.insert_decisions_parameters(work.decisions)),
-        **raw.prefixed("a", outbox_repo.record_attempts_parameters(crm, work.attempts)),
+        **raw.prefixed("a", crm_attempts_repo.record_attempts_parameters(crm, work.attempts)),
         **raw.prefixed("e", outbox_repo.enqueue_publishing_parameters(work.events, lease_seconds)),
     }
     held: set[int] = set()
