@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -46,7 +46,9 @@ from app.adapters.crm.freshdesk.answers import (
 from app.adapters.crm.http import CrmHttp
 from app.domain.field_limits import cut
 from app.domain.policy import ExistingRecord
-from app.settings import Settings
+
+if TYPE_CHECKING:
+    from app.settings import Settings  # a Settings part lives in this package: no import cycle
 
 
 class FreshdeskAdapter:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -33,7 +33,9 @@ from app.adapters.crm.kustomer.answers import (
     kustomer_quota,
 )
 from app.domain.policy import ExistingRecord
-from app.settings import Settings
+
+if TYPE_CHECKING:
+    from app.settings import Settings  # a Settings part lives in this package: no import cycle
 
 
 class KustomerAdapter:

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.adapters.crm.base import (
     EndUserInfo,
@@ -41,7 +41,9 @@ from app.adapters.crm.salesforce.client import (
 )
 from app.adapters.crm.salesforce.objects import ContactLink, RecordObject, build_record_object, quoted
 from app.domain.policy import ExistingRecord
-from app.settings import Settings
+
+if TYPE_CHECKING:
+    from app.settings import Settings  # a Settings part lives in this package: no import cycle
 
 FIRST_NAME_MAX = 40
 LAST_NAME_MAX = 80

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -38,7 +38,9 @@ from app.adapters.crm.zendesk.answers import (
     zendesk_quota,
 )
 from app.domain.policy import ExistingRecord
-from app.settings import Settings
+
+if TYPE_CHECKING:
+    from app.settings import Settings  # a Settings part lives in this package: no import cycle
 
 
 class ZendeskAdapter:
