@@ -1,17 +1,19 @@
 """The process's configuration: one pydantic-settings object, built once at start
-and passed to whatever needs it. Nothing else reads the environment."""
+and passed to whatever needs it. Nothing else reads the environment.
+
+Each CRM's own fields (ZENDESK_*, SALESFORCE_*, ...) are defined in its package and come
+in through CrmSettings (app/adapters/crm/registry.py), as do the values CRM_PROVIDER
+accepts: adding a CRM does not change this file."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-CrmProvider = Literal["sandbox", "salesforce", "zendesk", "kustomer", "freshdesk"]
-SalesforceRecordObject = Literal["Case", "Opportunity", "Account"]
-SalesforceSessionLog = Literal["task", "case_comment"]
+from app.adapters.crm.registry import CRMS, CrmProvider, CrmSettings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Where `make run` keeps the embedded PostgreSQL's data between runs.
@@ -19,8 +21,10 @@ EMBEDDED_DATA_DIR = PROJECT_ROOT / ".data"
 EMBEDDED_BROKER_PORT = 9092
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+class _Head(BaseModel):
+    """The fields that come before the CRMs' parts. pydantic orders a model's fields base
+    class first, and that order is the order of a refusal's errors and of the input it
+    shows (part of the contract): these, then every CRM's part, then Settings' own."""
 
     # Kafka. None means "start an embedded broker" (only `make run`, tools/dev, does that;
     # the CLI's publish then talks to it at EMBEDDED_BROKER_PORT).
@@ -55,46 +59,11 @@ class Settings(BaseSettings):
 
     crm_provider: CrmProvider = "sandbox"
 
-    zendesk_url: str | None = None
-    zendesk_email: str | None = None
-    zendesk_api_token: SecretStr | None = None
-    zendesk_requests_per_minute: int | None = Field(default=None, ge=1)
 
-    freshdesk_url: str | None = None
-    freshdesk_api_key: SecretStr | None = None
-    freshdesk_external_id_field: str = "cf_ccai_session_id"
-    freshdesk_requests_per_minute: int | None = Field(default=None, ge=1)
-
-    kustomer_url: str = "https://api.kustomerapp.com"
-    kustomer_api_key: SecretStr | None = None
-    kustomer_requests_per_minute: int | None = Field(default=None, ge=1)
-
-    salesforce_login_url: str = "https://login.salesforce.com"
-    salesforce_client_id: str | None = None
-    salesforce_client_secret: SecretStr | None = None
-    salesforce_api_version: str = "v60.0"
-    salesforce_external_id_field: str = "CCAI_Session_Id__c"
-    # The org's default open Case status (a value of its Status picklist).
-    salesforce_reopen_status: str = "New"
-    salesforce_requests_per_minute: int | None = Field(default=None, ge=1)
-
-    # Of Salesforce's daily API allocation (Sforce-Limit-Info), the share this service
-    # leaves to the org's other integrations: it pauses when only this much is left.
-    salesforce_daily_reserve_percent: float = Field(default=20.0, ge=0, lt=100)
-    # What a record is (Case, Opportunity or Account) and how sessions are logged on it;
-    # the open/closed rules per object are in app/adapters/crm/salesforce/objects.py.
-    salesforce_record_object: SalesforceRecordObject = "Case"
-    salesforce_session_log: SalesforceSessionLog = "task"
-    salesforce_reopen_stage: str = "Prospecting"
-    # A new Opportunity's StageName and CloseDate (today + N days): both are required.
-    salesforce_opportunity_stage: str = "Prospecting"
-    salesforce_opportunity_close_days: int = Field(default=30, ge=0, le=3650)
-    salesforce_account_status_field: str | None = None
-    salesforce_account_closed_values: str | None = None  # comma list
-    salesforce_account_open_value: str | None = None
-
-    # The sandbox CRM's simulated answer time, for trying crash and load behaviour.
-    sandbox_latency_ms: int = Field(default=0, ge=0)
+# Bases: pydantic-settings' reading of the environment and .env first; then, in reverse
+# order of their fields, every CRM's part (CrmSettings) and _Head.
+class Settings(BaseSettings, CrmSettings, _Head):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
 
     crm_timeout_seconds: float = Field(default=10.0, gt=0)
 
@@ -141,31 +110,6 @@ class Settings(BaseSettings):
     otel_exporter_otlp_endpoint: str | None = None
     otel_service_name: str = "crm-records"
 
-    @field_validator("salesforce_record_object", "salesforce_session_log", mode="before")
-    @classmethod
-    def _salesforce_choice_any_case(cls, value: object) -> object:
-        """`opportunity` and `Opportunity`, `TASK` and `task` are the same choice."""
-        if isinstance(value, str):
-            for choice in ("Case", "Opportunity", "Account", "task", "case_comment"):
-                if value.strip().lower() == choice.lower():
-                    return choice
-        return value
-
-    @model_validator(mode="after")
-    def _salesforce_combination(self) -> Settings:
-        if self.crm_provider != "salesforce":
-            return self
-        if self.salesforce_session_log == "case_comment" and self.salesforce_record_object != "Case":
-            raise ValueError(
-                "SALESFORCE_SESSION_LOG=case_comment needs SALESFORCE_RECORD_OBJECT=Case: "
-                f"CaseComments exist only on Cases, not on {self.salesforce_record_object}"
-            )
-        if self.salesforce_record_object == "Account" and self.salesforce_account_status_field:
-            for name in ("salesforce_account_closed_values", "salesforce_account_open_value"):
-                if not (getattr(self, name) or "").strip():
-                    raise ValueError(f"{name.upper()} is required with SALESFORCE_ACCOUNT_STATUS_FIELD")
-        return self
-
     def embedded_database_dir(self) -> Path:
         return EMBEDDED_DATA_DIR / "pg"
 
@@ -181,8 +125,6 @@ class Settings(BaseSettings):
     def crm_requests_per_minute(self) -> int | None:
         """The configured ceiling of the CRM's request rate; None: follow what the vendor
         announces on every answer (its rate-limit headers)."""
-        from app.adapters.crm.registry import CRMS  # the registry names each CRM's setting
-
         spec = CRMS.get(self.crm_provider)
         field = spec.ceiling_setting if spec is not None else None
         return getattr(self, field) if field else None
