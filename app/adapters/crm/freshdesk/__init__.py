@@ -33,7 +33,8 @@ Statuses: 2 Open, 3 Pending, 4 Resolved, 5 Closed; custom statuses (6 and up) co
 Resolved and Closed tickets can both be reopened by setting status 2.
 
 The package: `answers` reads what Freshdesk answers (error bodies, rate-limit headers,
-fields) and holds the HTTP client with its quirks; `adapter` is the CrmAdapter itself.
+fields) and holds the HTTP client with its quirks; `adapter` is the CrmAdapter itself;
+`settings` is its part of the service's Settings (its environment variables).
 """
 
 from app.adapters.crm.freshdesk.adapter import FreshdeskAdapter

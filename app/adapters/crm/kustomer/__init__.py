@@ -29,7 +29,8 @@ Statuses are `open`, `snoozed` and `done`; only `done` is closed, and a done con
 can always be reopened.
 
 The package: `answers` reads what Kustomer answers (error bodies, rate-limit headers,
-fields) and holds the HTTP client with its quirks; `adapter` is the CrmAdapter itself.
+fields) and holds the HTTP client with its quirks; `adapter` is the CrmAdapter itself;
+`settings` is its part of the service's Settings (its environment variables).
 """
 
 from app.adapters.crm.kustomer.adapter import KustomerAdapter

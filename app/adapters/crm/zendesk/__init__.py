@@ -33,7 +33,8 @@ Statuses: new, open, pending, hold (open), solved and closed (closed). A solved 
 is reopened by setting `open`; a closed one can never be updated again.
 
 The package: `answers` reads what Zendesk answers (error bodies, rate-limit headers,
-fields) and holds the HTTP client with its quirks; `adapter` is the CrmAdapter itself.
+fields) and holds the HTTP client with its quirks; `adapter` is the CrmAdapter itself;
+`settings` is its part of the service's Settings (its environment variables).
 """
 
 from app.adapters.crm.zendesk.adapter import ZendeskAdapter
