@@ -100,6 +100,8 @@ class Settings(BaseSettings, CrmSettings, _Head):
     # so that an administrator's first what-if finds it ready (docs/bench-whatif.md: about
     # 1 KiB of memory per session in the window, 100 MiB for 100,000).
     whatif_keep_warm: bool = True
+    # ...unless the window holds more sessions than this: memory stays bounded (~1 KiB each).
+    whatif_keep_warm_max_sessions: int = Field(default=200_000, ge=0)
 
     log_level: str = "INFO"
     # json: one JSON object per line (the container's default); text: readable. Unset:

@@ -225,7 +225,8 @@ async def _run_components(settings: Settings, engine, crm: CrmAdapter, publisher
         ),
         asyncio.create_task(beat_periodically(engine, crm.name, runtime.crm_health, stop), name="heartbeat"),
         asyncio.create_task(
-            refresh_periodically(engine, stop, what_if=runtime.what_if if settings.whatif_keep_warm else None),
+            refresh_periodically(engine, stop, what_if=runtime.what_if if settings.whatif_keep_warm else None,
+                                 max_sessions=settings.whatif_keep_warm_max_sessions),
             name="what-if-inputs",
         ),
     }

@@ -115,7 +115,8 @@ async def apply_batch(
         session_id = event.session.id
         try:
             state = apply_event(states.get(session_id), event)
-            state, decided = decide(state, settings)
+            policy = decide(state, settings)
+            state = policy.state
         except Exception as exc:  # pure code, no I/O: only this event's data can cause it
             raise EventNotApplicable(event.event_id, f"{type(exc).__name__}: {exc}") from exc
         states[session_id] = touched[session_id] = state
@@ -124,7 +125,7 @@ async def apply_batch(
                 ChatMessage(session_id, event.event_id, event.occurred_at, event.message.sender, event.message.text)
             )
         rows: list[NewOutboxRow] = []
-        for decision in decided:
+        for decision in policy.decisions:
             outcome.decisions.append(
                 DecisionRow(session_id, decision.kind, decision.reason, decision.at, version)
             )

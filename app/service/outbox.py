@@ -223,7 +223,7 @@ class OutboxRunner:
             )
         if context is None:
             raise NoRecord(f"session {row.session_id} is unknown")
-        state = SessionState.from_document(context.state)
+        state = context.state
         completion = Completion(state=state)
         existing: ExistingRecord | None = None
         if context.newest is not None:

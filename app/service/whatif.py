@@ -142,22 +142,37 @@ class WhatIf:
                 await self._read(days)
                 asyncio.get_running_loop().call_later(DROP_UNUSED_AFTER_SECONDS, self._drop_if_unused)
 
-    async def keep_warm(self, rows_per_chunk: int = WARM_ROWS_PER_CHUNK) -> None:
+    async def keep_warm(self, rows_per_chunk: int = WARM_ROWS_PER_CHUNK, max_sessions: int | None = None) -> None:
         """What the service's background task does every round: load the default window's
         history when none is held, `rows_per_chunk` rows at a time so that the consumer and
         the worker run between two chunks, and bring a held history up to date; the default
         window is then never dropped, so an administrator's first what-if after a start finds
-        it ready (memory: see docs/bench-whatif.md)."""
-        self._keep_days = DEFAULT_DAYS
+        it ready (memory: see docs/bench-whatif.md). A window of more than `max_sessions`
+        sessions is not kept: about 1 KiB each, every replica would hold it for good."""
         async with self._lock:
             history = self._history
             if history is None:
+                if max_sessions is not None:
+                    async with self.engine.begin() as conn:  # counted once brought up to date
+                        await history_repo.refresh(conn, changed=False)
+                        if await history_repo.count_in_window(conn, DEFAULT_DAYS) > max_sessions:
+                            self._keep_days = None
+                            return
+                self._keep_days = DEFAULT_DAYS
                 await self._read(DEFAULT_DAYS, rows_per_chunk, owners=False)
                 asyncio.get_running_loop().call_later(DROP_UNUSED_AFTER_SECONDS, self._drop_if_unused)
             else:
                 last_used = history.last_used
                 await self._read(history.days, owners=False)
                 history.last_used = last_used  # kept current, not used
+                if max_sessions is not None and len(history.sessions) > max_sessions:
+                    self._keep_days = None  # grown past the cap: dropped once unused, like any other
+                    log.info("what-if: the %d-day window outgrew WHATIF_KEEP_WARM_MAX_SESSIONS; "
+                             "it is no longer kept warm", history.days)
+
+    def keeps(self) -> bool:
+        """Whether a held history is kept for good (keep_warm), not dropped when unused."""
+        return self._history is not None and self._history.days == self._keep_days
 
     def holds(self, days: int = DEFAULT_DAYS) -> bool:
         """Whether the history of the last `days` days is in memory (a what-if reads only what changed)."""
@@ -201,8 +216,8 @@ class WhatIf:
             return WhatIfResult(days, report, version, load_seconds, time.monotonic() - started)
 
 
-async def refresh_periodically(engine: AsyncEngine, stop: asyncio.Event,
-                               every: float = REFRESH_EVERY_SECONDS, what_if: WhatIf | None = None) -> None:
+async def refresh_periodically(engine: AsyncEngine, stop: asyncio.Event, every: float = REFRESH_EVERY_SECONDS,
+                               what_if: WhatIf | None = None, max_sessions: int | None = None) -> None:
     """Keep `whatif_inputs` within `every` seconds of the sessions (each replica does; a
     refresh that finds nothing changed costs a scan of the sessions' `updated_at`). With
     `what_if`, also load its default window's history in the background and keep it
@@ -210,7 +225,7 @@ async def refresh_periodically(engine: AsyncEngine, stop: asyncio.Event,
     while not stop.is_set():
         try:
             if what_if is not None:
-                await what_if.keep_warm()
+                await what_if.keep_warm(max_sessions=max_sessions)
             else:
                 async with engine.begin() as conn:
                     await history_repo.refresh(conn, changed=False)

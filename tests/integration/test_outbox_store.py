@@ -182,7 +182,7 @@ async def test_record_context_reads_the_newest_record_only_when_asked(clean_db, 
         context = await records_repo.record_context(pg, "sandbox", "n1", with_newest=with_newest)
         missing = await records_repo.record_context(pg, "sandbox", "nobody", with_newest=with_newest)
     assert missing is None
-    assert context is not None and context.state["session_id"] == "n1" and context.contact_id is None
+    assert context is not None and context.state == states["n1"] and context.contact_id is None
     if with_newest:
         assert context.newest == records_repo.KnownRecord("new", "/r/new", "n1")
     else:

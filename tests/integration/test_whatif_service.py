@@ -239,3 +239,20 @@ async def test_a_request_after_the_warm_up_knows_the_records_made_before_the_win
     await what_if.keep_warm()
     result = await what_if.run(RecordSettings(append_to_open_record_in_leaf_queue=True))
     assert result.report.depends_on_crm == 1
+
+
+async def test_keep_warm_holds_no_history_larger_than_its_cap(clean_db):
+    """Memory stays bounded: a window with more sessions than the cap is not kept warm (it
+    is loaded on a request and dropped when unused, as without keep_warm); a kept history
+    that grows past the cap stops being kept."""
+    await consume(clean_db, unanswered_call("call-c1") + unanswered_call("call-c2", "eu-2"))
+    what_if = WhatIf(clean_db, "sandbox")
+    await what_if.keep_warm(max_sessions=1)
+    assert not what_if.holds()
+    await what_if.keep_warm(max_sessions=2)
+    assert what_if.holds() and what_if.keeps()
+    await consume(clean_db, unanswered_call("call-c3", "eu-3"))
+    await what_if.keep_warm(max_sessions=2)
+    assert not what_if.keeps()  # dropped once unused, like any other history
+    result = await what_if.run(RecordSettings(delay_call_record_until_connected=True))
+    assert result.report.sessions == 3

@@ -70,7 +70,7 @@ def chat(spec: str, **kwargs: Any) -> list[SessionEvent]:
 class Step:
     event: SessionEvent
     duplicate: bool  # dropped by event_id dedup before apply_event, as the consumer does
-    decisions: list[Decision]
+    decisions: tuple[Decision, ...]
 
 
 def replay_steps(
@@ -82,12 +82,13 @@ def replay_steps(
     for raw in events:
         event = as_event(raw)
         if event.event_id in seen:
-            steps.append(Step(event, True, []))
+            steps.append(Step(event, True, ()))
             continue
         seen.add(event.event_id)
         state = apply_event(state, event)
-        state, decided = decide(state, record_settings)
-        steps.append(Step(event, False, decided))
+        decided = decide(state, record_settings)
+        state = decided.state
+        steps.append(Step(event, False, decided.decisions))
     return state, steps
 
 

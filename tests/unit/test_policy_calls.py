@@ -6,9 +6,12 @@ due (and at which event) or skipped for good, plus phrases an administrator read
 
 from __future__ import annotations
 
+from dataclasses import FrozenInstanceError
+
 import pytest
 
-from app.domain.policy import decide
+from app.domain.kinds import DecisionKind
+from app.domain.policy import Decision, PolicyOutcome, decide
 from app.domain.session import apply_event
 from tests.unit.helpers import call, final_kinds, of_kind, replay, replay_steps, settings, step_of
 
@@ -238,8 +241,9 @@ def test_settings_saved_later_apply_to_the_next_decision():
     assert state.record == "pending"
 
     state = apply_event(state, events[2])
-    state, decided = decide(state, settings())
-    assert [d.kind for d in decided] == ["record_due"]
+    decided = decide(state, settings())
+    state = decided.state
+    assert [d.kind for d in decided.decisions] == ["record_due"]
     assert state.record == "due"
 
 
@@ -247,3 +251,20 @@ def test_outbound_call_connected_without_assigned_event_gets_a_record():
     """Default mode counts a connect as the agent having the call."""
     state, decisions = replay(call("connected ended", session_type="voice_outbound"), settings())
     assert final_kinds(decisions) == ["record_due", "ended_note_due"]
+
+
+def test_decide_hands_over_a_frozen_policy_outcome_as_its_init_would_build_it():
+    """decide builds PolicyOutcome and its Decisions through their slots (the hot path skips the
+    frozen __init__): the values compare equal to __init__'s and stay frozen."""
+    events = call("queued assigned connected ended")
+    state, _ = replay(events[:3], settings())
+    decided = decide(apply_event(state, events[3]), settings())
+    [note] = decided.decisions
+    expected_note = Decision(DecisionKind.ENDED_NOTE_DUE, note.reason, events[3].occurred_at)
+    assert decided == PolicyOutcome(decided.state, (expected_note,))
+    assert decided.state.ended_note_due and hash(note) == hash(expected_note)
+    with pytest.raises(FrozenInstanceError):
+        decided.state = state  # type: ignore[misc]
+    with pytest.raises(FrozenInstanceError):
+        note.reason = "changed"  # type: ignore[misc]
+    assert decide(decided.state, settings()).decisions == ()

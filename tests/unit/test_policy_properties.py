@@ -180,7 +180,7 @@ def check_invariants(steps):
         assert records
         assert decisions.index(records[0]) < decisions.index(notes[0])
     assert all(d.reason for d in decisions)
-    assert all(step.decisions == [] for step in steps if step.duplicate)
+    assert all(step.decisions == () for step in steps if step.duplicate)
 
 
 @PROPERTY_SETTINGS

@@ -57,8 +57,8 @@ async def acpu_us(work, count: int) -> float:
 def fold(events):
     states = {}
     for event in events:
-        state, _ = decide(apply_event(states.get(event.session.id), event), DEFAULT_RECORD_SETTINGS)
-        states[event.session.id] = state
+        session_id = event.session.id
+        states[session_id] = decide(apply_event(states.get(session_id), event), DEFAULT_RECORD_SETTINGS).state
     return states
 
 

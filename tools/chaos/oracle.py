@@ -35,7 +35,7 @@ def expected_outcome(documents: Iterable[dict[str, Any]], settings: RecordSettin
         if document["event_id"] in seen:
             continue
         seen.add(document["event_id"])
-        state, _ = decide(apply_event(state, parse_event(orjson.dumps(document))), settings)
+        state = decide(apply_event(state, parse_event(orjson.dumps(document))), settings).state
     assert state is not None
     return Expectation(state.record, state.ended_note_due)
 

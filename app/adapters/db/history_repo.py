@@ -94,6 +94,7 @@ _CHANGED_IN_WINDOW = (
     f"WHERE source_updated_at >= $2::timestamptz - make_interval(secs => {REFRESH_MARGIN_SECONDS}) "
     "AND created_at >= now() - make_interval(days => $1)"
 )
+_COUNT_IN_WINDOW = "SELECT count(*) FROM whatif_inputs WHERE created_at >= now() - make_interval(days => $1)"
 _NEWEST_SOURCE = "SELECT max(source_updated_at) FROM whatif_inputs"
 _NO_JIT = text("SET LOCAL jit = off")
 _ONE_AT_A_TIME = "SELECT pg_advisory_xact_lock(hashtext('crm-records whatif_inputs refresh'))"
@@ -181,6 +182,12 @@ async def sessions_since_in_chunks(conn: AsyncConnection, days: int,
     while rows := await cursor.fetch(rows_per_chunk):
         with gc_paused():
             yield [_window_session(row) for row in rows]
+
+
+async def count_in_window(conn: AsyncConnection, days: int) -> int:
+    """How many sessions the last `days` days' replay would hold (before loading them)."""
+    driver = await _driver(conn)
+    return await driver.fetchval(_COUNT_IN_WINDOW, days)
 
 
 async def newest_source(conn: AsyncConnection) -> datetime | None:

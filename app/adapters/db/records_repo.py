@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.adapters.db import raw
 from app.adapters.db.schema import crm_records
+from app.domain.session import SessionState
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +67,7 @@ _RECORD_CONTEXT = raw.positional(
 
 @dataclass(frozen=True, slots=True)
 class RecordContext:
-    state: dict[str, Any]
+    state: SessionState
     contact_id: str | None
     newest: KnownRecord | None
 
@@ -82,7 +83,7 @@ async def record_context(
         return None
     row = rows[0]
     newest = KnownRecord(row["record_id"], row["record_url"], row["record_session_id"]) if row["record_id"] else None
-    return RecordContext(row["state"], row["contact_id"], newest)
+    return RecordContext(SessionState.from_document(row["state"]), row["contact_id"], newest)
 
 
 async def remember_records(conn: AsyncConnection, crm: str, records: Sequence[NewRecord]) -> None:
