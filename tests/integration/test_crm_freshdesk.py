@@ -278,7 +278,9 @@ async def test_request_budget_spaces_requests(fake):
     finally:
         await adapter.aclose()
     assert elapsed >= 1.0  # 7 requests at 3 per half second need two full windows
-    assert fake.requests_in_window(0.45) <= 3
+    # Where the fake received them: a window shorter than the budget's leaves room for a
+    # request that arrives late on a busy machine. With no budget all seven arrive at once.
+    assert fake.requests_in_window(0.3) <= 3
 
 
 # --- reading, reopening, notes and tags ------------------------------------------------------------

@@ -287,7 +287,10 @@ async def test_budget_spreads_a_backlog_over_the_window(adapter, fake):
     started = time.monotonic()
     await asyncio.gather(*(adapter.check_credentials() for _ in range(6)))
     assert time.monotonic() - started >= 0.55
-    assert fake.requests_in_window(0.55) <= 3
+    # Counted where the fake received them, so a window shorter than the budget's: on a
+    # busy machine the first three can arrive late, close to the next three (it failed
+    # once under load at 0.55 s, a 50 ms margin). With no budget all six arrive at once.
+    assert fake.requests_in_window(0.3) <= 3
     assert len(fake.requests) == 6
 
 
