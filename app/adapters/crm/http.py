@@ -12,6 +12,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -62,6 +63,16 @@ class RequestBudget:
                     self._sent.append(now)
                     return
                 await asyncio.sleep(wait)
+
+
+def parse_vendor_time(value: Any) -> datetime | None:
+    """A vendor's ISO 8601 time (`Z`, an offset, or none: read as UTC) in UTC; None when absent."""
+    if not isinstance(value, str) or not value:
+        return None
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
 
 
 def parse_retry_after(value: str | None, default: float = 1.0) -> float:

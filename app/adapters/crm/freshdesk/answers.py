@@ -4,7 +4,7 @@ the HTTP client with its quirks. The API it speaks is described in the package d
 from __future__ import annotations
 
 import html
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -14,7 +14,7 @@ from app.adapters.crm.base import (
     CrmPermanentError,
 )
 from app.adapters.crm.budget import VendorQuota, header_int
-from app.adapters.crm.http import default_describe
+from app.adapters.crm.http import default_describe, parse_vendor_time
 
 API = "/api/v2"
 
@@ -107,20 +107,12 @@ def html_text(text: str) -> str:
     return "<br>".join(html.escape(line) for line in text.split("\n"))
 
 
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    moment = datetime.fromisoformat(value)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
-
-
 def _closed_at(status: int, stats: dict[str, Any]) -> datetime | None:
     """When the ticket reached its closed status: `closed_at` for Closed, `resolved_at` for
     Resolved, else when its status last changed."""
     first = stats.get("closed_at") if status == STATUS_CLOSED else stats.get("resolved_at")
-    return _parse_time(first) or _parse_time(stats.get("resolved_at")) or _parse_time(stats.get("status_updated_at"))
+    candidates = (first, stats.get("resolved_at"), stats.get("status_updated_at"))
+    return next((moment for value in candidates if (moment := parse_vendor_time(value)) is not None), None)
 
 
 def _ticket_path(record_id: str) -> str:

@@ -7,7 +7,7 @@ import base64
 import binascii
 import json
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -18,7 +18,7 @@ from app.adapters.crm.base import (
     CrmRateLimited,
 )
 from app.adapters.crm.budget import VendorQuota, header_int
-from app.adapters.crm.http import CrmHttp, default_describe, parse_retry_after
+from app.adapters.crm.http import CrmHttp, default_describe, parse_retry_after, parse_vendor_time
 
 OPEN_STATUS = "open"
 CLOSED_STATUS = "done"
@@ -145,19 +145,10 @@ def _related_id(resource: dict[str, Any], name: str) -> str | None:
     return data.get("id") if isinstance(data, dict) else None
 
 
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    moment = datetime.fromisoformat(value)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
-
-
 def _closed_at(attributes: dict[str, Any]) -> datetime | None:
     """When the conversation was last marked done: `closedAt`, else `lastDone.createdAt`."""
     last_done = found if isinstance(found := attributes.get("lastDone"), dict) else {}
-    return _parse_time(attributes.get("closedAt")) or _parse_time(last_done.get("createdAt"))
+    return parse_vendor_time(attributes.get("closedAt")) or parse_vendor_time(last_done.get("createdAt"))
 
 
 def _segment(value: str) -> str:

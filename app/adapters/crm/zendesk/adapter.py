@@ -19,6 +19,7 @@ from app.adapters.crm.base import (
     required_setting,
 )
 from app.adapters.crm.budget import RateBudget
+from app.adapters.crm.http import parse_vendor_time
 from app.adapters.crm.zendesk.answers import (
     API,
     CLOSED_STATUSES,
@@ -29,7 +30,6 @@ from app.adapters.crm.zendesk.answers import (
     ZendeskIdempotencyConflict,
     _api_base,
     _oldest,
-    _parse_time,
     _requester_refused,
     _same_email,
     _same_phone,
@@ -240,7 +240,7 @@ class ZendeskAdapter:
         metrics are missing (a solved or closed ticket is rarely updated afterwards)."""
         response = await self.http.request(operation, "GET", f"/tickets/{ticket['id']}/metrics", accept=(404,))
         metric = (response.json().get("ticket_metric") or {}) if response.status_code != 404 else {}
-        return _parse_time(metric.get("solved_at")) or _parse_time(ticket.get("updated_at"))
+        return parse_vendor_time(metric.get("solved_at")) or parse_vendor_time(ticket.get("updated_at"))
 
     async def reopen_record(self, record_id: str) -> None:
         await self._update("reopen_record", record_id, {"status": OPEN_STATUS})

@@ -4,7 +4,6 @@ the HTTP client with its quirks. The API it speaks is described in the package d
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -126,15 +125,6 @@ class ZendeskHttp(CrmHttp):
 
 
 # --- reading answers -------------------------------------------------------------------------
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
 
 
 def _digits(phone: str | None) -> str:
