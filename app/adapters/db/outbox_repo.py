@@ -143,7 +143,16 @@ async def notify_workers(conn: AsyncConnection) -> None:
 # serial key: the second cannot see the first's row in progress, and a row committed
 # out of id order in between looks like the key's oldest. The lock is held for the
 # claim's own transaction only (milliseconds), never across a CRM call.
-_CLAIM_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+#
+# The same statement has the claim walk the due rows in claim order (ix_outbox_due) and
+# stop at its limit. Without it, a plan made while the outbox was small, cached by the
+# driver's prepared statement or planned on statistics from before the backlog grew,
+# read and sorted every open row: a claim's cost growing with the backlog
+# (test_cached_plans). The settings last for the claim's transaction only.
+_CLAIM_LOCK = text(
+    "SELECT pg_advisory_xact_lock(:key), set_config('enable_bitmapscan', 'off', true), "
+    "set_config('enable_seqscan', 'off', true)"
+)
 CLAIM_LOCK_KEY = 0x6F7574626F78  # "outbox"
 
 

@@ -48,12 +48,16 @@ _REMEMBER_RECORDS = text(
 )
 # Everything the worker reads before deciding a record, in one round trip: the session's
 # state, the CRM's id for the end user in this CRM account (crm_end_users), and (with
-# append on) the newest record of that end user in that leaf queue.
+# append on) the newest record of that end user in that leaf queue. The end user is a
+# subquery by the whole primary key, not a join: as a join, a plan cached while
+# crm_end_users was small read every end user of the account (test_cached_plans).
 _RECORD_CONTEXT = raw.positional(
     """
-    SELECT s.state, c.crm_user_id AS contact_id, r.record_id, r.record_url, r.session_id AS record_session_id
+    SELECT s.state,
+           (SELECT c.crm_user_id FROM crm_end_users c
+            WHERE c.crm_account = :account AND c.end_user_id = s.state->>'end_user_id') AS contact_id,
+           r.record_id, r.record_url, r.session_id AS record_session_id
     FROM sessions s
-    LEFT JOIN crm_end_users c ON c.crm_account = :account AND c.end_user_id = s.state->>'end_user_id'
     LEFT JOIN LATERAL (
         SELECT record_id, record_url, session_id FROM crm_records
         WHERE :with_newest AND crm = :crm AND end_user_id = s.state->>'end_user_id'
