@@ -1,12 +1,14 @@
-"""The consumer loop: poll, apply each partition's batch (service.ingest), deliver its
-dead letters, and only then commit `offset + 1` for that partition.
+"""The consumer loop: poll, apply the poll's batches of every partition in one
+transaction (service.ingest), deliver each partition's dead letters, and only then
+commit `offset + 1` for that partition.
 
-Auto-commit is off. A batch that fails for any reason other than its own data (the
-database or the broker unreachable or restarting) is retried as it is: the partition
-is rewound to the batch's first offset and paused for a backoff, other partitions go
-on, and nothing is committed for it. Offsets applied but not yet committed are
-committed again when partitions are revoked; if that fails, the new owner replays the
-batch and the dedup rows make the replay a no-op.
+Auto-commit is off. A poll that fails for any reason other than its own data (the
+database or the broker unreachable or restarting) is retried as it is: each of its
+partitions is rewound to its batch's first offset and paused for a backoff, and nothing
+is committed for them; a partition whose dead letters could not be delivered is retried
+alone. Offsets applied but not yet committed are committed again when partitions are
+revoked; if that fails, the new owner replays the batch and the dedup rows make the
+replay a no-op.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from aiokafka.errors import KafkaError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.adapters.db.errors import short_description
-from app.adapters.kafka.dead_letters import DeadLetterQueue, UndecodableBatch
+from app.adapters.kafka.dead_letters import DeadLetter, DeadLetterQueue, UndecodableBatch
 from app.adapters.kafka.producer import KafkaPublisher
 from app.adapters.kafka.undecodable import (
     is_decode_error,
@@ -124,12 +126,9 @@ class ConsumerLoop:
                 await asyncio.sleep(1.0)
             return
         if batches:
-            # Partitions never share a session, so their batches are applied side by side,
-            # each in its own transaction; then one commit covers every applied partition.
-            applied = await asyncio.gather(
-                *(self._apply_partition(consumer, tp, messages) for tp, messages in batches.items())
-            )
-            await self.commit_applied([tp for tp in applied if tp is not None])
+            # Every partition's batch in one transaction (service.ingest); then one offset
+            # commit covers every applied partition.
+            await self.commit_applied(await self._apply_poll(consumer, batches))
         self.health.refresh_metrics(self._highwater_of_assigned(consumer))
 
     @staticmethod
@@ -153,20 +152,44 @@ class ConsumerLoop:
             if self._applied.get(tp) == offsets[tp]:
                 del self._applied[tp]
 
-    async def _apply_partition(
-        self, consumer: AIOKafkaConsumer, tp: TopicPartition, messages: list[ConsumerRecord]
+    async def _apply_poll(
+        self, consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[ConsumerRecord]]
+    ) -> list[TopicPartition]:
+        """Apply a poll's batches; returns the partitions to commit. A failure to apply
+        retries every batch of the poll; a failure to deliver one partition's dead letters
+        retries that partition's batch (replayed into the dedup rows)."""
+        for tp in batches:
+            self.health.started(tp)
+        try:
+            letters = await self.ingest.apply_poll(batches)
+        except Exception as exc:  # the database or the broker: retry the same batches, lose nothing
+            for tp, messages in batches.items():
+                self._retry_later(consumer, tp, messages[0].offset, messages[-1].offset, exc)
+            return []
+        delivered = await asyncio.gather(
+            *(self._deliver(consumer, tp, messages, letters[tp]) for tp, messages in batches.items())
+        )
+        return [tp for tp in delivered if tp is not None]
+
+    async def _deliver(
+        self, consumer: AIOKafkaConsumer, tp: TopicPartition, messages: list[ConsumerRecord],
+        letters: list[DeadLetter],
     ) -> TopicPartition | None:
-        self.health.started(tp)
         try:
             with log_context(topic=tp.topic, partition=tp.partition, offset=messages[0].offset,
                              last_offset=messages[-1].offset):
-                letters = await self.ingest.apply(messages)
                 await self.dead_letters.deliver(letters)
-        except Exception as exc:  # the database or the broker: retry the same batch, lose nothing
+        except Exception as exc:
             self._retry_later(consumer, tp, messages[0].offset, messages[-1].offset, exc)
             return None
         self._advanced(tp, messages[-1].offset + 1)
         return tp
+
+    async def _apply_partition(
+        self, consumer: AIOKafkaConsumer, tp: TopicPartition, messages: list[ConsumerRecord]
+    ) -> TopicPartition | None:
+        applied = await self._apply_poll(consumer, {tp: messages})
+        return applied[0] if applied else None
 
     def forget(self, revoked: Sequence[TopicPartition]) -> None:
         """Partitions now someone else's: what was applied and not committed is replayed

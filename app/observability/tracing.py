@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -151,7 +151,7 @@ def outgoing_headers() -> list[tuple[str, bytes]]:
 
 @dataclass
 class BatchTrace:
-    """The spans of one partition batch: the batch's own, and one per event in its
+    """The spans of one poll's batches: the batch's own, and one per event in its
     producer's trace. `traceparent_for(event_id)` is what that event's outbox rows carry."""
 
     batch: trace.Span
@@ -163,24 +163,30 @@ class BatchTrace:
 
 
 @contextlib.contextmanager
-def batch_span(topic: str, partition: int, messages: Sequence[Any], event_ids: dict[int, str]) -> Iterator[
+def batch_span(batches: Mapping[Any, Sequence[Any]], event_ids: dict[tuple[int, int], str]) -> Iterator[
         BatchTrace | None]:
-    """A span for applying one partition batch, and one per event whose message carried a
-    trace context (`event_ids` maps a message's offset to its event id). Yields None,
-    costing nothing, when tracing is off."""
+    """A span for applying one poll's batches (`batches`: partition -> its messages), and
+    one per event whose message carried a trace context (`event_ids` maps a message's
+    (partition, offset) to its event id). Yields None, costing nothing, when tracing is off."""
     if not _state.enabled:
         yield None
         return
     tracer = _state.tracer
+    messages = [message for batch in batches.values() for message in batch]
+    topic = messages[0].topic if messages else ""
+    partitions = sorted({message.partition for message in messages})
     attributes: dict[str, AttributeValue] = {"messaging.system": "kafka", "messaging.destination.name": topic,
-                  "messaging.destination.partition.id": str(partition),
                   "messaging.batch.message_count": len(messages)}
+    if len(partitions) == 1:
+        attributes["messaging.destination.partition.id"] = str(partitions[0])
+    else:
+        attributes["crm_records.partitions"] = [str(p) for p in partitions]
     event_spans: dict[str, trace.Span] = {}
     links = []
     name = f"process {topic}"
     for message in messages:
         parent = context_from_headers(message.headers)
-        event_id = event_ids.get(message.offset)
+        event_id = event_ids.get((message.partition, message.offset))
         if parent is None or event_id is None:
             continue
         # Few attributes: this runs per event; the batch span carries the rest.

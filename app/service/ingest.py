@@ -1,23 +1,24 @@
-"""Use case: take one partition's polled messages into the database.
+"""Use case: take a poll's messages into the database.
 
-Parse and validate each message; apply the valid ones in one transaction (the
-`consume.apply_batch` use case). When PostgreSQL refuses the batch's *data* (SQLSTATE
-classes 22 and 23, see adapters/db/errors), the batch is split in halves until the
-refused events are alone, and only those become dead letters; everything else in the
-batch is applied. An event the pure domain code raises on (EventNotApplicable) is
-isolated and dead-lettered the same way. Any other failure (the database unreachable,
-restarting, out of connections, a timeout) is raised unchanged: the caller retries the same batch and
-commits nothing, so no valid event is ever dead-lettered for the database's sake.
+Parse and validate each message; apply the valid ones of every partition the poll
+brought in one transaction (the `consume.apply_batch` use case). When PostgreSQL
+refuses the *data* (SQLSTATE classes 22 and 23, see adapters/db/errors), each partition
+is tried alone and its batch split in halves until the refused events are alone, and
+only those become dead letters; everything else is applied. An event the pure domain
+code raises on (EventNotApplicable) is isolated and dead-lettered the same way. Any
+other failure (the database unreachable, restarting, out of connections, a timeout) is
+raised unchanged: the caller retries the same batches and commits nothing, so no valid
+event is ever dead-lettered for the database's sake.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from aiokafka import ConsumerRecord
+from aiokafka import ConsumerRecord, TopicPartition
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import metrics
@@ -56,25 +57,62 @@ class PartitionIngest:
         self.on_outbox_rows = on_outbox_rows
 
     async def apply(self, messages: Sequence[ConsumerRecord]) -> list[DeadLetter]:
-        """Apply what is valid; return the dead letters (not yet sent) in offset order."""
-        letters: list[DeadLetter] = []
-        parsed: list[_Parsed] = []
-        for message in messages:
-            try:
-                parsed.append(_Parsed(parse_event(message.value), message))
-            except InvalidEvent as exc:
-                letters.append(dead_letter(message, exc.reason))
+        """One partition's messages: apply what is valid; return the dead letters (not
+        yet sent) in offset order."""
+        if not messages:
+            return []
+        tp = TopicPartition(messages[0].topic, messages[0].partition)
+        return (await self.apply_poll({tp: messages}))[tp]
+
+    async def apply_poll(
+        self, batches: Mapping[TopicPartition, Sequence[ConsumerRecord]]
+    ) -> dict[TopicPartition, list[DeadLetter]]:
+        """A poll's batches, every partition's in one transaction: a poll costs a handful of
+        statements however many partitions it brought (at a few events per partition, one
+        transaction each was most of the consumer's CPU). Partitions never share a session,
+        so their events go in side by side, each partition's in its order. When the data
+        is refused, each partition is retried alone and split until the refused events
+        are isolated; the other partitions lose nothing. Returns each partition's dead
+        letters (not yet sent) in offset order."""
+        letters: dict[TopicPartition, list[DeadLetter]] = {tp: [] for tp in batches}
+        parsed: dict[TopicPartition, list[_Parsed]] = {}
+        for tp, messages in batches.items():
+            parsed[tp] = []
+            for message in messages:
+                try:
+                    parsed[tp].append(_Parsed(parse_event(message.value), message))
+                except InvalidEvent as exc:
+                    letters[tp].append(dead_letter(message, exc.reason))
         started = time.perf_counter()
-        if parsed:
-            first = messages[0]
-            event_ids = {p.message.offset: p.event.event_id for p in parsed}
-            with tracing.batch_span(first.topic, first.partition, messages, event_ids) as batch_trace:
-                await self._apply_isolating(parsed, letters, batch_trace.traceparent_for if batch_trace else None)
+        valid = [p for tp in batches for p in parsed[tp]]
+        if valid:
+            event_ids = {(p.message.partition, p.message.offset): p.event.event_id for p in valid}
+            with tracing.batch_span(batches, event_ids) as batch_trace:
+                trace_for = batch_trace.traceparent_for if batch_trace else None
+                try:
+                    await self._apply([p.event for p in valid], trace_for)
+                except Exception as exc:
+                    if not (rejects_the_data(exc) or isinstance(exc, EventNotApplicable)):
+                        raise  # infrastructure: every batch of the poll is retried
+                    if len(valid) == 1:
+                        self._isolate_one(valid[0], letters, exc)
+                    else:
+                        for tp in batches:
+                            await self._apply_isolating(parsed[tp], letters[tp], trace_for)
         metrics.batch_duration.observe(time.perf_counter() - started)
-        for letter in letters:
-            with log_context(offset=letter.offset):
-                log.warning("dead-lettering %s/%d@%d: %s", letter.topic, letter.partition, letter.offset, letter.reason)
-        return sorted(letters, key=lambda letter: letter.offset)
+        for found in letters.values():
+            for letter in found:
+                with log_context(offset=letter.offset):
+                    log.warning("dead-lettering %s/%d@%d: %s", letter.topic, letter.partition, letter.offset,
+                                letter.reason)
+            found.sort(key=lambda letter: letter.offset)
+        return letters
+
+    @staticmethod
+    def _isolate_one(one: _Parsed, letters: dict[TopicPartition, list[DeadLetter]], exc: BaseException) -> None:
+        with log_context(session_id=one.event.session.id, event_id=one.event.event_id):
+            tp = TopicPartition(one.message.topic, one.message.partition)
+            letters[tp].append(dead_letter(one.message, _stored_reason(exc)))
 
     async def _apply_isolating(self, parsed: list[_Parsed], letters: list[DeadLetter], trace_for: TraceFor) -> None:
         try:

@@ -55,12 +55,12 @@ async def test_a_partition_revoked_mid_batch_does_not_stop_the_consumer():
     loop.consumer = consumer
     await _Rebalance(loop).on_partitions_assigned({TP})
 
-    async def apply_while_revoked(messages):
+    async def apply_while_revoked(batches):
         consumer.assigned.clear()  # the rebalance runs while the batch is in the database
         await _Rebalance(loop).on_partitions_revoked({TP})
-        return []
+        return {tp: [] for tp in batches}
 
-    loop.ingest.apply = apply_while_revoked
+    loop.ingest.apply_poll = apply_while_revoked
     await loop.poll_once(consumer)  # raised AssertionError before
     await loop.poll_once(consumer)
     # Nothing of the revoked partition is kept for a later commit, and it cannot look stuck.

@@ -10,7 +10,7 @@ from app.observability import tracing
 def test_off_without_an_endpoint():
     assert tracing.setup_tracing(None) is False
     assert not tracing.enabled()
-    with tracing.batch_span("t", 0, [], {}) as batch:
+    with tracing.batch_span({}, {}) as batch:
         assert batch is None
     assert tracing.outgoing_headers() == []
     sentinel = object()
