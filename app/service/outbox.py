@@ -39,11 +39,9 @@ from app.adapters.db import (
     crm_attempts_repo,
     decisions_repo,
     end_users_repo,
-    events_repo,
     outbox_repo,
     raw,
     records_repo,
-    sessions_repo,
     settings_repo,
 )
 from app.adapters.db.crm_attempts_repo import Attempt
@@ -312,21 +310,17 @@ class OutboxRunner:
         raise AssertionError("unreachable")
 
     async def _ended_note(self, row: ClaimedRow) -> Completion:
-        async with self.reads.connect() as conn:
-            session = await sessions_repo.get_session(conn, row.session_id)
-            if session is None:
-                raise NoRecord(f"session {row.session_id} is unknown")
-            state = session.state
-            record_id = session.record_id
-            if record_id is None:
-                record_row = await outbox_repo.record_row_status(conn, row.session_id)
-                if record_row is None or record_row.status in (OutboxStatus.PARKED, OutboxStatus.DONE):
-                    why = f": {record_row.last_error}" if record_row and record_row.last_error else ""
-                    raise NoRecord(f"the session has no record to add the summary note to{why}")
-                raise WaitForRecord("the session's record is not made yet")
-            lines = []
-            if state.is_chat:
-                lines = await events_repo.transcript(conn, row.session_id)
+        async with raw.connection(self.engine) as pg:
+            context = await records_repo.note_context(pg, row.session_id)
+        if context is None:
+            raise NoRecord(f"session {row.session_id} is unknown")
+        state, record_id, lines = context.state, context.record_id, context.transcript
+        if record_id is None:
+            record_row = context.record_row
+            if record_row is None or record_row.status in (OutboxStatus.PARKED, OutboxStatus.DONE):
+                why = f": {record_row.last_error}" if record_row and record_row.last_error else ""
+                raise NoRecord(f"the session has no record to add the summary note to{why}")
+            raise WaitForRecord("the session's record is not made yet")
         note = render_ended_note(state, lines)
         marker = note_marker(row.idempotency_key)
         body = f"{note}\n\n{marker}"
@@ -346,7 +340,7 @@ class OutboxRunner:
             decisions=[DecisionRow(state.session_id, DecisionKind.ENDED_NOTE_ADDED,
                                    f"{reason} to record {record_id}", state.ended_at, None, record_id)],
             output=[self._output(OutcomeEventType.RECORD_UPDATED, state.session_id, record_id,
-                                 session.record_url, reason)],
+                                 context.record_url, reason)],
         )
 
     def _output(

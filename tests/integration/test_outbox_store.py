@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import orjson
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -221,3 +222,32 @@ async def test_a_row_claimed_again_after_its_lease_knows_the_outcome_is_unknown_
         assert await outbox_repo.extend_leases(conn, [Claim(first.id, first.claim_id)], 30) == set()
         assert await outbox_repo.mark_done_claimed(conn, [Claim(first.id, first.claim_id)]) == set()
         assert await outbox_repo.mark_done_claimed(conn, [Claim(second.id, second.claim_id)]) == {second.id}
+
+
+async def test_note_context_reads_the_record_row_until_there_is_a_record_then_the_transcript(clean_db):
+    from app.adapters.db import events_repo
+    from app.adapters.db.sessions_repo import SessionRecord
+    from app.domain.events import parse_event
+    from app.service.consume import apply_batch
+    from tests.factories import chat_events
+
+    events = [parse_event(orjson.dumps(d)) for d in chat_events("nc-chat", end_user_messages=3) + call_events("nc-call")]
+    async with raw.transaction(clean_db) as pg:
+        await apply_batch(pg, events, "sandbox")
+    async with raw.connection(clean_db) as pg:
+        waiting = await records_repo.note_context(pg, "nc-chat")
+        assert await records_repo.note_context(pg, "nobody") is None
+    assert waiting is not None and waiting.record_id is None and waiting.transcript == []
+    assert waiting.record_row == records_repo.RecordRowStatus("pending", None)
+
+    async with clean_db.begin() as conn:
+        await sessions_repo.set_records(conn, "sandbox", [
+            SessionRecord(sid, f"r-{sid}", f"/r/{sid}", RecordAction.CREATED) for sid in ("nc-chat", "nc-call")])
+        expected = await events_repo.transcript(conn, "nc-chat")
+    async with raw.connection(clean_db) as pg:
+        chat = await records_repo.note_context(pg, "nc-chat")
+        call = await records_repo.note_context(pg, "nc-call")
+    assert chat is not None and (chat.record_id, chat.record_url, chat.record_row) == ("r-nc-chat", "/r/nc-chat", None)
+    assert len(expected) == 4 and chat.transcript == expected
+    assert call is not None and call.record_id == "r-nc-call" and call.transcript == []
+    assert chat.state.session_id == "nc-chat" and chat.state.is_chat

@@ -325,24 +325,6 @@ def _claim_parameters(claims: Sequence[Claim]) -> dict[str, Any]:
 MARK_DONE_CLAIMED, ENQUEUE_CLAIMED = _MARK_DONE_CLAIMED, _ENQUEUE_CLAIMED
 
 
-@dataclass(frozen=True, slots=True)
-class RowStatus:
-    status: OutboxStatus
-    last_error: str | None
-
-
-async def record_row_status(conn: AsyncConnection, session_id: str) -> RowStatus | None:
-    """The status and last error of the session's record row, if it has one."""
-    row = (
-        await conn.execute(
-            select(outbox.c.status, outbox.c.last_error).where(
-                outbox.c.session_id == session_id, outbox.c.kind == OutboxKind.RECORD
-            )
-        )
-    ).first()
-    return RowStatus(OutboxStatus(row.status), row.last_error) if row else None
-
-
 async def backlog_counts(conn: AsyncConnection) -> dict[str, int]:
     waiting = (OutboxStatus.PENDING, OutboxStatus.IN_PROGRESS, OutboxStatus.PARKED)
     result = await conn.execute(

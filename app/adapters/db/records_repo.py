@@ -13,6 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.adapters.db import raw
 from app.adapters.db.schema import crm_records
+from app.domain.kinds import OutboxStatus
+from app.domain.rendering import TranscriptLine
 from app.domain.session import SessionState
 
 
@@ -88,6 +90,63 @@ async def record_context(
     row = rows[0]
     newest = KnownRecord(row["record_id"], row["record_url"], row["record_session_id"]) if row["record_id"] else None
     return RecordContext(SessionState.from_document(row["state"]), row["contact_id"], newest)
+
+
+# Everything the worker reads before an end-of-session note, in one round trip: the
+# session's state and record; when it has none yet, its record row's status and last
+# error (wait for it, or give up with its reason); for a chat with a record, the
+# transcript, in the order the messages occurred.
+_NOTE_CONTEXT = raw.positional(
+    """
+    SELECT s.state, s.record_id, s.record_url, r.status AS record_row_status, r.last_error AS record_row_error,
+           t.occurred_at, t.senders, t.texts
+    FROM sessions s
+    LEFT JOIN LATERAL (
+        SELECT o.status, o.last_error FROM outbox o
+        WHERE s.record_id IS NULL AND o.session_id = s.session_id AND o.kind = 'record'
+        LIMIT 1
+    ) r ON true
+    LEFT JOIN LATERAL (
+        SELECT array_agg(m.occurred_at ORDER BY m.occurred_at, m.event_id) AS occurred_at,
+               array_agg(m.sender ORDER BY m.occurred_at, m.event_id) AS senders,
+               array_agg(m.text ORDER BY m.occurred_at, m.event_id) AS texts
+        FROM session_messages m
+        WHERE s.record_id IS NOT NULL AND s.state->>'medium' = 'chat' AND m.session_id = s.session_id
+    ) t ON true
+    WHERE s.session_id = :session_id
+    """
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordRowStatus:
+    status: OutboxStatus
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class NoteContext:
+    state: SessionState
+    record_id: str | None
+    record_url: str | None
+    # Read only while the session has no record: its record row, if it has one.
+    record_row: RecordRowStatus | None
+    # Read only for a chat with a record.
+    transcript: list[TranscriptLine]
+
+
+async def note_context(pg: asyncpg.Connection, session_id: str) -> NoteContext | None:
+    """On asyncpg's connection (raw.py: the worker reads this once per note row)."""
+    rows = await raw.fetch(pg, _NOTE_CONTEXT, {"session_id": session_id})
+    if not rows:
+        return None
+    row = rows[0]
+    record_row = (RecordRowStatus(OutboxStatus(row["record_row_status"]), row["record_row_error"])
+                  if row["record_row_status"] is not None else None)
+    lines = [TranscriptLine(*line) for line in zip(row["occurred_at"] or [], row["senders"] or [], row["texts"] or [],
+                                                    strict=True)]
+    return NoteContext(SessionState.from_document(row["state"]), row["record_id"], row["record_url"], record_row,
+                       lines)
 
 
 async def remember_records(conn: AsyncConnection, crm: str, records: Sequence[NewRecord]) -> None:
