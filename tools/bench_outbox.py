@@ -75,6 +75,8 @@ async def measure(url: str, sessions: int, profile: str | None) -> None:
             statements[key] = statements.get(key, 0) + 1
 
         event.listen(engine.sync_engine, "before_cursor_execute", count)  # statements through SQLAlchemy
+        opened = [0]
+        event.listen(engine.sync_engine, "connect", lambda *_: opened.__setitem__(0, opened[0] + 1))
         xacts_before = await _transactions(engine)
         profiler = cProfile.Profile() if profile else None
         wall, cpu = time.perf_counter(), time.process_time()
@@ -94,6 +96,7 @@ async def measure(url: str, sessions: int, profile: str | None) -> None:
         print(f"  worker CPU     : {1e6 * cpu / rows:8.1f} µs per outbox row (the drain's polls included)")
         print(f"  wall           : {wall:8.2f} s, {rows / wall:,.0f} rows/s")
         print(f"  transactions   : {xacts / rows:8.2f} per outbox row (each statement outside one counts as one)")
+        print(f"  connections    : {opened[0]:8d} opened by the pool during the drain")
         print(f"  statements     : {sum(statements.values()) / rows:8.2f} per outbox row through SQLAlchemy "
               "(BEGIN, COMMIT and statements on asyncpg's connection not counted)")
         for key, n in sorted(statements.items(), key=lambda kv: -kv[1])[:14]:

@@ -23,6 +23,7 @@ from typing import Any
 import asyncpg
 import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.util import greenlet_spawn
 
 # A `:name` bind, not a `::type` cast and not part of a word (as SQLAlchemy's text() reads it).
 _BIND = re.compile(r"(?<![:\w]):(\w+)")
@@ -90,16 +91,22 @@ async def execute(pg: asyncpg.Connection, statement: Statement, parameters: Mapp
 async def connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
     """A connection of `engine`'s pool as asyncpg's connection, outside any transaction:
     each statement commits on its own. A connection that died on the way (the server
-    restarted, the socket dropped) is taken out of the pool, not handed on."""
-    async with engine.connect() as conn:
-        pg = (await conn.get_raw_connection()).driver_connection
-        assert pg is not None, "a checked-out connection has a driver connection"
-        try:
-            yield pg
-        except BaseException:
-            if pg.is_closed():
-                await conn.invalidate()
-            raise
+    restarted, the socket dropped) is taken out of the pool, not handed on.
+
+    Checked out of the pool directly, without SQLAlchemy's Connection around it: the
+    Connection's set-up and events cost about 330 µs of CPU per checkout against 150
+    (more than a statement's round trip), and the worker checks out once per row."""
+    fairy = await engine.raw_connection()
+    pg = fairy.driver_connection
+    assert pg is not None, "a checked-out connection has a driver connection"
+    try:
+        yield pg
+    except BaseException:
+        if pg.is_closed():
+            await greenlet_spawn(fairy.invalidate)
+        raise
+    finally:
+        await greenlet_spawn(fairy.close)  # back to the pool (an invalidated one is discarded)
 
 
 @asynccontextmanager
