@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import json
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import asyncpg
 import httpx
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -150,3 +152,43 @@ async def wait_until_ready(service: RunningService, timeout: float = 60.0) -> No
             return False
 
         await eventually(ready, timeout=timeout, interval=0.2)
+
+
+@contextlib.asynccontextmanager
+async def executed_plans(pg: asyncpg.Connection) -> AsyncIterator[list[dict[str, Any]]]:
+    """The plans of the statements run on `pg` inside the block, with their actual rows."""
+    plans: list[dict[str, Any]] = []
+
+    def collect(_connection: Any, message: Any) -> None:
+        text_ = message.message
+        if "plan:" in text_:
+            plans.append(json.loads(text_.split("plan:", 1)[1])["Plan"])
+
+    await pg.execute(
+        "LOAD 'auto_explain'; SET auto_explain.log_min_duration = 0; SET auto_explain.log_analyze = on; "
+        "SET auto_explain.log_format = 'json'; SET auto_explain.log_level = 'notice'"
+    )
+    pg.add_log_listener(collect)
+    try:
+        yield plans
+    finally:
+        # Notices reach listeners through the event loop: this round trip lets them in.
+        await pg.execute("SET auto_explain.log_min_duration = -1")
+        pg.remove_log_listener(collect)
+
+
+def nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from nodes(child)
+
+
+def rows_read(plan: dict[str, Any], relation: str) -> float:
+    """Rows the plan's scans of `relation` read, kept or filtered out, over all their loops."""
+    total = 0.0
+    for node in nodes(plan):
+        if node.get("Relation Name") == relation:
+            loops = node.get("Actual Loops", 1)
+            kept = node.get("Actual Rows", 0) + node.get("Rows Removed by Filter", 0)
+            total += kept * loops + node.get("Rows Removed by Index Recheck", 0)
+    return total

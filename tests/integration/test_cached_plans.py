@@ -15,9 +15,6 @@ What the statements read is measured in rows, from the plan PostgreSQL actually 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
-from typing import Any
 
 import asyncpg
 from sqlalchemy import text
@@ -25,48 +22,10 @@ from sqlalchemy import text
 from app.adapters.db import outbox_repo, raw, records_repo, sessions_repo
 from app.domain.session import apply_event
 from tests.factories import call_events, to_event
+from tests.helpers import executed_plans, rows_read
 
 GROWN = 3000  # rows added after the statements were prepared and run on empty tables
 WARM_UP_RUNS = 8  # more than the five custom plans after which PostgreSQL may go generic
-
-
-@asynccontextmanager
-async def executed_plans(pg: asyncpg.Connection) -> AsyncIterator[list[dict[str, Any]]]:
-    """The plans of the statements run on `pg` inside the block, with their actual rows."""
-    plans: list[dict[str, Any]] = []
-
-    def collect(_connection: Any, message: Any) -> None:
-        text_ = message.message
-        if "plan:" in text_:
-            plans.append(json.loads(text_.split("plan:", 1)[1])["Plan"])
-
-    await pg.execute(
-        "LOAD 'auto_explain'; SET auto_explain.log_min_duration = 0; SET auto_explain.log_analyze = on; "
-        "SET auto_explain.log_format = 'json'; SET auto_explain.log_level = 'notice'"
-    )
-    pg.add_log_listener(collect)
-    try:
-        yield plans
-    finally:
-        pg.remove_log_listener(collect)
-        await pg.execute("SET auto_explain.log_min_duration = -1")
-
-
-def nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    yield plan
-    for child in plan.get("Plans", []):
-        yield from nodes(child)
-
-
-def rows_read(plan: dict[str, Any], relation: str) -> float:
-    """Rows the plan's scans of `relation` read, kept or filtered out, over all their loops."""
-    total = 0.0
-    for node in nodes(plan):
-        if node.get("Relation Name") == relation:
-            loops = node.get("Actual Loops", 1)
-            kept = node.get("Actual Rows", 0) + node.get("Rows Removed by Filter", 0)
-            total += kept * loops + node.get("Rows Removed by Index Recheck", 0)
-    return total
 
 
 async def test_the_record_context_reads_one_end_user_however_many_the_account_has(clean_db):
@@ -113,3 +72,25 @@ async def test_a_claim_reads_about_its_limit_however_large_the_backlog_grew(clea
     # Each row read is checked (its key's oldest open row, a running row of its key): a
     # claim that reads the whole backlog checks every row of it, and sorts them all.
     assert rows_read(claim_plan, "outbox") <= 20 * limit, json.dumps(claim_plan, indent=1)
+
+
+async def test_the_sandbox_finds_an_end_user_by_phone_however_many_contacts_it_has(clean_db):
+    from app.adapters.db import sandbox_repo
+
+    async def create(pg: asyncpg.Connection, n: int, phone: str) -> None:
+        await sandbox_repo.insert_record_for_end_user(
+            pg, session_id=f"sb-{n}", title="Call", description="", tags=[], medium="call",
+            external_id=f"eu-sb-{n}", name=None, phone=phone, email=None,
+        )
+
+    async with raw.connection(clean_db) as pg:
+        for n in range(WARM_UP_RUNS):  # planned on an (almost) empty sandbox_contacts
+            await create(pg, n, f"+55119000000{n:02d}")
+        await pg.execute(
+            "INSERT INTO sandbox_contacts (external_id, phone) "
+            "SELECT 'eu-grown-' || i, '+5521' || lpad(i::text, 9, '0') FROM generate_series(1, $1::int) AS i", GROWN
+        )
+        async with executed_plans(pg) as plans:
+            await create(pg, 99, "+552100000007")  # a grown contact's phone: found, not created
+    plan = next(p for p in plans if p["Node Type"] != "Result" or p.get("Plans"))
+    assert rows_read(plan, "sandbox_contacts") <= 10, json.dumps(plan, indent=1)

@@ -231,7 +231,8 @@ async def test_note_context_reads_the_record_row_until_there_is_a_record_then_th
     from app.service.consume import apply_batch
     from tests.factories import chat_events
 
-    events = [parse_event(orjson.dumps(d)) for d in chat_events("nc-chat", end_user_messages=3) + call_events("nc-call")]
+    documents = chat_events("nc-chat", end_user_messages=3) + call_events("nc-call")
+    events = [parse_event(orjson.dumps(d)) for d in documents]
     async with raw.transaction(clean_db) as pg:
         await apply_batch(pg, events, "sandbox")
     async with raw.connection(clean_db) as pg:

@@ -325,13 +325,21 @@ def _claim_parameters(claims: Sequence[Claim]) -> dict[str, Any]:
 MARK_DONE_CLAIMED, ENQUEUE_CLAIMED = _MARK_DONE_CLAIMED, _ENQUEUE_CLAIMED
 
 
+# Two counts, each answered by its partial index (ix_outbox_due, ix_outbox_parked): done
+# rows are kept, and one count over `status IN (...)` read every one of them.
+_BACKLOG_COUNTS = text(
+    """
+    SELECT status, count(*) FROM outbox WHERE status IN ('pending', 'in_progress') GROUP BY status
+    UNION ALL
+    SELECT 'parked', count(*) FROM outbox WHERE status = 'parked'
+    """
+)
+
+
 async def backlog_counts(conn: AsyncConnection) -> dict[str, int]:
     waiting = (OutboxStatus.PENDING, OutboxStatus.IN_PROGRESS, OutboxStatus.PARKED)
-    result = await conn.execute(
-        select(outbox.c.status, func.count()).where(outbox.c.status.in_(waiting)).group_by(outbox.c.status)
-    )
     counts = {str(status): 0 for status in waiting}
-    counts.update({status: count for status, count in result})
+    counts.update({status: count for status, count in await conn.execute(_BACKLOG_COUNTS)})
     return counts
 
 

@@ -132,6 +132,8 @@ outbox = Table(
     ),
     # The claim's "is another row of this key being carried out" check: few rows.
     Index("ix_outbox_serial_running", "serial_key", postgresql_where=text("status = 'in_progress'")),
+    # Counting the backlog reads the parked rows from here, the open ones from ix_outbox_due.
+    Index("ix_outbox_parked", "id", postgresql_where=text("status = 'parked'")),
     Index("ix_outbox_session", "session_id"),
 )
 
