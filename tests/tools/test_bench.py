@@ -11,6 +11,7 @@ from collections import defaultdict
 
 import asyncpg
 import orjson
+import pytest
 from aiokafka import AIOKafkaProducer
 
 from app.adapters.db.engine import asyncpg_dsn
@@ -106,3 +107,10 @@ def test_a_stream_applied_in_one_fetch_has_no_rate():
     window = CpuWindow({}, database="")
     assert math.isnan(bare.BareResult(100, 0.0, window).events_per_second)
     assert bare.BareResult(100, 0.5, window).events_per_second == 200.0
+
+
+def test_the_probe_waits_ten_times_its_last_look_and_never_less_than_the_poll():
+    from tools.bench.phases import POLL_SECONDS, pause_after
+
+    assert pause_after(0.001) == POLL_SECONDS
+    assert pause_after(0.045) == pytest.approx(0.45)
