@@ -92,13 +92,18 @@ async def find_contact(conn: AsyncConnection, *, phone: str | None, email: str |
 
 # Found by phone, else by email (the oldest contact with it), else made (or renamed) by
 # the end user's id: one statement, one round trip.
+# The oldest contact with the phone (email): `ORDER BY id + 0`, not `ORDER BY id`, so no
+# plan walks the primary key in id order filtering on the phone, which reads every
+# contact when the end user is new. Without statistics (a young table) the planner
+# expects a match among the first few hundred and chose that walk, 21 ms a record at
+# 10,000 contacts; the few contacts of one phone come from its index and are sorted.
 _CONTACT_CTES = """
     by_phone AS (
-        SELECT id FROM sandbox_contacts WHERE CAST(:phone AS text) <> '' AND phone = :phone ORDER BY id LIMIT 1
+        SELECT id FROM sandbox_contacts WHERE CAST(:phone AS text) <> '' AND phone = :phone ORDER BY id + 0 LIMIT 1
     ), by_email AS (
         SELECT id FROM sandbox_contacts
         WHERE CAST(:email AS text) <> '' AND email = :email AND NOT EXISTS (SELECT 1 FROM by_phone)
-        ORDER BY id LIMIT 1
+        ORDER BY id + 0 LIMIT 1
     ), created AS (
         INSERT INTO sandbox_contacts (external_id, name, phone, email)
         SELECT :external_id, :name, :phone, :email
