@@ -2,13 +2,14 @@
 transaction (service.ingest), deliver each partition's dead letters, and only then
 commit `offset + 1` for that partition.
 
-Auto-commit is off. A poll that fails for any reason other than its own data (the
-database or the broker unreachable or restarting) is retried as it is: each of its
-partitions is rewound to its batch's first offset and paused for a backoff, and nothing
-is committed for them; a partition whose dead letters could not be delivered is retried
-alone. Offsets applied but not yet committed are committed again when partitions are
-revoked; if that fails, the new owner replays the batch and the dedup rows make the
-replay a no-op.
+Auto-commit is off. When the poll's transaction fails for any reason other than its own
+data (the database or the broker unreachable or restarting, a statement timeout), each
+partition is tried again alone, so a partition whose own batch fails holds back only
+itself. A partition that fails alone is retried as it is: it is rewound to its batch's
+first offset and paused for a backoff, and nothing is committed for it; one whose dead
+letters could not be delivered is retried the same way. Offsets applied but not yet
+committed are committed again when partitions are revoked; if that fails, the new owner
+replays the batch and the dedup rows make the replay a no-op.
 """
 
 from __future__ import annotations
@@ -155,16 +156,22 @@ class ConsumerLoop:
     async def _apply_poll(
         self, consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[ConsumerRecord]]
     ) -> list[TopicPartition]:
-        """Apply a poll's batches; returns the partitions to commit. A failure to apply
-        retries every batch of the poll; a failure to deliver one partition's dead letters
-        retries that partition's batch (replayed into the dedup rows)."""
+        """Apply a poll's batches; returns the partitions to commit. When the poll's one
+        transaction fails, each partition is tried alone: one partition's batch may be
+        what failed (a statement timeout on a huge batch), and the others must not wait
+        for it. A partition that fails alone is retried alone, after a backoff; a failure
+        to deliver one partition's dead letters retries that partition's batch (replayed
+        into the dedup rows)."""
         for tp in batches:
             self.health.started(tp)
         try:
             letters = await self.ingest.apply_poll(batches)
         except Exception as exc:  # the database or the broker: retry the same batches, lose nothing
-            for tp, messages in batches.items():
-                self._retry_later(consumer, tp, messages[0].offset, messages[-1].offset, exc)
+            if len(batches) > 1:
+                alone = await asyncio.gather(*(self._apply_poll(consumer, {tp: m}) for tp, m in batches.items()))
+                return [tp for applied in alone for tp in applied]
+            [(tp, messages)] = batches.items()
+            self._retry_later(consumer, tp, messages[0].offset, messages[-1].offset, exc)
             return []
         delivered = await asyncio.gather(
             *(self._deliver(consumer, tp, messages, letters[tp]) for tp, messages in batches.items())

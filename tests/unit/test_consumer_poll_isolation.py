@@ -1,0 +1,73 @@
+"""A poll's partitions are applied in one transaction; when that transaction fails for a
+reason that is not the data (a statement timeout on one huge batch, say), each partition
+is tried alone, so the one that fails again is retried alone and the others move on."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from aiokafka import TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from app.entrypoints.consumer import ConsumerLoop, _Rebalance
+from app.settings import Settings
+
+GOOD, BAD = TopicPartition("events", 0), TopicPartition("events", 1)
+
+
+class _Consumer:
+    def __init__(self):
+        self.batch = {tp: [ConsumerRecord("events", tp.partition, 7, 0, 0, b"k", b"{}", None, 1, 2, ())]
+                      for tp in (GOOD, BAD)}
+        self.paused_partitions: set[TopicPartition] = set()
+        self.committed: dict = {}
+
+    def assignment(self):
+        return {GOOD, BAD}
+
+    def paused(self):
+        return set(self.paused_partitions)
+
+    def resume(self, *partitions):
+        self.paused_partitions -= set(partitions)
+
+    def pause(self, *partitions):
+        self.paused_partitions |= set(partitions)
+
+    def seek(self, tp, offset):
+        pass
+
+    async def getmany(self, timeout_ms=0, max_records=None):
+        batch, self.batch = self.batch, {}
+        return batch
+
+    def highwater(self, tp):
+        return 8
+
+    async def commit(self, offsets):
+        self.committed.update(offsets)
+
+
+async def test_a_failure_one_partition_causes_holds_back_only_that_partition():
+    settings = Settings(_env_file=None, kafka_topic="events")
+    loop = ConsumerLoop(settings, engine=None, publisher=SimpleNamespace(producer=None), crm_name="sandbox")
+    consumer = _Consumer()
+    loop.consumer = consumer
+    await _Rebalance(loop).on_partitions_assigned({GOOD, BAD})
+    tried: list[set[TopicPartition]] = []
+
+    async def apply_poll(batches):
+        tried.append(set(batches))
+        if BAD in batches:
+            raise TimeoutError("canceling statement due to statement timeout")
+        return {tp: [] for tp in batches}
+
+    async def deliver(letters):
+        pass
+
+    loop.ingest.apply_poll = apply_poll
+    loop.dead_letters = SimpleNamespace(deliver=deliver)
+    await loop.poll_once(consumer)
+    assert tried[0] == {GOOD, BAD}  # one transaction first
+    assert consumer.committed == {GOOD: 8}  # the good partition moved on
+    assert consumer.paused_partitions == {BAD}  # the bad one waits for its retry, alone
