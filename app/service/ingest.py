@@ -67,9 +67,8 @@ class PartitionIngest:
     async def apply_poll(
         self, batches: Mapping[TopicPartition, Sequence[ConsumerRecord]]
     ) -> dict[TopicPartition, list[DeadLetter]]:
-        """A poll's batches, every partition's in one transaction: a poll costs a handful of
-        statements however many partitions it brought (at a few events per partition, one
-        transaction each was most of the consumer's CPU). Partitions never share a session,
+        """A poll's batches, every partition's in one transaction: a handful of statements
+        per poll, however many partitions it brought. Partitions never share a session,
         so their events go in side by side, each partition's in its order. When the data
         is refused, each partition is retried alone and split until the refused events
         are isolated; the other partitions lose nothing. Returns each partition's dead
@@ -92,12 +91,13 @@ class PartitionIngest:
                 try:
                     await self._apply([p.event for p in valid], trace_for)
                 except Exception as exc:
-                    if not (rejects_the_data(exc) or isinstance(exc, EventNotApplicable)):
-                        raise  # infrastructure: every batch of the poll is retried
-                    if len(valid) == 1:
-                        self._isolate_one(valid[0], letters, exc)
+                    if not _refuses_the_data(exc):
+                        raise  # infrastructure: the caller retries the poll
+                    with_events = [tp for tp in batches if parsed[tp]]
+                    if len(with_events) == 1:  # that partition's batch was just tried: split it
+                        await self._split(parsed[with_events[0]], letters[with_events[0]], exc, trace_for)
                     else:
-                        for tp in batches:
+                        for tp in with_events:
                             await self._apply_isolating(parsed[tp], letters[tp], trace_for)
         metrics.batch_duration.observe(time.perf_counter() - started)
         for found in letters.values():
@@ -108,26 +108,25 @@ class PartitionIngest:
             found.sort(key=lambda letter: letter.offset)
         return letters
 
-    @staticmethod
-    def _isolate_one(one: _Parsed, letters: dict[TopicPartition, list[DeadLetter]], exc: BaseException) -> None:
-        with log_context(session_id=one.event.session.id, event_id=one.event.event_id):
-            tp = TopicPartition(one.message.topic, one.message.partition)
-            letters[tp].append(dead_letter(one.message, _stored_reason(exc)))
-
     async def _apply_isolating(self, parsed: list[_Parsed], letters: list[DeadLetter], trace_for: TraceFor) -> None:
         try:
             await self._apply([p.event for p in parsed], trace_for)
         except Exception as exc:
-            if not (rejects_the_data(exc) or isinstance(exc, EventNotApplicable)):
+            if not _refuses_the_data(exc):
                 raise  # infrastructure: the whole batch is retried
-            if len(parsed) == 1:
-                with log_context(session_id=parsed[0].event.session.id, event_id=parsed[0].event.event_id):
-                    letters.append(dead_letter(parsed[0].message, _stored_reason(exc)))
-                return
-            # Halves keep the partition's order; k refused events cost about 2k·log n tries.
-            middle = len(parsed) // 2
-            await self._apply_isolating(parsed[:middle], letters, trace_for)
-            await self._apply_isolating(parsed[middle:], letters, trace_for)
+            await self._split(parsed, letters, exc, trace_for)
+
+    async def _split(self, parsed: list[_Parsed], letters: list[DeadLetter], exc: BaseException,
+                     trace_for: TraceFor) -> None:
+        """`parsed` was refused: dead-letter it if it is one event, else try its halves."""
+        if len(parsed) == 1:
+            with log_context(session_id=parsed[0].event.session.id, event_id=parsed[0].event.event_id):
+                letters.append(dead_letter(parsed[0].message, _stored_reason(exc)))
+            return
+        # Halves keep the partition's order; k refused events cost about 2k·log n tries.
+        middle = len(parsed) // 2
+        await self._apply_isolating(parsed[:middle], letters, trace_for)
+        await self._apply_isolating(parsed[middle:], letters, trace_for)
 
     async def _apply(self, events: list[SessionEvent], trace_for: TraceFor) -> None:
         if not events:
@@ -141,6 +140,10 @@ class PartitionIngest:
             metrics.events_duplicate.inc(outcome.duplicates)
         for decision in outcome.decisions:
             metrics.decisions.labels(decision.kind).inc()
+
+
+def _refuses_the_data(exc: BaseException) -> bool:
+    return rejects_the_data(exc) or isinstance(exc, EventNotApplicable)
 
 
 def _stored_reason(exc: BaseException) -> str:
