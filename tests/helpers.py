@@ -192,3 +192,15 @@ def rows_read(plan: dict[str, Any], relation: str) -> float:
             kept = node.get("Actual Rows", 0) + node.get("Rows Removed by Filter", 0)
             total += kept * loops + node.get("Rows Removed by Index Recheck", 0)
     return total
+
+
+async def driver_connection(conn: Any) -> asyncpg.Connection:
+    """asyncpg's connection under SQLAlchemy's `conn`, inside `conn`'s transaction if it
+    has one: for repository functions that run on asyncpg's connection (raw.py) in a
+    test's transaction. SQLAlchemy begins a transaction lazily, at its first statement,
+    so one is run first."""
+    from sqlalchemy import text
+
+    if conn.in_transaction():
+        await conn.execute(text("SELECT 1"))
+    return (await conn.get_raw_connection()).driver_connection

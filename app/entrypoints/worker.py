@@ -16,7 +16,7 @@ import logging
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.adapters.db import outbox_repo
+from app.adapters.db import outbox_repo, raw
 from app.adapters.db.engine import asyncpg_dsn
 from app.adapters.db.outbox_repo import Claim
 from app.service.outbox import OutboxRunner
@@ -114,9 +114,8 @@ class OutboxWorker:
                         len(row_ids), exc)
 
     async def _claim(self, limit: int):
-        # A transaction, not one autocommitted statement: see outbox_repo.claim.
-        async with self.engine.begin() as conn:
-            return await outbox_repo.claim(conn, limit, self.settings.outbox_lease_seconds)
+        async with raw.connection(self.engine) as pg:
+            return await outbox_repo.claim(pg, limit, self.settings.outbox_lease_seconds)
 
     async def _run_one(self, row) -> None:
         self._claims[row.id] = row.claim_id

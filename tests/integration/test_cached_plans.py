@@ -52,9 +52,11 @@ async def test_the_record_context_reads_one_end_user_however_many_the_account_ha
 async def test_a_claim_reads_about_its_limit_however_large_the_backlog_grew(clean_db):
     limit = 16
     async with clean_db.connect() as conn:
+        # The worker's path: the claim in a transaction of its own on asyncpg's connection.
+        pg = (await conn.get_raw_connection()).driver_connection
+        assert pg is not None
         for _ in range(WARM_UP_RUNS):  # planned on an empty outbox
-            async with conn.begin():
-                assert await outbox_repo.claim(conn, limit, lease_seconds=30) == []
+            assert await outbox_repo.claim(pg, limit, lease_seconds=30) == []
         async with conn.begin():
             # A backlog of due rows, one end user each: any of them may go.
             await conn.execute(
@@ -65,11 +67,8 @@ async def test_a_claim_reads_about_its_limit_however_large_the_backlog_grew(clea
                 ),
                 {"n": GROWN},
             )
-        pg = (await conn.get_raw_connection()).driver_connection
-        assert pg is not None
         async with executed_plans(pg) as plans:
-            async with conn.begin():
-                claimed = await outbox_repo.claim(conn, limit, lease_seconds=30)
+            claimed = await outbox_repo.claim(pg, limit, lease_seconds=30)
     assert [row.idempotency_key for row in claimed] == [f"row-{i}" for i in range(1, limit + 1)]
     claim_plan = next(p for p in plans if p["Node Type"] == "ModifyTable")
     # Each row read is checked (its key's oldest open row, a running row of its key): a

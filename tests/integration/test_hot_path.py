@@ -14,6 +14,7 @@ from app.service.consume import apply_batch
 from app.service.outbox import OutboxRunner
 from app.settings import Settings
 from tests.factories import call_events, to_event
+from tests.helpers import driver_connection
 
 
 async def _save(conn, **document) -> int:
@@ -32,7 +33,7 @@ def _runner(engine) -> tuple[OutboxRunner, list]:
 
 async def _claim_all(engine):
     async with engine.begin() as conn:
-        return await outbox_repo.claim(conn, 100, lease_seconds=30)
+        return await outbox_repo.claim(await driver_connection(conn), 100, lease_seconds=30)
 
 
 async def _title(engine, session_id: str) -> str:

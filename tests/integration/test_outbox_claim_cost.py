@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import text
 
 from app.adapters.db import outbox_repo
+from tests.helpers import driver_connection
 
 KEYS = 4  # each a run of consecutive rows, as one busy end user makes
 ROWS_PER_KEY = 1500
@@ -54,8 +55,10 @@ async def test_the_per_key_check_touches_a_bounded_number_of_rows_however_long_t
         await _seed_backlog(conn)
     async with clean_db.connect() as conn:
         transaction = await conn.begin()
-        statement = text("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + outbox_repo.CLAIM.text)
-        raw_plan = (await conn.execute(statement, {"limit": 10, "lease": 30})).scalar_one()
+        pg = await driver_connection(conn)
+        claim = outbox_repo.CLAIM
+        raw_plan = await pg.fetchval("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + claim.sql,
+                                     *claim.arguments({"limit": 10, "lease": 30}))
         claimed = (await conn.execute(text("SELECT serial_key FROM outbox WHERE claimed_at IS NOT NULL"))).all()
         await transaction.rollback()
     plan = (raw_plan if isinstance(raw_plan, list) else json.loads(raw_plan))[0]["Plan"]

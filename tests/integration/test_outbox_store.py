@@ -20,6 +20,7 @@ from app.domain.kinds import DecisionKind, RecordAction
 from app.domain.session import apply_event
 from app.service.outbox import Completion, CompletionWriter, Finished, MadeRecord
 from tests.factories import call_events, to_event
+from tests.helpers import driver_connection
 
 
 async def test_migrations_build_exactly_the_declared_schema(engine):
@@ -48,15 +49,15 @@ async def test_records_are_claimed_before_older_notes_and_each_serial_key_in_ord
             ],
         )
     async with clean_db.begin() as conn:
-        first = await outbox_repo.claim(conn, 2, lease_seconds=30)
+        first = await outbox_repo.claim(await driver_connection(conn), 2, lease_seconds=30)
     assert {r.idempotency_key for r in first} == {"record-c", "publish-d"}
     async with clean_db.begin() as conn:
-        rest = await outbox_repo.claim(conn, 10, lease_seconds=30)
+        rest = await outbox_repo.claim(await driver_connection(conn), 10, lease_seconds=30)
     assert {r.idempotency_key for r in rest} == {"note-a", "note-b"}
     async with clean_db.begin() as conn:
         await outbox_repo.mark_done(conn, [r.id for r in rest if r.idempotency_key == "note-b"])
     async with clean_db.begin() as conn:
-        assert [r.idempotency_key for r in await outbox_repo.claim(conn, 10, lease_seconds=30)] == ["record-b2"]
+        assert await _claimed_keys(conn) == ["record-b2"]
 
 
 async def test_a_row_committed_after_a_newer_one_of_its_serial_key_waits_while_that_one_runs(clean_db):
@@ -70,15 +71,15 @@ async def test_a_row_committed_after_a_newer_one_of_its_serial_key_waits_while_t
     async with clean_db.begin() as conn:
         await outbox_repo.enqueue(conn, [_row("record-b", "record", "k-race")])
     async with clean_db.begin() as conn:
-        assert [r.idempotency_key for r in await outbox_repo.claim(conn, 10, lease_seconds=30)] == ["record-b"]
+        assert await _claimed_keys(conn) == ["record-b"]
     await older.commit()
     await older.close()
     async with clean_db.begin() as conn:
-        assert await outbox_repo.claim(conn, 10, lease_seconds=30) == []
+        assert await outbox_repo.claim(await driver_connection(conn), 10, lease_seconds=30) == []
         await outbox_repo.mark_done(conn, [(await conn.execute(
             text("SELECT id FROM outbox WHERE idempotency_key = 'record-b'"))).scalar_one()])
     async with clean_db.begin() as conn:
-        assert [r.idempotency_key for r in await outbox_repo.claim(conn, 10, lease_seconds=30)] == ["record-a"]
+        assert await _claimed_keys(conn) == ["record-a"]
 
 
 async def test_a_claim_waits_for_a_concurrent_claim_to_commit_before_it_looks(clean_db):
@@ -94,13 +95,13 @@ async def test_a_claim_waits_for_a_concurrent_claim_to_commit_before_it_looks(cl
         await outbox_repo.enqueue(conn, [_row("record-b", "record", "k-race")])
     claim_x = await clean_db.connect()
     await claim_x.begin()
-    assert [r.idempotency_key for r in await outbox_repo.claim(claim_x, 10, lease_seconds=30)] == ["record-b"]
+    assert await _claimed_keys(claim_x) == ["record-b"]
     await older.commit()
     await older.close()
 
     async def claim_y():
         async with clean_db.begin() as conn:
-            return await outbox_repo.claim(conn, 10, lease_seconds=30)
+            return await outbox_repo.claim(await driver_connection(conn), 10, lease_seconds=30)
 
     second = asyncio.create_task(claim_y())
     done, _ = await asyncio.wait({second}, timeout=0.5)
@@ -110,15 +111,59 @@ async def test_a_claim_waits_for_a_concurrent_claim_to_commit_before_it_looks(cl
     assert await asyncio.wait_for(second, timeout=10) == []
 
 
+async def test_a_claim_outside_a_transaction_commits_in_one_of_its_own(clean_db):
+    # The worker's path: no transaction around the call; the claim begins, locks, claims
+    # and commits on its own, so another connection sees the row taken.
+    async with clean_db.begin() as conn:
+        await outbox_repo.enqueue(conn, [_row("own-1", "record", "k-own")])
+    async with raw.connection(clean_db) as pg:
+        [row] = await outbox_repo.claim(pg, 10, lease_seconds=30)
+        assert not pg.is_in_transaction()
+    async with clean_db.connect() as conn:
+        status, claim_id = (await conn.execute(text("SELECT status, claim_id::text FROM outbox"))).one()
+    assert (status, claim_id) == ("in_progress", row.claim_id)
+
+
+async def test_a_claim_that_fails_leaves_no_transaction_and_no_claim_lock_behind(clean_db):
+    async with clean_db.begin() as conn:
+        await outbox_repo.enqueue(conn, [_row("after-failure", "record", "k-fail")])
+    async with raw.connection(clean_db) as pg:
+        with pytest.raises(Exception, match="LIMIT must not be negative"):
+            await outbox_repo.claim(pg, -1, lease_seconds=30)
+        assert not pg.is_in_transaction()
+        # The claim lock went with the rolled-back transaction: a claim elsewhere proceeds.
+        async with raw.connection(clean_db) as other:
+            claimed = await asyncio.wait_for(outbox_repo.claim(other, 10, lease_seconds=30), timeout=5)
+        assert [r.idempotency_key for r in claimed] == ["after-failure"]
+
+
+async def test_a_raw_connection_left_in_a_transaction_is_not_handed_to_the_next_user(clean_db):
+    # SQLAlchemy's pool rolls back on return only what SQLAlchemy began; a transaction
+    # begun on asyncpg's connection must not reach the next checkout still open.
+    with pytest.raises(RuntimeError):
+        async with raw.connection(clean_db) as pg:
+            await pg.execute("BEGIN; SELECT pg_advisory_xact_lock(42)")
+            raise RuntimeError("the block failed inside its own transaction")
+    async with raw.connection(clean_db) as pg:
+        assert not pg.is_in_transaction()
+        assert await asyncio.wait_for(pg.fetchval("SELECT pg_try_advisory_lock(42)"), timeout=5)
+        await pg.execute("SELECT pg_advisory_unlock(42)")
+
+
 async def test_a_claim_notes_when_it_was_made(clean_db):
     async with clean_db.begin() as conn:
         await outbox_repo.enqueue(conn, [_row("r-1", "record", "k-1")])
     async with clean_db.begin() as conn:
         assert (await conn.execute(text("SELECT claimed_at FROM outbox"))).scalar_one() is None
         before = (await conn.execute(text("SELECT clock_timestamp()"))).scalar_one()
-        await outbox_repo.claim(conn, 1, lease_seconds=30)
+        await outbox_repo.claim(await driver_connection(conn), 1, lease_seconds=30)
         claimed_at, created_at = (await conn.execute(text("SELECT claimed_at, created_at FROM outbox"))).one()
     assert claimed_at >= before and claimed_at > created_at
+
+
+async def _claimed_keys(conn) -> list[str]:
+    claimed = await outbox_repo.claim(await driver_connection(conn), 10, lease_seconds=30)
+    return [r.idempotency_key for r in claimed]
 
 
 async def _claimed_record_rows(engine, session_ids: list[str]):
@@ -126,7 +171,7 @@ async def _claimed_record_rows(engine, session_ids: list[str]):
         states = [apply_event(None, to_event(call_events(sid, end_user_id=f"eu-{sid}")[0])) for sid in session_ids]
         await sessions_repo.save_states(conn, states)
         await outbox_repo.enqueue(conn, [_row(sid, "record", None, sid) for sid in session_ids])
-        claimed = await outbox_repo.claim(conn, len(session_ids), lease_seconds=30)
+        claimed = await outbox_repo.claim(await driver_connection(conn), len(session_ids), lease_seconds=30)
     return {s.session_id: s for s in states}, {r.idempotency_key: r for r in claimed}
 
 
@@ -211,11 +256,11 @@ async def test_sandbox_end_of_session_note_is_written_once_per_key(clean_db):
 async def test_a_row_claimed_again_after_its_lease_knows_the_outcome_is_unknown_and_the_old_claim_is_fenced(clean_db):
     async with clean_db.begin() as conn:
         await outbox_repo.enqueue(conn, [_row("fenced", "ended_note", None)])
-        [first] = await outbox_repo.claim(conn, 1, lease_seconds=0.05)
+        [first] = await outbox_repo.claim(await driver_connection(conn), 1, lease_seconds=0.05)
     assert not first.outcome_unknown  # a first attempt: nothing can exist yet
     await asyncio.sleep(0.2)  # the claimer froze past its lease
     async with clean_db.begin() as conn:
-        [second] = await outbox_repo.claim(conn, 1, lease_seconds=30)
+        [second] = await outbox_repo.claim(await driver_connection(conn), 1, lease_seconds=30)
     assert second.id == first.id and second.outcome_unknown and second.claim_id != first.claim_id
     async with clean_db.begin() as conn:
         # The old claimer's heartbeat and bookkeeping no longer hold the row; the new one's do.

@@ -15,7 +15,7 @@ from app.adapters.db.outbox_repo import NewOutboxRow
 from app.adapters.kafka.producer import KafkaPublisher
 from app.domain.kinds import OutcomeEventType
 from app.domain.outcome import OutcomeEvent
-from tests.helpers import eventually, run_in_process
+from tests.helpers import driver_connection, eventually, run_in_process
 from tests.integration.kafka_helpers import read_all
 
 
@@ -28,7 +28,7 @@ async def _claimed_by_a_worker_that_dies(engine, session_id: str) -> None:
     async with engine.begin() as conn:
         await outbox_repo.enqueue(conn, [NewOutboxRow(f"skipped:sandbox:{session_id}", "publish", session_id, None,
                                                       _skipped(session_id).payload())])
-        assert len(await outbox_repo.claim(conn, 10, lease_seconds=0.5)) == 1
+        assert len(await outbox_repo.claim(await driver_connection(conn), 10, lease_seconds=0.5)) == 1
 
 
 async def _done(engine, session_id: str) -> bool:

@@ -3,15 +3,18 @@ from, claimed by workers with FOR UPDATE SKIP LOCKED, and every CRM attempt made
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 import orjson
 from sqlalchemy import func, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.adapters.db import raw
 from app.adapters.db.schema import outbox
 from app.domain.kinds import OutboxKind, OutboxStatus
 
@@ -82,7 +85,7 @@ _ENQUEUE = text(
 # which in a long run of one key is thousands of rows away. One check with an OR
 # read every open row of the key for each row it looked at: a backlog of long runs per
 # key made the claim cost (rows walked) x (run length), over 100 s at 140,000 rows.
-_CLAIM = text(
+_CLAIM = raw.positional(
     """
     WITH candidates AS (
         SELECT o.id FROM outbox o
@@ -149,21 +152,38 @@ async def notify_workers(conn: AsyncConnection) -> None:
 # driver's prepared statement or planned on statistics from before the backlog grew,
 # read and sorted every open row: a claim's cost growing with the backlog
 # (test_cached_plans). The settings last for the claim's transaction only.
-_CLAIM_LOCK = text(
-    "SELECT pg_advisory_xact_lock(:key), set_config('enable_bitmapscan', 'off', true), "
+CLAIM_LOCK_KEY = 0x6F7574626F78  # "outbox"
+_CLAIM_LOCK = (
+    f"SELECT pg_advisory_xact_lock({CLAIM_LOCK_KEY}), set_config('enable_bitmapscan', 'off', true), "
     "set_config('enable_seqscan', 'off', true)"
 )
-CLAIM_LOCK_KEY = 0x6F7574626F78  # "outbox"
 
 
-async def claim(conn: AsyncConnection, limit: int, lease_seconds: float) -> list[ClaimedRow]:
-    """Claim due rows. Needs a transaction: the claim statement's snapshot must be taken
-    after the claim lock is granted, so it is a statement of its own before the claim."""
-    await conn.execute(_CLAIM_LOCK, {"key": CLAIM_LOCK_KEY})
-    result = await conn.execute(_CLAIM, {"limit": limit, "lease": lease_seconds})
-    rows = [ClaimedRow(**{**row, "kind": OutboxKind(row["kind"])}) for row in result.mappings()]
-    rows.sort(key=lambda r: r.id)
-    return rows
+async def claim(pg: asyncpg.Connection, limit: int, lease_seconds: float) -> list[ClaimedRow]:
+    """Claim due rows, on asyncpg's connection (raw.py: the worker claims many times a
+    second). The claim statement's snapshot must be taken after the claim lock is
+    granted, so the lock is a statement of its own before it, in one transaction: the
+    caller's when `pg` is in one (tests), else a transaction of the claim's own, whose
+    BEGIN travels with the lock in one round trip."""
+    if pg.is_in_transaction():
+        await pg.execute(_CLAIM_LOCK)
+        return _claimed(await raw.fetch(pg, _CLAIM, {"limit": limit, "lease": lease_seconds}))
+    await pg.execute(f"BEGIN; {_CLAIM_LOCK}")  # no parameters: one simple query, one round trip
+    try:
+        rows = await raw.fetch(pg, _CLAIM, {"limit": limit, "lease": lease_seconds})
+        await pg.execute("COMMIT")
+    except BaseException:
+        if not pg.is_closed() and pg.is_in_transaction():
+            with contextlib.suppress(Exception):  # else raw.connection discards the connection
+                await pg.execute("ROLLBACK")
+        raise
+    return _claimed(rows)
+
+
+def _claimed(rows: Sequence[Any]) -> list[ClaimedRow]:
+    claimed = [ClaimedRow(**{**row, "kind": OutboxKind(row["kind"])}) for row in rows]
+    claimed.sort(key=lambda r: r.id)
+    return claimed
 
 
 _MARK_DONE = text(
