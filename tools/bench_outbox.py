@@ -55,6 +55,7 @@ async def measure(url: str, sessions: int, profile: str | None) -> None:
     events = [parse_event(m.value) for m in stream.messages]
     engine = build_engine(settings)
     published: list[dict[str, Any]] = []
+    sandbox: SandboxAdapter | None = None
 
     async def publish(session_id: str, event: OutcomeEvent) -> None:
         published.append(event.payload())
@@ -65,7 +66,8 @@ async def measure(url: str, sessions: int, profile: str | None) -> None:
                 await apply_batch(pg, events[start:start + 500], "sandbox")
         async with engine.connect() as conn:
             rows = (await conn.execute(text("SELECT count(*) FROM outbox"))).scalar_one()
-        runner = OutboxRunner(engine, SandboxAdapter(engine), publish, settings)
+        sandbox = SandboxAdapter.from_settings(settings, engine=engine)  # its own pool, as the service has it
+        runner = OutboxRunner(engine, sandbox, publish, settings)
         worker = OutboxWorker(settings, engine, runner)
         stop = asyncio.Event()
         statements: dict[str, int] = {}
@@ -105,6 +107,8 @@ async def measure(url: str, sessions: int, profile: str | None) -> None:
             profiler.dump_stats(profile)
             pstats.Stats(profile).sort_stats("cumulative").print_stats(45)
     finally:
+        if sandbox is not None:
+            await sandbox.aclose()
         await engine.dispose()
 
 

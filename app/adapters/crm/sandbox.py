@@ -24,6 +24,7 @@ from app.adapters.crm.base import (
     log_call,
 )
 from app.adapters.db import raw, sandbox_repo
+from app.adapters.db.engine import build_engine
 from app.domain.policy import ExistingRecord
 from app.settings import Settings
 
@@ -35,15 +36,25 @@ def sandbox_record_url(record_id: int | str) -> str:
 class SandboxAdapter:
     name = "sandbox"
 
-    def __init__(self, engine: AsyncEngine, *, latency_ms: int = 0):
+    def __init__(self, engine: AsyncEngine, *, latency_ms: int = 0, owns_engine: bool = False):
         self.engine = engine
+        self.owns_engine = owns_engine
         # A call of one statement needs no BEGIN and COMMIT around it (two round trips).
         self._one_statement = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.latency = latency_ms / 1000
 
     @classmethod
     def from_settings(cls, settings: Settings, *, engine: AsyncEngine) -> SandboxAdapter:
-        return cls(engine, latency_ms=settings.sandbox_latency_ms)
+        """A pool of its own on the service's database, as a remote CRM is a system of its
+        own: its statements are planned each for its own parameters. Its find-or-create
+        contact looks a phone or an email up among contacts that grow by one per new end
+        user, and a generic plan cached while the table was small read every contact
+        (test_cached_plans); the service's own statements keep PostgreSQL's default. One
+        connection per outbox row in flight at most: opened when first needed, so a
+        quiet replica holds few."""
+        own = build_engine(settings, url=engine.url.render_as_string(hide_password=False),
+                           pool_size=settings.outbox_concurrency, plan_every_statement=True)
+        return cls(own, latency_ms=settings.sandbox_latency_ms, owns_engine=True)
 
     async def _call(self, operation: str, work, *, one_statement: bool = False, on_asyncpg: bool = False):
         """Run `work(conn)` in its own transaction, with the configured answer time, and log it.
@@ -173,7 +184,8 @@ class SandboxAdapter:
         await self._call("add_note", work, on_asyncpg=True)
 
     async def aclose(self) -> None:
-        """The engine belongs to the service; nothing to release here."""
+        if self.owns_engine:
+            await self.engine.dispose()
 
 
 async def close_sandbox_record(engine: AsyncEngine, record_id: int, status: str, closed_at: datetime | None) -> bool:

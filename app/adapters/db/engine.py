@@ -12,10 +12,21 @@ def _dumps(value: object) -> str:
     return orjson.dumps(value).decode()
 
 
-def build_engine(settings: Settings, *, url: str | None = None) -> AsyncEngine:
+def build_engine(
+    settings: Settings, *, url: str | None = None, pool_size: int | None = None, plan_every_statement: bool = False
+) -> AsyncEngine:
+    """The service's engine. `plan_every_statement`: PostgreSQL plans each statement for
+    its own parameters and the tables as they are, never a generic plan (the sandbox's)."""
+    # The driver prepares each statement once per connection, and after five runs
+    # PostgreSQL may switch it to a generic plan made with the sizes the tables had then and
+    # keep it until the table is next analyzed. The service's own statements are written so
+    # that their generic plans stay bounded as tables grow (test_cached_plans), and they
+    # keep PostgreSQL's default: planning every statement cost PostgreSQL about 40 % on top
+    # of executing them at 1,000 events/s (docs/bench.md).
+    server_settings = {"plan_cache_mode": "force_custom_plan"} if plan_every_statement else {}
     return create_async_engine(
         url or settings.resolved_database_url(),
-        pool_size=settings.database_pool_size,
+        pool_size=pool_size or settings.database_pool_size,
         # The pool itself is sized for the worker's rows in flight plus the consumer;
         # a few more for bursts (the API, the claimer). Connections are held briefly, never
         # across a CRM call, so beyond that a row waits for one rather than opening a new
@@ -29,13 +40,7 @@ def build_engine(settings: Settings, *, url: str | None = None) -> AsyncEngine:
         hide_parameters=True,
         json_serializer=_dumps,
         json_deserializer=orjson.loads,
-        # Every statement is planned for its own parameters and the tables as they are.
-        # The driver prepares each statement once per connection, and after five runs
-        # PostgreSQL may switch it to a generic plan made with the sizes the tables had
-        # then and keep it: a service started on a young database kept plans that read
-        # every row of tables grown since (the end users, the sandbox's contacts, the
-        # backlog; test_cached_plans). Planning costs a fraction of a millisecond.
-        connect_args={"server_settings": {"plan_cache_mode": "force_custom_plan"}},
+        connect_args={"server_settings": server_settings},
     )
 
 
