@@ -1,5 +1,5 @@
-"""The outbox worker loop: claim due rows (FOR UPDATE SKIP LOCKED), run up to
-`OUTBOX_CONCURRENCY` of them at once, and sleep until PostgreSQL notifies that new
+"""The outbox worker loop: claim due rows (FOR UPDATE SKIP LOCKED), run the CRM work of
+up to `OUTBOX_CONCURRENCY` of them at once, and sleep until PostgreSQL notifies that new
 rows were committed or the next poll is due. Any number of replicas may run it.
 
 While a row is in flight (waiting for the CRM's rate budget, or for a slow CRM) the
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -31,11 +32,15 @@ class OutboxWorker:
         self.engine = engine
         self.runner = runner
         self._wake = asyncio.Event()
-        self._in_flight: set[asyncio.Task] = set()
+        self._in_flight: set[asyncio.Task] = set()  # every row not finished
+        # The rows whose CRM work is not over: at most `outbox_concurrency`. A row past it
+        # (its bookkeeping, its outcome events) holds no slot; all rows in flight are
+        # bounded by twice that, so a slow database cannot pile up finished rows.
+        self._at_crm: set[asyncio.Task] = set()
         self._claims: dict[int, str | None] = {}  # in-flight row id -> its claim id
         self._row_ids: dict[asyncio.Task, int] = {}  # for releasing rows at shutdown
-        # The claim and the lease heartbeat are one statement each: atomic without a
-        # BEGIN and a COMMIT around it (two round trips).
+        # The lease heartbeat is one statement: atomic without a BEGIN and a COMMIT around
+        # it (two round trips).
         self._one_statement = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -47,7 +52,7 @@ class OutboxWorker:
                 # Cleared before claiming: a NOTIFY that lands while we claim sets it again,
                 # so it is never lost to the poll interval.
                 self._wake.clear()
-                free = self.settings.outbox_concurrency - len(self._in_flight)
+                free = self._free_slots()
                 claimed = []
                 if free > 0:
                     try:
@@ -56,16 +61,10 @@ class OutboxWorker:
                         log.error("claiming outbox rows failed: %r", exc)
                         await asyncio.sleep(1.0)
                 for row in claimed:
-                    task = asyncio.create_task(self._run_one(row))
-                    self._in_flight.add(task)
-                    self._row_ids[task] = row.id
-                    task.add_done_callback(self._finished)
-                if claimed and len(claimed) == free:
-                    # There may be more; wait only for a slot.
-                    await asyncio.wait([stopping, *self._in_flight], return_when=asyncio.FIRST_COMPLETED)
-                    continue
-                if claimed:
-                    continue
+                    self._start(row)
+                if claimed and len(claimed) < free:
+                    continue  # more may have been committed meanwhile
+                # Idle, or every slot taken: until new rows or a slot freed wake us.
                 waker = asyncio.ensure_future(self._wake.wait())
                 await asyncio.wait(
                     [stopping, waker], timeout=self.settings.outbox_poll_seconds, return_when=asyncio.FIRST_COMPLETED
@@ -83,8 +82,24 @@ class OutboxWorker:
         """New rows were committed in this process (the consumer): claim now."""
         self._wake.set()
 
+    def _free_slots(self) -> int:
+        limit = self.settings.outbox_concurrency
+        return min(limit - len(self._at_crm), 2 * limit - len(self._in_flight))
+
+    def _start(self, row) -> None:
+        task = asyncio.create_task(self._run_one(row, lambda: self._crm_done(task)))
+        self._in_flight.add(task)
+        self._at_crm.add(task)
+        self._row_ids[task] = row.id
+        task.add_done_callback(self._finished)
+
+    def _crm_done(self, task: asyncio.Task) -> None:
+        self._at_crm.discard(task)
+        self._wake.set()
+
     def _finished(self, task: asyncio.Task) -> None:
         self._in_flight.discard(task)
+        self._at_crm.discard(task)
         self._row_ids.pop(task, None)
         self._wake.set()
 
@@ -117,10 +132,10 @@ class OutboxWorker:
         async with raw.connection(self.engine) as pg:
             return await outbox_repo.claim(pg, limit, self.settings.outbox_lease_seconds)
 
-    async def _run_one(self, row) -> None:
+    async def _run_one(self, row, crm_done: Callable[[], None]) -> None:
         self._claims[row.id] = row.claim_id
         try:
-            await self.runner.run(row)
+            await self.runner.run(row, crm_done)
         except Exception as exc:
             # Bookkeeping itself failed (database gone): the lease expiry will bring it back.
             # Expected when the database is down, so one line, no traceback.

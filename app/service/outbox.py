@@ -118,28 +118,33 @@ class OutboxRunner:
             self.engine, self.crm.name, account=self.account, lease_seconds=self.settings.outbox_lease_seconds
         )
 
-    async def run(self, row: ClaimedRow) -> OutboxStatus | None:
+    async def run(self, row: ClaimedRow, crm_done: Callable[[], None] = lambda: None) -> OutboxStatus | None:
         """Carry out `row`; returns its new status (done, pending, parked), or None when
-        another worker holds it now (this claim's lease ran out)."""
+        another worker holds it now (this claim's lease ran out). `crm_done` is called once
+        the row's CRM work is over, before its bookkeeping and outcome events: the worker
+        bounds the CRM work in flight, not the rows still finishing."""
         calls = CallLog()
         token = current_call_log.set(calls)
         priority = current_priority.set(Priority.NOTE if row.kind == OutboxKind.ENDED_NOTE else Priority.RECORD)
         try:
             with (log_context(outbox_id=row.id, session_id=row.session_id, crm=self.crm.name, outbox_kind=row.kind),
                   tracing.outbox_span(row, self.crm.name)):
-                return await self._run(row, calls)
+                return await self._run(row, calls, crm_done)
         finally:
             current_priority.reset(priority)
             current_call_log.reset(token)
 
-    async def _run(self, row: ClaimedRow, calls: CallLog) -> OutboxStatus | None:
+    async def _run(self, row: ClaimedRow, calls: CallLog, crm_done: Callable[[], None]) -> OutboxStatus | None:
         try:
             completion = await self._perform(row)
         except (CrmError, RowBlocked) as exc:
+            crm_done()
             return await self._failed(row, exc, calls)
         except Exception as exc:  # a bug or an unexpected answer: retried, and visible
+            crm_done()
             log.exception("outbox row failed unexpectedly")
             return await self._failed(row, CrmError(f"unexpected error: {exc!r}"), calls, outcome_unknown=True)
+        crm_done()
         status = await self._finish(row, completion, calls)
         if status == OutboxStatus.DONE:
             self._log_done(row, completion)
