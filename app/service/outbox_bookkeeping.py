@@ -118,6 +118,8 @@ class CompletionWriter:
         self.crm = crm
         self.account = account or crm
         self.lease_seconds = lease_seconds
+        # One statement needs no BEGIN and COMMIT around it (two round trips).
+        self._one_statement = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._batcher: Batcher[Finished, list[int]] = Batcher(self._write)
         self._published: Batcher[list[int], None] = Batcher(self._mark_published)
 
@@ -129,8 +131,8 @@ class CompletionWriter:
             await self._published.submit(event_row_ids)
 
     async def _mark_published(self, batches: list[list[int]]) -> list[None]:
-        async with raw.connection(self.engine) as pg:
-            await outbox_repo.mark_done(pg, [i for ids in batches for i in ids])
+        async with self._one_statement.begin() as conn:
+            await outbox_repo.mark_done(conn, [i for ids in batches for i in ids])
         return [None] * len(batches)
 
     async def _write(self, batch: list[Finished]) -> list[list[int]]:

@@ -55,8 +55,7 @@ async def test_records_are_claimed_before_older_notes_and_each_serial_key_in_ord
         rest = await outbox_repo.claim(await driver_connection(conn), 10, lease_seconds=30)
     assert {r.idempotency_key for r in rest} == {"note-a", "note-b"}
     async with clean_db.begin() as conn:
-        note_b = [r.id for r in rest if r.idempotency_key == "note-b"]
-        await outbox_repo.mark_done(await driver_connection(conn), note_b)
+        await outbox_repo.mark_done(conn, [r.id for r in rest if r.idempotency_key == "note-b"])
     async with clean_db.begin() as conn:
         assert await _claimed_keys(conn) == ["record-b2"]
 
@@ -77,7 +76,7 @@ async def test_a_row_committed_after_a_newer_one_of_its_serial_key_waits_while_t
     await older.close()
     async with clean_db.begin() as conn:
         assert await outbox_repo.claim(await driver_connection(conn), 10, lease_seconds=30) == []
-        await outbox_repo.mark_done(await driver_connection(conn), [(await conn.execute(
+        await outbox_repo.mark_done(conn, [(await conn.execute(
             text("SELECT id FROM outbox WHERE idempotency_key = 'record-b'"))).scalar_one()])
     async with clean_db.begin() as conn:
         assert await _claimed_keys(conn) == ["record-a"]

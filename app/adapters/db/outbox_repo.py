@@ -186,7 +186,7 @@ def _claimed(rows: Sequence[Any]) -> list[ClaimedRow]:
     return claimed
 
 
-_MARK_DONE = raw.positional(
+_MARK_DONE = text(
     "UPDATE outbox SET status = 'done', done_at = now(), updated_at = now(), lease_until = NULL, "
     "last_error = NULL WHERE id = ANY(CAST(:ids AS bigint[]))"
 )
@@ -210,11 +210,9 @@ async def release(conn: AsyncConnection, outbox_ids: Sequence[int]) -> int:
     return (await conn.execute(_RELEASE, {"ids": sorted(outbox_ids)})).rowcount
 
 
-async def mark_done(pg: asyncpg.Connection, outbox_ids: Sequence[int]) -> None:
-    """On asyncpg's connection: the worker marks its published outcome events done many
-    times a second."""
+async def mark_done(conn: AsyncConnection, outbox_ids: Sequence[int]) -> None:
     if outbox_ids:
-        await raw.execute(pg, _MARK_DONE, {"ids": sorted(outbox_ids)})
+        await conn.execute(_MARK_DONE, {"ids": sorted(outbox_ids)})
 
 
 _MARK_DONE_CLAIMED = text(
