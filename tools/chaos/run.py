@@ -20,6 +20,7 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from app.adapters.crm.sandbox import SANDBOX_CONNECTIONS
 from app.adapters.db.engine import build_engine
 from app.adapters.kafka.topics import ensure_topics
 from app.domain.record_settings import RecordSettings
@@ -209,7 +210,8 @@ async def wait_until_done(db_dsn: str, traffic: Traffic, collector: TopicCollect
 async def run_chaos(crm_name: str, seed: int, profile: Profile, work_dir: Path) -> Outcome:
     began = time.monotonic()
     traffic = build_traffic(seed, sessions=profile.sessions, window=profile.window)
-    cluster = PrivatePostgres(work_dir, max_connections=40 * profile.replicas + 40).init()
+    # Per replica: the service's pool and overflow (40) and the sandbox CRM's own pool.
+    cluster = PrivatePostgres(work_dir, max_connections=(40 + SANDBOX_CONNECTIONS) * profile.replicas + 40).init()
     broker = EmbeddedBroker(free_port(), work_dir / "broker.log")
     crm: Backend | None = None
     replicas: Replicas | None = None

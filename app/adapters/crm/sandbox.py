@@ -28,6 +28,9 @@ from app.adapters.db.engine import build_engine
 from app.domain.policy import ExistingRecord
 from app.settings import Settings
 
+# The sandbox's own pool (see SandboxAdapter.from_settings).
+SANDBOX_CONNECTIONS = 16
+
 
 def sandbox_record_url(record_id: int | str) -> str:
     return f"/api/sandbox/records/{record_id}"
@@ -49,11 +52,12 @@ class SandboxAdapter:
         own: its statements are planned each for its own parameters. Its find-or-create
         contact looks a phone or an email up among contacts that grow by one per new end
         user, and a generic plan cached while the table was small read every contact
-        (test_cached_plans); the service's own statements keep PostgreSQL's default. One
-        connection per outbox row in flight at most: opened when first needed, so a
-        quiet replica holds few."""
+        (test_cached_plans); the service's own statements keep PostgreSQL's default. At
+        most SANDBOX_CONNECTIONS, opened when first needed and never more: a row waits for
+        one (a call holds it for a statement or two), so a replica's connections stay
+        bounded (README: DATABASE_POOL_SIZE)."""
         own = build_engine(settings, url=engine.url.render_as_string(hide_password=False),
-                           pool_size=settings.outbox_concurrency, plan_every_statement=True)
+                           pool_size=SANDBOX_CONNECTIONS, max_overflow=0, plan_every_statement=True)
         return cls(own, latency_ms=settings.sandbox_latency_ms, owns_engine=True)
 
     async def _call(self, operation: str, work, *, one_statement: bool = False, on_asyncpg: bool = False):

@@ -13,7 +13,8 @@ def _dumps(value: object) -> str:
 
 
 def build_engine(
-    settings: Settings, *, url: str | None = None, pool_size: int | None = None, plan_every_statement: bool = False
+    settings: Settings, *, url: str | None = None, pool_size: int | None = None, max_overflow: int = 8,
+    plan_every_statement: bool = False,
 ) -> AsyncEngine:
     """The service's engine. `plan_every_statement`: PostgreSQL plans each statement for
     its own parameters and the tables as they are, never a generic plan (the sandbox's)."""
@@ -31,7 +32,7 @@ def build_engine(
         # a few more for bursts (the API, the claimer). Connections are held briefly, never
         # across a CRM call, so beyond that a row waits for one rather than opening a new
         # server process, and a replica never holds more than pool + 8.
-        max_overflow=8,
+        max_overflow=max_overflow,
         # No pre-ping (a round trip per checkout): a connection lost with a database
         # restart fails once, and the consumer and worker retry their work anyway.
         pool_recycle=1800,

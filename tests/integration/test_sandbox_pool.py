@@ -1,0 +1,26 @@
+"""The sandbox CRM's own pool (adapters/crm/sandbox.py) adds a bounded number of
+connections to a replica's budget (README: DATABASE_POOL_SIZE), however many outbox
+rows call the sandbox at once: a call waits for a connection rather than opening more."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy import event
+
+from app.adapters.crm.base import EndUserInfo
+from app.adapters.crm.sandbox import SANDBOX_CONNECTIONS, SandboxAdapter
+from app.settings import Settings
+
+
+async def test_many_calls_at_once_open_no_more_than_the_sandbox_pool(clean_db):
+    sandbox = SandboxAdapter.from_settings(Settings(_env_file=None), engine=clean_db)
+    opened: list[int] = []
+    event.listen(sandbox.engine.sync_engine, "connect", lambda *_: opened.append(1))
+    try:
+        users = [EndUserInfo(f"eu-pool-{n}", None, f"+5511900{n:06d}", None) for n in range(3 * SANDBOX_CONNECTIONS)]
+        contacts = await asyncio.gather(*(sandbox.find_or_create_end_user(user) for user in users))
+    finally:
+        await sandbox.aclose()
+    assert len(set(contacts)) == len(users)  # every call was answered
+    assert 0 < len(opened) <= SANDBOX_CONNECTIONS
