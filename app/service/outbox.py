@@ -12,7 +12,6 @@ note by its marker) before writing, and the CRM's own idempotency covers the res
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -79,6 +78,7 @@ from app.service.outbox_work import (
     describe_cost,
     end_user,
     note_marker,
+    retry_delay,
     with_contact,
     wrote,
 )
@@ -359,10 +359,6 @@ class OutboxRunner:
 
     # --- bookkeeping ---------------------------------------------------------------------------
 
-    def _backoff(self, attempts: int) -> float:
-        base = self.settings.outbox_backoff_base_seconds * (2 ** max(0, attempts - 1))
-        return min(self.settings.outbox_backoff_max_seconds, base) * random.uniform(0.5, 1.0)
-
     async def _failed(
         self, row: ClaimedRow, exc: CrmError | RowBlocked, calls: CallLog, *, outcome_unknown: bool = False
     ) -> OutboxStatus | None:
@@ -382,7 +378,7 @@ class OutboxRunner:
                                              outcome_unknown=unknown, **held)
                 return OutboxStatus.PENDING
             if exc.retryable and row.attempts < self.settings.outbox_max_attempts:
-                delay = self._backoff(row.attempts)
+                delay = retry_delay(self.settings, row.attempts, calls)
                 log.warning("attempt %d failed, retrying in %.1f s: %s", row.attempts, delay, message)
                 await outbox_repo.reschedule(conn, row.id, delay_seconds=delay, error=message,
                                              count_attempt=True, outcome_unknown=unknown, **held)

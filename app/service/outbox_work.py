@@ -1,13 +1,16 @@
 """What the outbox runner's work needs besides the CRM port: its own reasons for not
 doing a row now (not CRM errors), the end user and session as the CRM port takes them,
-the note marker, and how a run's CRM requests are described and judged."""
+the note marker, how a run's CRM requests are described and judged, and when a failed
+row is tried again."""
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 from app.adapters.crm.base import CallLog, EndUserInfo, NewRecord, SessionActivity
 from app.domain.session import SessionState
+from app.settings import Settings
 
 
 class RowBlocked(Exception):
@@ -58,6 +61,21 @@ def wrote(calls: CallLog) -> bool:
         c.method not in ("GET", "HEAD") and (c.status is None or c.status < 300 or c.status >= 500)
         for c in calls.calls
     )
+
+
+def retry_delay(settings: Settings, attempts: int, calls: CallLog) -> float:
+    """Exponential backoff with jitter. The retry looks for what this attempt wrote before
+    writing again, so a write the CRM was still carrying out when the attempt gave up
+    (no answer) gets as long again as the CRM timeout to land first."""
+    base = settings.outbox_backoff_base_seconds * (2 ** max(0, attempts - 1))
+    delay = min(settings.outbox_backoff_max_seconds, base) * random.uniform(0.5, 1.0)
+    return max(delay, settings.crm_timeout_seconds) if write_unanswered(calls) else delay
+
+
+def write_unanswered(calls: CallLog) -> bool:
+    """Whether a write got no answer at all (it timed out, the connection dropped): the
+    CRM may still be carrying it out, and a look for it now may miss it."""
+    return any(c.method not in ("GET", "HEAD") and c.status is None for c in calls.calls)
 
 
 def describe_cost(calls: CallLog) -> str:
