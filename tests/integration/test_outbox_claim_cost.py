@@ -1,7 +1,7 @@
 """The claim's cost on a backlog: checking whether a row may go (an older open row of its
 serial key, another row of the key being carried out) must cost the same for a key with
 a long run of waiting rows as for a key with one. Measured in rows the plan touches
-(EXPLAIN ANALYZE), not in time, so load does not move it."""
+(auto_explain's EXPLAIN ANALYZE of the statement inside `outbox_claim`), not in time, so load does not move it."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import text
 
 from app.adapters.db import outbox_repo
-from tests.helpers import driver_connection
+from tests.helpers import driver_connection, executed_plans
 
 KEYS = 4  # each a run of consecutive rows, as one busy end user makes
 ROWS_PER_KEY = 1500
@@ -56,12 +56,11 @@ async def test_the_per_key_check_touches_a_bounded_number_of_rows_however_long_t
     async with clean_db.connect() as conn:
         transaction = await conn.begin()
         pg = await driver_connection(conn)
-        claim = outbox_repo.CLAIM
-        raw_plan = await pg.fetchval("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + claim.sql,
-                                     *claim.arguments({"limit": 10, "lease": 30}))
+        async with executed_plans(pg) as plans:  # the claim statement inside outbox_claim
+            await outbox_repo.claim(pg, 10, lease_seconds=30)
         claimed = (await conn.execute(text("SELECT serial_key FROM outbox WHERE claimed_at IS NOT NULL"))).all()
         await transaction.rollback()
-    plan = (raw_plan if isinstance(raw_plan, list) else json.loads(raw_plan))[0]["Plan"]
+    plan = next(p for p in plans if p["Node Type"] == "ModifyTable")
 
     # Only the one key nobody is carrying out gives a row, its oldest.
     assert [row.serial_key for row in claimed] == [f"crm-user-{BLOCKED_KEYS}"]
@@ -79,7 +78,7 @@ async def test_counting_the_backlog_reads_the_open_and_parked_rows_not_every_row
     """The operations gauges count the backlog every few seconds on every replica; done
     rows are kept (the audit trail), so a count that reads them grows without end."""
     from app.adapters.db.outbox_repo import backlog_counts
-    from tests.helpers import executed_plans, rows_read
+    from tests.helpers import rows_read
 
     async with clean_db.begin() as conn:
         await conn.execute(

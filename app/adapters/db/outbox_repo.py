@@ -3,7 +3,6 @@ from, claimed by workers with FOR UPDATE SKIP LOCKED, and every CRM attempt made
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -85,33 +84,14 @@ _ENQUEUE = text(
 # which in a long run of one key is thousands of rows away. One check with an OR
 # read every open row of the key for each row it looked at: a backlog of long runs per
 # key made the claim cost (rows walked) x (run length), over 100 s at 140,000 rows.
+#
+# The statement lives in the database as the function `outbox_claim` (migration 0011),
+# with the claim lock before it: one round trip, the lock held only while it runs.
 _CLAIM = raw.positional(
     """
-    WITH candidates AS (
-        SELECT o.id FROM outbox o
-        WHERE ((o.status = 'pending' AND o.due_at <= now())
-               OR (o.status = 'in_progress' AND o.lease_until < now()))
-          AND (o.serial_key IS NULL OR (
-                o.id = (
-                    SELECT min(p.id) FROM outbox p
-                    WHERE p.serial_key = o.serial_key AND p.status IN ('pending', 'in_progress'))
-                AND NOT EXISTS (
-                    SELECT 1 FROM outbox r
-                    WHERE r.serial_key = o.serial_key AND r.id <> o.id
-                      AND r.status = 'in_progress' AND r.lease_until >= now())))
-        ORDER BY o.priority, o.due_at, o.id
-        LIMIT :limit
-        FOR UPDATE SKIP LOCKED
-    )
-    UPDATE outbox SET status = 'in_progress', attempts = outbox.attempts + 1,
-                      lease_until = now() + make_interval(secs => :lease), updated_at = now(),
-                      claimed_at = clock_timestamp(), claim_id = gen_random_uuid(),
-                      -- a row still in progress was abandoned mid-flight: its outcome is unknown
-                      outcome_unknown = outbox.outcome_unknown OR outbox.status = 'in_progress'
-    FROM candidates WHERE outbox.id = candidates.id
-    RETURNING outbox.id, outbox.idempotency_key, outbox.kind, outbox.session_id, outbox.serial_key,
-              outbox.payload, outbox.attempts, outbox.claim_id::text AS claim_id, outbox.outcome_unknown,
-              outbox.trace_context, outbox.created_at
+    SELECT id, idempotency_key, kind, session_id, serial_key, payload, attempts, claim_id::text AS claim_id,
+           outcome_unknown, trace_context, created_at
+    FROM outbox_claim(:limit, :lease)
     """
 )
 
@@ -127,7 +107,6 @@ def enqueue_parameters(rows: Sequence[NewOutboxRow]) -> dict[str, list]:
 
 
 ENQUEUE = _ENQUEUE  # for batch_writes
-CLAIM = _CLAIM  # for the claim-cost test
 
 
 async def enqueue(conn: AsyncConnection, rows: Sequence[NewOutboxRow]) -> None:
@@ -144,40 +123,23 @@ async def notify_workers(conn: AsyncConnection) -> None:
 # Claims run one at a time across replicas, each looking only after the previous one has
 # committed. Two claims whose snapshots overlap could otherwise each take one row of a
 # serial key: the second cannot see the first's row in progress, and a row committed
-# out of id order in between looks like the key's oldest. The lock is held for the
-# claim's own transaction only (milliseconds), never across a CRM call.
+# out of id order in between looks like the key's oldest. The lock (this key) is taken
+# inside `outbox_claim`, whose claim statement then takes a fresh snapshot; it is held
+# for the claim's own transaction only (milliseconds), never across a CRM call.
 #
-# The same statement has the claim walk the due rows in claim order (ix_outbox_due) and
-# stop at its limit. Without it, a plan made while the outbox was small, cached by the
-# driver's prepared statement or planned on statistics from before the backlog grew,
-# read and sorted every open row: a claim's cost growing with the backlog
-# (test_cached_plans). The settings last for the claim's transaction only.
+# The function also has the claim walk the due rows in claim order (ix_outbox_due) and
+# stop at its limit (its SET clauses). Without it, a plan made while the outbox was
+# small, cached by the driver's prepared statement or planned on statistics from before
+# the backlog grew, read and sorted every open row: a claim's cost growing with the
+# backlog (test_cached_plans).
 CLAIM_LOCK_KEY = 0x6F7574626F78  # "outbox"
-_CLAIM_LOCK = (
-    f"SELECT pg_advisory_xact_lock({CLAIM_LOCK_KEY}), set_config('enable_bitmapscan', 'off', true), "
-    "set_config('enable_seqscan', 'off', true)"
-)
 
 
 async def claim(pg: asyncpg.Connection, limit: int, lease_seconds: float) -> list[ClaimedRow]:
     """Claim due rows, on asyncpg's connection (raw.py: the worker claims many times a
-    second). The claim statement's snapshot must be taken after the claim lock is
-    granted, so the lock is a statement of its own before it, in one transaction: the
-    caller's when `pg` is in one (tests), else a transaction of the claim's own, whose
-    BEGIN travels with the lock in one round trip."""
-    if pg.is_in_transaction():
-        await pg.execute(_CLAIM_LOCK)
-        return _claimed(await raw.fetch(pg, _CLAIM, {"limit": limit, "lease": lease_seconds}))
-    await pg.execute(f"BEGIN; {_CLAIM_LOCK}")  # no parameters: one simple query, one round trip
-    try:
-        rows = await raw.fetch(pg, _CLAIM, {"limit": limit, "lease": lease_seconds})
-        await pg.execute("COMMIT")
-    except BaseException:
-        if not pg.is_closed() and pg.is_in_transaction():
-            with contextlib.suppress(Exception):  # else raw.connection discards the connection
-                await pg.execute("ROLLBACK")
-        raise
-    return _claimed(rows)
+    second): one statement, in the caller's transaction when `pg` is in one (then the
+    claim lock is held to its end), else a transaction of its own."""
+    return _claimed(await raw.fetch(pg, _CLAIM, {"limit": limit, "lease": lease_seconds}))
 
 
 def _claimed(rows: Sequence[Any]) -> list[ClaimedRow]:
