@@ -67,6 +67,11 @@ class Settings(BaseSettings, CrmSettings, _Head):
 
     crm_timeout_seconds: float = Field(default=10.0, gt=0)
 
+    # What this process runs besides its HTTP endpoints: `all` (the consumer and the outbox
+    # worker), or one of them, for a consumer Deployment and a worker Deployment of the
+    # same image. Apart, neither waits for the other on a shared event loop.
+    service_role: Literal["all", "consumer", "worker"] = "all"
+
     # One admin token (named "admin"); ADMIN_API_TOKENS / ADMIN_API_TOKENS_FILE add named
     # tokens with roles (`name:token:role`, see app/service/auth.py).
     admin_api_token: SecretStr | None = None
@@ -111,6 +116,14 @@ class Settings(BaseSettings, CrmSettings, _Head):
     # exporter); unset, tracing is off and costs nothing.
     otel_exporter_otlp_endpoint: str | None = None
     otel_service_name: str = "crm-records"
+
+    @property
+    def runs_consumer(self) -> bool:
+        return self.service_role in ("all", "consumer")
+
+    @property
+    def runs_worker(self) -> bool:
+        return self.service_role in ("all", "worker")
 
     def embedded_database_dir(self) -> Path:
         return EMBEDDED_DATA_DIR / "pg"

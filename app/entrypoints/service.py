@@ -131,6 +131,9 @@ class ShutdownDeadline:
         return max(0.1, self.at - time.monotonic() - reserve)
 
 
+_ROLE_DESCRIPTION = {"all": "consumer and outbox worker", "consumer": "consumer only", "worker": "outbox worker only"}
+
+
 async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> None:
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -210,19 +213,14 @@ async def _run_components(settings: Settings, engine, crm: CrmAdapter, publisher
                           deadline: ShutdownDeadline) -> None:
     worker = OutboxWorker(settings, engine, OutboxRunner(engine, crm, publisher.publish_outcome, settings,
                                                         published_since=publisher.already_published))
-    consumer = ConsumerLoop(settings, engine, publisher, crm.name, health=runtime.consumer, on_outbox_rows=worker.wake)
     log.info(
-        "crm-records starting: CRM %s, topic %s, group %s, HTTP port %d",
+        "crm-records starting (%s): CRM %s, topic %s, group %s, HTTP port %d", _ROLE_DESCRIPTION[settings.service_role],
         crm.name, settings.kafka_topic, settings.kafka_group_id, settings.http_port,
     )
     tasks = {
-        asyncio.create_task(consumer.run(stop), name="consumer"),
-        asyncio.create_task(worker.run(stop), name="outbox-worker"),
-        asyncio.create_task(watch_crm_credentials(crm, runtime.crm_health, stop), name="crm-check"),
         asyncio.create_task(watch_broker(publisher, runtime.consumer, stop), name="broker-check"),
-        asyncio.create_task(
-            refresh_gauges_periodically(engine, settings.metrics_refresh_seconds, stop), name="db-gauges"
-        ),
+        asyncio.create_task(refresh_gauges_periodically(engine, settings.metrics_refresh_seconds, stop),
+                            name="db-gauges"),
         asyncio.create_task(beat_periodically(engine, crm.name, runtime.crm_health, stop), name="heartbeat"),
         asyncio.create_task(
             refresh_periodically(engine, stop, what_if=runtime.what_if if settings.whatif_keep_warm else None,
@@ -230,6 +228,16 @@ async def _run_components(settings: Settings, engine, crm: CrmAdapter, publisher
             name="what-if-inputs",
         ),
     }
+    if settings.runs_consumer:
+        # Alone, the consumer's rows reach the workers through PostgreSQL's notification.
+        wake = worker.wake if settings.runs_worker else None
+        consumer = ConsumerLoop(settings, engine, publisher, crm.name, health=runtime.consumer, on_outbox_rows=wake)
+        tasks.add(asyncio.create_task(consumer.run(stop), name="consumer"))
+    if settings.runs_worker:
+        tasks.add(asyncio.create_task(worker.run(stop), name="outbox-worker"))
+        tasks.add(asyncio.create_task(watch_crm_credentials(crm, runtime.crm_health, stop), name="crm-check"))
+    else:
+        runtime.crm_health.ok, runtime.crm_health.detail = True, "not checked here: SERVICE_ROLE=consumer calls no CRM"
     stopping = asyncio.create_task(stop.wait())
     try:
         done, _ = await asyncio.wait({*tasks, http, stopping}, return_when=asyncio.FIRST_COMPLETED)

@@ -43,10 +43,15 @@ class Runtime:
         return self.tokens
 
     def readiness_checks(self) -> list[ReadinessCheck]:
-        return [
-            DatabaseCheck(self.engine),
-            ComponentCheck("startup", self.startup.readiness),
-            ComponentCheck("consumer", functools.partial(self.consumer.readiness, self.settings.kafka_group_id)),
-            CrmCredentialsCheck(self.crm_health, self.crm.name, budget=getattr(self.crm, "rate_budget", None)),
-            *self.extra_checks,
-        ]
+        # A process checks what it runs (SERVICE_ROLE): a consumer alone calls no CRM, and
+        # a worker alone joins no consumer group.
+        checks: list[ReadinessCheck] = [DatabaseCheck(self.engine), ComponentCheck("startup", self.startup.readiness)]
+        if self.settings.runs_consumer:
+            checks.append(
+                ComponentCheck("consumer", functools.partial(self.consumer.readiness, self.settings.kafka_group_id))
+            )
+        if self.settings.runs_worker:
+            checks.append(
+                CrmCredentialsCheck(self.crm_health, self.crm.name, budget=getattr(self.crm, "rate_budget", None))
+            )
+        return [*checks, *self.extra_checks]
