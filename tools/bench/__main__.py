@@ -43,7 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", type=int, default=2500, help="sessions in the ingest stream")
-    parser.add_argument("--replicas", type=int, default=1, help="service processes in one consumer group")
+    parser.add_argument("--replicas", type=int, default=1, help="service replicas in one consumer group")
+    parser.add_argument("--layout", choices=("all", "split"), default="all",
+                        help="all: a replica is one process (SERVICE_ROLE=all); split: a consumer process and "
+                             "a worker process (SERVICE_ROLE=consumer and =worker)")
+    parser.add_argument("--producer-linger-ms", type=int, default=5,
+                        help="the latency phases' load generator's linger.ms: 5, the default of Apache Kafka's "
+                             "producer since 4.0 (KIP-1030) and of librdkafka since 1.5; publish time is still "
+                             "the time of the send, so the linger counts against the service")
     parser.add_argument("--bare-runs", type=int, default=2, choices=(0, 1, 2),
                         help="bare consumer runs around the service's (before, after)")
     parser.add_argument("--latency-rates", default="500,1000", help="events/s, comma-separated; empty: none")
@@ -87,9 +94,12 @@ async def _bench(settings: Settings, args: argparse.Namespace, resources: Resour
               "output": f"bench-records-{suffix}", "bare": f"bench-bare-{suffix}"}
     await resources.create_topics(list(topics.values()))
     group = f"crm-records-bench-{suffix}"
+    roles = ["all"] if args.layout == "all" else ["consumer", "worker"]
     for _ in range(args.replicas):
-        resources.start_replica(topics, group)
-    print(f"service: {args.replicas} process(es); waiting for /readyz", flush=True)
+        for role in roles:
+            resources.start_replica(topics, group, role=role)
+    print(f"service: {len(resources.replicas)} process(es) ({', '.join(roles)} per replica); waiting for /readyz",
+          flush=True)
     report.startup_seconds = await resources.wait_ready()
 
     stream = synthetic.generate(f"tp-{suffix}", sessions=args.sessions)
@@ -116,7 +126,8 @@ async def _bench(settings: Settings, args: argparse.Namespace, resources: Resour
             report.bare.append(await _bare_run(resources, topics["bare"], len(stream.messages), settings, "after"))
         for rate in rates:
             report.latency.append(
-                await phases.run_latency(resources, probe, topics["events"], rate, args.latency_seconds, window())
+                await phases.run_latency(resources, probe, topics["events"], rate, args.latency_seconds, window(),
+                                         linger_ms=args.producer_linger_ms)
             )
         if profiler is not None:
             profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT

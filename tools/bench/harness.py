@@ -25,6 +25,7 @@ DEFAULT_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 OWN_VARIABLES = {
     "DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_TOPIC", "KAFKA_OUTPUT_TOPIC", "KAFKA_DLQ_TOPIC",
     "KAFKA_GROUP_ID", "KAFKA_TOPIC_PARTITIONS", "CRM_PROVIDER", "HTTP_PORT", "HTTP_HOST", "ADMIN_API_TOKEN",
+    "SERVICE_ROLE",
 }
 TUNING_PREFIXES = ("KAFKA_", "DATABASE_", "OUTBOX_", "SANDBOX_", "LOG_LEVEL", "CRM_TIMEOUT")
 
@@ -130,16 +131,17 @@ class Resources:
         finally:
             await admin.close()
 
-    def start_replica(self, topics: dict[str, str], group: str, crm_env: dict[str, str] | None = None) -> Replica:
+    def start_replica(self, topics: dict[str, str], group: str, crm_env: dict[str, str] | None = None,
+                      *, role: str = "all") -> Replica:
         """One service process (`python -m app run`, sandbox CRM unless `crm_env` names
-        another) in consumer group `group`."""
+        another) in consumer group `group`, running `role` (SERVICE_ROLE)."""
         port = free_port()
         env = {k: v for k, v in os.environ.items() if k.upper() not in OWN_VARIABLES}
         env.update(
             DATABASE_URL=self.url(), KAFKA_BOOTSTRAP_SERVERS=self.bootstrap,
             KAFKA_TOPIC=topics["events"], KAFKA_DLQ_TOPIC=topics["dlq"], KAFKA_OUTPUT_TOPIC=topics["output"],
             KAFKA_GROUP_ID=group, KAFKA_TOPIC_PARTITIONS=str(PARTITIONS), CRM_PROVIDER="sandbox",
-            HTTP_HOST="127.0.0.1", HTTP_PORT=str(port), ADMIN_API_TOKEN=uuid.uuid4().hex,
+            HTTP_HOST="127.0.0.1", HTTP_PORT=str(port), ADMIN_API_TOKEN=uuid.uuid4().hex, SERVICE_ROLE=role,
         )
         env.update(crm_env or {})
         log = self.work_dir / f"service-{len(self.replicas) + 1}.log"

@@ -146,14 +146,14 @@ def _ms(later, earlier) -> float:
 
 
 async def run_latency(resources: Resources, probe: Probe, topic: str, rate: float, seconds: float,
-                      cpu: CpuWindow) -> LatencyResult:
+                      cpu: CpuWindow, *, linger_ms: int) -> LatencyResult:
     stream = synthetic.generate(f"lat{int(rate)}-{uuid.uuid4().hex[:6]}", min_events=max(1, int(rate * seconds)),
                                 seed=11)
     total = len(stream.messages)
     print(f"latency: {len(stream.session_ids)} sessions, {total} events at {rate:g} events/s "
           f"(about {total / rate:.0f} s)", flush=True)
     backlog = (await probe.progress()).outbox_not_done
-    kafka = producer(resources.bootstrap, linger_ms=0)
+    kafka = producer(resources.bootstrap, linger_ms=linger_ms)
     await kafka.start()
     published_at: dict[str, float] = {}  # session id -> wall time its `assigned` event was sent
     assigned: dict[str, str] = {}  # session id -> the event id of its `assigned` event

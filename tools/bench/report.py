@@ -66,7 +66,9 @@ class Report:
               f"load average {self.load_before or 0:.1f} before, {load_average() or 0:.1f} after")
         print(f"broker    : {self.broker}; {PARTITIONS} partitions; CRM: sandbox")
         print(f"database  : {self.database}")
-        print(f"service   : {self.args.replicas} process(es), ready {self.startup_seconds:.1f} s after start"
+        layout = "one process each" if self.args.layout == "all" else "a consumer and a worker process each"
+        print(f"service   : {self.args.replicas} replica(s), {layout}, ready {self.startup_seconds:.1f} s after start; "
+              f"load generator linger.ms {self.args.producer_linger_ms}"
               + (f"; env {' '.join(tuning_env())}" if tuning_env() else ""))
         self._print_ingest()
         self._print_latency()
