@@ -1,4 +1,4 @@
-"""deploy/kubernetes: the base and the example overlay render, validate against the
+"""deploy/kubernetes: the base and the overlays render, validate against the
 Kubernetes schemas (kubernetes-validate), and say what the service needs."""
 
 from __future__ import annotations
@@ -15,7 +15,11 @@ from app.settings import Settings
 from tests.ops.kustomize_lite import render
 
 KUBERNETES = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes"
-TARGETS = {"base": KUBERNETES / "base", "example": KUBERNETES / "overlays" / "example"}
+TARGETS = {
+    "base": KUBERNETES / "base",
+    "example": KUBERNETES / "overlays" / "example",
+    "split-roles": KUBERNETES / "overlays" / "split-roles",
+}
 # Custom resources the Kubernetes schemas do not know; checked field by field below.
 CUSTOM_KINDS = {"ScaledObject"}
 
@@ -122,3 +126,35 @@ def test_migrations_run_as_a_job_and_scaling_follows_the_lag(target):
     # More replicas than partitions consume nothing more.
     partitions = int(config.get("KAFKA_TOPIC_PARTITIONS", Settings.model_fields["kafka_topic_partitions"].default))
     assert scaled["spec"]["minReplicaCount"] <= scaled["spec"]["maxReplicaCount"] <= partitions
+
+
+def _role(deployment: dict) -> str:
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e.get("value") for e in container.get("env", [])}.get("SERVICE_ROLE", "all")
+
+
+def test_the_split_overlay_runs_a_consumer_and_a_worker_deployment():
+    objects = _objects("split-roles")
+    consumer, worker = objects[("Deployment", "crm-records")], objects[("Deployment", "crm-records-worker")]
+    assert (_role(consumer), _role(worker)) == ("consumer", "worker")
+    assert Settings(_env_file=None, service_role=_role(worker)).runs_consumer is False
+    worker_pods = worker["spec"]["template"]["metadata"]["labels"]
+    consumer_pods = consumer["spec"]["template"]["metadata"]["labels"]
+    # The Service (console, API) and the lag-driven scaling are the consumers'; the
+    # selectors of one Deployment, its PDB and the Service never take the other's pods.
+    assert objects[("ScaledObject", "crm-records")]["spec"]["scaleTargetRef"]["name"] == "crm-records"
+    service = objects[("Service", "crm-records")]["spec"]["selector"]
+    assert service.items() <= consumer_pods.items() and not service.items() <= worker_pods.items()
+    for name, pods, others in (("crm-records", consumer_pods, worker_pods),
+                               ("crm-records-worker", worker_pods, consumer_pods)):
+        for selector in (objects[("Deployment", name)]["spec"]["selector"]["matchLabels"],
+                         objects[("PodDisruptionBudget", name)]["spec"]["selector"]["matchLabels"]):
+            assert selector.items() <= pods.items() and not selector.items() <= others.items()
+    # Both run the same image, with the same probes and safety settings.
+    (consumer_container,) = consumer["spec"]["template"]["spec"]["containers"]
+    (worker_container,) = worker["spec"]["template"]["spec"]["containers"]
+    for field in ("image", "livenessProbe", "readinessProbe", "startupProbe", "securityContext", "envFrom"):
+        assert worker_container[field] == consumer_container[field], field
+    assert worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == \
+        consumer["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert worker["metadata"]["namespace"] == consumer["metadata"]["namespace"]
