@@ -97,7 +97,10 @@ async def _bench(settings: Settings, args: argparse.Namespace, resources: Resour
     roles = ["all"] if args.layout == "all" else ["consumer", "worker"]
     for _ in range(args.replicas):
         for role in roles:
-            resources.start_replica(topics, group, role=role)
+            # As deploy/kubernetes/overlays/split-roles runs them: the console's what-if
+            # history is kept warm where the console is served, not by the workers.
+            extra = {"WHATIF_KEEP_WARM": "false"} if role == "worker" else None
+            resources.start_replica(topics, group, extra, role=role)
     print(f"service: {len(resources.replicas)} process(es) ({', '.join(roles)} per replica); waiting for /readyz",
           flush=True)
     report.startup_seconds = await resources.wait_ready()

@@ -1,6 +1,6 @@
 """`python -m tools.chaos`: the chaos run (`make chaos`) and the backlog run (`make backlog`).
 
-    python -m tools.chaos run [--crm sandbox|zendesk|both] [--profile full|short] [--seed N]
+    python -m tools.chaos run [--crm sandbox|zendesk|both] [--profile full|short] [--seed N] [--layout all|split]
     python -m tools.chaos backlog [--events 1000000] [--drain-minutes 10]
 
 The seed is printed at the start; pass it again to replay the same traffic and fault plan.
@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     chaos.add_argument("--profile", choices=["full", "short"], default="full")
     chaos.add_argument("--seed", type=int, default=None, help="replay a run (default: CHAOS_SEED or a new one)")
     chaos.add_argument("--keep-logs", action="store_true")
+    chaos.add_argument("--layout", choices=["all", "split"], default="all",
+                       help="split: each replica is a consumer process and a worker process (SERVICE_ROLE)")
     backlog = commands.add_parser("backlog", help="1,000,000 events published while the service is stopped")
     backlog.add_argument("--events", type=int, default=1_000_000)
     backlog.add_argument("--drain-minutes", type=float, default=10.0,
@@ -38,12 +40,17 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_backlog(args.events, args.drain_minutes)
 
+    import dataclasses
+
     from tools.chaos.run import PROFILES, run
 
     seed = args.seed if args.seed is not None else int(os.environ.get("CHAOS_SEED") or secrets.randbelow(10**6))
     print(f"chaos seed: {seed} (replay: make chaos CHAOS_SEED={seed})", flush=True)
     crms = ["sandbox", "zendesk"] if args.crm == "both" else [args.crm]
-    outcomes = run(crms, seed, PROFILES[args.profile], keep_logs=args.keep_logs)
+    profile = PROFILES[args.profile]
+    if args.layout == "split":
+        profile = dataclasses.replace(profile, roles=("consumer", "worker"))
+    outcomes = run(crms, seed, profile, keep_logs=args.keep_logs)
     for outcome in outcomes:
         print(f"{outcome.crm}: {'PASS' if outcome.passed else 'FAIL'}", flush=True)
     return 0 if all(o.passed for o in outcomes) else 1

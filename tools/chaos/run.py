@@ -59,6 +59,8 @@ class Profile:
     chaos_seconds: float  # how long the faults go on (from the first publish)
     settle_timeout: float  # bound on the wait for everything to be done after the last fault
     replicas: int = 2
+    # The processes of a replica, one per SERVICE_ROLE: ("all",), or ("consumer", "worker").
+    roles: tuple[str, ...] = ("all",)
 
 
 PROFILES = {
@@ -137,7 +139,7 @@ async def publish(bootstrap: str, topic: str, traffic: Traffic) -> None:
 
 
 def replica_settings(crm: Backend, cluster: PrivatePostgres, database: str, bootstrap: str, suffix: str,
-                     count: int) -> list[Settings]:
+                     count: int, roles: tuple[str, ...] = ("all",)) -> list[Settings]:
     common = dict(
         database_url=cluster.url(database), kafka_bootstrap_servers=bootstrap,
         kafka_topic=f"chaos-events-{suffix}", kafka_dlq_topic=f"chaos-events-{suffix}.dlq",
@@ -155,7 +157,8 @@ def replica_settings(crm: Backend, cluster: PrivatePostgres, database: str, boot
         zendesk_requests_per_minute=6000, log_level="INFO",
         **crm.settings(),
     )
-    return [Settings(_env_file=None, http_port=free_port(), **common) for _ in range(count)]
+    return [Settings(_env_file=None, http_port=free_port(), service_role=role, **common)
+            for _ in range(count) for role in roles]
 
 
 async def save_record_settings(port: int) -> None:
@@ -210,8 +213,9 @@ async def wait_until_done(db_dsn: str, traffic: Traffic, collector: TopicCollect
 async def run_chaos(crm_name: str, seed: int, profile: Profile, work_dir: Path) -> Outcome:
     began = time.monotonic()
     traffic = build_traffic(seed, sessions=profile.sessions, window=profile.window)
-    # Per replica: the service's pool and overflow (40) and the sandbox CRM's own pool.
-    cluster = PrivatePostgres(work_dir, max_connections=(40 + SANDBOX_CONNECTIONS) * profile.replicas + 40).init()
+    # Per process: the service's pool and overflow (40) and the sandbox CRM's own pool.
+    processes = profile.replicas * len(profile.roles)
+    cluster = PrivatePostgres(work_dir, max_connections=(40 + SANDBOX_CONNECTIONS) * processes + 40).init()
     broker = EmbeddedBroker(free_port(), work_dir / "broker.log")
     crm: Backend | None = None
     replicas: Replicas | None = None
@@ -234,7 +238,8 @@ async def run_chaos(crm_name: str, seed: int, profile: Profile, work_dir: Path) 
         else:
             crm = SandboxBackend(build_engine(Settings(_env_file=None, database_url=cluster.url("chaos"),
                                                        database_pool_size=2)))
-        settings = replica_settings(crm, cluster, "chaos", broker.bootstrap_servers, suffix, profile.replicas)
+        settings = replica_settings(crm, cluster, "chaos", broker.bootstrap_servers, suffix, profile.replicas,
+                                    profile.roles)
         await ensure_topics(settings[0])
         replicas = Replicas(settings, work_dir, random.Random(f"{seed}-latency"),
                             vary_sandbox_latency=crm_name == "sandbox")
