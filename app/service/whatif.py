@@ -16,6 +16,7 @@ import contextlib
 import gc
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -75,7 +76,8 @@ class WhatIf:
     async def _read(self, days: int, rows_per_chunk: int | None = None, *, owners: bool = True) -> float:
         started = time.monotonic()
         if self._history is not None and self._history.days == days:
-            await self._load(days, full=False, owners=owners)  # the rows changed since the last read
+            # The rows changed since the last read.
+            await self._load(days, full=False, rows_per_chunk=rows_per_chunk, owners=owners)
             return time.monotonic() - started
         gc.collect()  # what is cyclic garbage now would otherwise be frozen with the new history
         with history_repo.gc_paused():
@@ -111,14 +113,11 @@ class WhatIf:
                 # Whichever refresh brought them in (this one, the background one, another
                 # replica's): every row whose session changed since the newest one held.
                 changed = False
-                if history.newest_source is not None:
-                    rows = await history_repo.sessions_changed_since(conn, days, history.newest_source)
-                else:
-                    rows = await history_repo.sessions_since(conn, days)
-                for row in rows:
-                    if history.sessions.get(row.session.session_id) != row:
-                        history.sessions[row.session.session_id] = row
-                        changed = True
+                async for rows in self._changed_rows(conn, history, rows_per_chunk):
+                    for row in rows:
+                        if history.sessions.get(row.session.session_id) != row:
+                            history.sessions[row.session.session_id] = row
+                            changed = True
                 history.read_at = now
                 history.newest_source = newest
                 if changed:
@@ -130,10 +129,29 @@ class WhatIf:
         if not full and any(v.created_at < window_start for v in history.sessions.values()):
             history.sessions = {k: v for k, v in history.sessions.items() if v.created_at >= window_start}
             history.ordered = None
-        if history.ordered is None:
-            history.ordered = sorted((row.session for row in history.sessions.values()), key=_first_event_at)
+        if history.ordered is None and rows_per_chunk is None:
+            history.ordered = _ordered(history)  # else by the request that needs it (`run`)
         history.last_used = time.monotonic()
         self._history = history
+
+    @staticmethod
+    async def _changed_rows(conn, history: _History,
+                            rows_per_chunk: int | None) -> AsyncIterator[list[history_repo.WindowSession]]:
+        """Whichever refresh brought them in (this one, the background one, another
+        replica's): every row whose session changed since the newest one held; in chunks
+        in the background, where the event loop runs other tasks between two."""
+        days, since = history.days, history.newest_source
+        if rows_per_chunk is None:
+            if since is not None:
+                yield await history_repo.sessions_changed_since(conn, days, since)
+            else:
+                yield await history_repo.sessions_since(conn, days)
+        elif since is not None:
+            async for chunk in history_repo.sessions_changed_since_in_chunks(conn, days, since, rows_per_chunk):
+                yield chunk
+        else:
+            async for chunk in history_repo.sessions_since_in_chunks(conn, days, rows_per_chunk):
+                yield chunk
 
     async def warm(self, days: int = DEFAULT_DAYS) -> None:
         """Load the history ahead of the first request (the panel calls this when it opens)."""
@@ -163,7 +181,7 @@ class WhatIf:
                 asyncio.get_running_loop().call_later(DROP_UNUSED_AFTER_SECONDS, self._drop_if_unused)
             else:
                 last_used = history.last_used
-                await self._read(history.days, owners=False)
+                await self._read(history.days, rows_per_chunk, owners=False)
                 history.last_used = last_used  # kept current, not used
                 if max_sessions is not None and len(history.sessions) > max_sessions:
                     self._keep_days = None  # grown past the cap: dropped once unused, like any other
@@ -203,8 +221,9 @@ class WhatIf:
             async with self.engine.connect() as conn:
                 in_force = await settings_repo.in_force(conn)
             version, current = in_force.version, in_force.settings
+            if history.ordered is None:  # a background round brought changes
+                history.ordered = _ordered(history)
             sessions = history.ordered
-            assert sessions is not None, "_read orders the window"
             started = time.monotonic()
             key = (id(history), history.generation, days, version, _deciding(proposed))
             if self._last is not None and self._last[0] == key:
@@ -237,6 +256,11 @@ async def refresh_periodically(engine: AsyncEngine, stop: asyncio.Event, every: 
 
 def _first_event_at(session: HistoricSession) -> datetime:
     return session.first_event_at
+
+
+def _ordered(history: _History) -> list[HistoricSession]:
+    """The window's sessions, oldest first."""
+    return sorted((row.session for row in history.sessions.values()), key=_first_event_at)
 
 
 # Settings that only shape what a record says: they change no outcome.

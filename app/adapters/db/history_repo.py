@@ -204,6 +204,17 @@ async def sessions_changed_since(conn: AsyncConnection, days: int, since: dateti
         return [_window_session(row) for row in await driver.fetch(_CHANGED_IN_WINDOW, days, since)]
 
 
+async def sessions_changed_since_in_chunks(conn: AsyncConnection, days: int, since: datetime,
+                                          rows_per_chunk: int) -> AsyncIterator[list[WindowSession]]:
+    """As `sessions_changed_since`, `rows_per_chunk` rows at a time through a cursor (see
+    `sessions_since_in_chunks`): after a busy minute every session may have changed."""
+    driver = await _driver(conn)
+    cursor = await driver.cursor(_CHANGED_IN_WINDOW, days, since)
+    while rows := await cursor.fetch(rows_per_chunk):
+        with gc_paused():
+            yield [_window_session(row) for row in rows]
+
+
 async def owners_with_records_before(conn: AsyncConnection, crm: str, days: int) -> list[RecordOwner]:
     """Who (end user, leaf queue) had a record in `crm` before the window began."""
     result = await conn.execute(_OWNERS_BEFORE, {"crm": crm, "days": days})
