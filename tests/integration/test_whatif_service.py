@@ -156,22 +156,17 @@ async def _many_stored_calls(engine, count: int) -> None:
         """), {"count": count})
 
 
-async def test_the_background_warm_up_loads_the_history_without_holding_up_the_event_loop(clean_db, monkeypatch):
-    """keep_warm loads the window a chunk at a time: another task on the loop (the consumer)
-    keeps running, held up for one chunk at most; the first what-if then reads only what changed."""
+async def _gaps_while(work) -> tuple[list[float], float]:
+    """Run `work()` beside a task that wants the event loop every millisecond (it stands
+    for the consumer): the gaps between that task's turns, and how long `work` took."""
     import asyncio
     import gc
     import time
 
-    from app.adapters.db import history_repo
-
-    count = 30_000
-    await _many_stored_calls(clean_db, count)
-    what_if = WhatIf(clean_db, "sandbox")
     gaps: list[float] = []
     done = asyncio.Event()
 
-    async def ticker() -> None:  # stands for the consumer: wants the loop every millisecond
+    async def ticker() -> None:
         last = time.monotonic()
         while not done.is_set():
             await asyncio.sleep(0.001)
@@ -183,12 +178,24 @@ async def test_the_background_warm_up_loads_the_history_without_holding_up_the_e
     try:
         ticking = asyncio.create_task(ticker())
         started = time.monotonic()
-        await what_if.keep_warm(rows_per_chunk=200)
-        warm_seconds = time.monotonic() - started
+        await work()
+        seconds = time.monotonic() - started
         done.set()
         await ticking
     finally:
         gc.unfreeze()
+    return gaps, seconds
+
+
+async def test_the_background_warm_up_loads_the_history_without_holding_up_the_event_loop(clean_db, monkeypatch):
+    """keep_warm loads the window a chunk at a time: another task on the loop (the consumer)
+    keeps running, held up for one chunk at most; the first what-if then reads only what changed."""
+    from app.adapters.db import history_repo
+
+    count = 30_000
+    await _many_stored_calls(clean_db, count)
+    what_if = WhatIf(clean_db, "sandbox")
+    gaps, warm_seconds = await _gaps_while(lambda: what_if.keep_warm(rows_per_chunk=200))
     assert what_if.holds(7)
     assert len(gaps) > 10  # the loop ran the other task all along
     assert max(gaps) < min(0.15, warm_seconds / 3), (max(gaps), warm_seconds)
@@ -207,36 +214,12 @@ async def test_bringing_a_warm_history_up_to_date_does_not_hold_up_the_event_loo
     consumer and the worker, on the same event loop, stood still for about 300 ms (p99
     publish -> record at 500 events/s 371 ms against 67-125). The changed rows are read a
     chunk at a time too, and the window is ordered by the request that needs it."""
-    import asyncio
-    import gc
-    import time
-
     what_if = WhatIf(clean_db, "sandbox")
     await what_if.keep_warm(rows_per_chunk=200)  # an empty window, held
     assert what_if.holds(7)
     count = 30_000
     await _many_stored_calls(clean_db, count)  # ingested since: every one changed
-    gaps: list[float] = []
-    done = asyncio.Event()
-
-    async def ticker() -> None:  # stands for the consumer: wants the loop every millisecond
-        last = time.monotonic()
-        while not done.is_set():
-            await asyncio.sleep(0.001)
-            now = time.monotonic()
-            gaps.append(now - last)
-            last = now
-
-    gc.freeze()
-    try:
-        ticking = asyncio.create_task(ticker())
-        started = time.monotonic()
-        await what_if.keep_warm(rows_per_chunk=200)
-        refresh_seconds = time.monotonic() - started
-        done.set()
-        await ticking
-    finally:
-        gc.unfreeze()
+    gaps, refresh_seconds = await _gaps_while(lambda: what_if.keep_warm(rows_per_chunk=200))
     assert len(gaps) > 10
     assert max(gaps) < min(0.15, refresh_seconds / 3), (max(gaps), refresh_seconds)
     result = await what_if.run(RecordSettings(delay_call_record_until_connected=True))
