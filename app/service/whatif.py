@@ -110,8 +110,6 @@ class WhatIf:
                             ordered.append(row.session)
                     history.ordered = ordered
             else:
-                # Whichever refresh brought them in (this one, the background one, another
-                # replica's): every row whose session changed since the newest one held.
                 changed = False
                 async for rows in self._changed_rows(conn, history, rows_per_chunk):
                     for row in rows:

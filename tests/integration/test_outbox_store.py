@@ -297,3 +297,16 @@ async def test_note_context_reads_the_record_row_until_there_is_a_record_then_th
     assert len(expected) == 4 and chat.transcript == expected
     assert call is not None and call.record_id == "r-nc-call" and call.transcript == []
     assert chat.state.session_id == "nc-chat" and chat.state.is_chat
+
+
+async def test_the_claim_lock_is_held_to_the_end_of_the_callers_transaction_and_no_longer(clean_db):
+    """outbox_claim takes the claim lock (CLAIM_LOCK_KEY) before its claim statement: held
+    to the end of a caller's transaction, and only for the call without one."""
+    lock = f"SELECT pg_try_advisory_xact_lock({outbox_repo.CLAIM_LOCK_KEY})"
+    async with raw.connection(clean_db) as pg, raw.connection(clean_db) as other:
+        await outbox_repo.claim(pg, 10, lease_seconds=30)  # a transaction of its own
+        assert await other.fetchval(lock) is True
+        async with pg.transaction():
+            await outbox_repo.claim(pg, 10, lease_seconds=30)
+            assert await other.fetchval(lock) is False  # another claim waits for this one
+        assert await other.fetchval(lock) is True
