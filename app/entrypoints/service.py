@@ -211,8 +211,6 @@ async def _started_publisher(settings: Settings, max_message_bytes: int | None) 
 async def _run_components(settings: Settings, engine, crm: CrmAdapter, publisher: KafkaPublisher,
                           runtime: Runtime, stop: asyncio.Event, http: asyncio.Task,
                           deadline: ShutdownDeadline) -> None:
-    worker = OutboxWorker(settings, engine, OutboxRunner(engine, crm, publisher.publish_outcome, settings,
-                                                        published_since=publisher.already_published))
     log.info(
         "crm-records starting (%s): CRM %s, topic %s, group %s, HTTP port %d", _ROLE_DESCRIPTION[settings.service_role],
         crm.name, settings.kafka_topic, settings.kafka_group_id, settings.http_port,
@@ -228,16 +226,19 @@ async def _run_components(settings: Settings, engine, crm: CrmAdapter, publisher
             name="what-if-inputs",
         ),
     }
-    if settings.runs_consumer:
-        # Alone, the consumer's rows reach the workers through PostgreSQL's notification.
-        wake = worker.wake if settings.runs_worker else None
-        consumer = ConsumerLoop(settings, engine, publisher, crm.name, health=runtime.consumer, on_outbox_rows=wake)
-        tasks.add(asyncio.create_task(consumer.run(stop), name="consumer"))
+    worker: OutboxWorker | None = None
     if settings.runs_worker:
+        worker = OutboxWorker(settings, engine, OutboxRunner(engine, crm, publisher.publish_outcome, settings,
+                                                            published_since=publisher.already_published))
         tasks.add(asyncio.create_task(worker.run(stop), name="outbox-worker"))
         tasks.add(asyncio.create_task(watch_crm_credentials(crm, runtime.crm_health, stop), name="crm-check"))
-    else:
+    else:  # what its heartbeat tells the operations view
         runtime.crm_health.ok, runtime.crm_health.detail = True, "not checked here: SERVICE_ROLE=consumer calls no CRM"
+    if settings.runs_consumer:
+        # Alone, the consumer's rows reach the workers through PostgreSQL's notification.
+        wake = worker.wake if worker is not None else None
+        consumer = ConsumerLoop(settings, engine, publisher, crm.name, health=runtime.consumer, on_outbox_rows=wake)
+        tasks.add(asyncio.create_task(consumer.run(stop), name="consumer"))
     stopping = asyncio.create_task(stop.wait())
     try:
         done, _ = await asyncio.wait({*tasks, http, stopping}, return_when=asyncio.FIRST_COMPLETED)
