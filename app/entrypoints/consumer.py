@@ -60,9 +60,10 @@ class _Rebalance(ConsumerRebalanceListener):
 
 class ConsumerLoop:
     def __init__(self, settings: Settings, engine: AsyncEngine, publisher: KafkaPublisher, crm_name: str,
-                 *, health: ConsumerHealth | None = None, on_outbox_rows: Callable[[], None] | None = None):
+                 *, health: ConsumerHealth | None = None, on_outbox_rows: Callable[[], None] | None = None,
+                 wake_token: str = ""):
         self.settings = settings
-        self.ingest = PartitionIngest(engine, crm_name, on_outbox_rows=on_outbox_rows)
+        self.ingest = PartitionIngest(engine, crm_name, on_outbox_rows=on_outbox_rows, wake_token=wake_token)
         self.dead_letters = DeadLetterQueue(publisher.producer, settings.kafka_dlq_topic)
         self.health = health or ConsumerHealth(stuck_after_seconds=settings.consumer_stuck_partition_seconds)
         self.consumer: AIOKafkaConsumer | None = None

@@ -10,6 +10,7 @@ import gc
 import logging
 import signal
 import time
+import uuid
 from collections.abc import Coroutine
 from typing import Any
 
@@ -227,9 +228,12 @@ async def _run_components(settings: Settings, engine, crm: CrmAdapter, publisher
         ),
     }
     worker: OutboxWorker | None = None
+    # This process's consumer wakes its worker directly; its notifications say so.
+    wake_token = uuid.uuid4().hex if settings.runs_worker and settings.runs_consumer else ""
     if settings.runs_worker:
         worker = OutboxWorker(settings, engine, OutboxRunner(engine, crm, publisher.publish_outcome, settings,
-                                                            published_since=publisher.already_published))
+                                                            published_since=publisher.already_published),
+                              direct_wake_token=wake_token or None)
         tasks.add(asyncio.create_task(worker.run(stop), name="outbox-worker"))
         tasks.add(asyncio.create_task(watch_crm_credentials(crm, runtime.crm_health, stop), name="crm-check"))
     else:  # what its heartbeat tells the operations view
@@ -237,7 +241,8 @@ async def _run_components(settings: Settings, engine, crm: CrmAdapter, publisher
     if settings.runs_consumer:
         # Alone, the consumer's rows reach the workers through PostgreSQL's notification.
         wake = worker.wake if worker is not None else None
-        consumer = ConsumerLoop(settings, engine, publisher, crm.name, health=runtime.consumer, on_outbox_rows=wake)
+        consumer = ConsumerLoop(settings, engine, publisher, crm.name, health=runtime.consumer, on_outbox_rows=wake,
+                                wake_token=wake_token)
         tasks.add(asyncio.create_task(consumer.run(stop), name="consumer"))
     stopping = asyncio.create_task(stop.wait())
     try:

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.adapters.db import outbox_repo, raw
 from app.adapters.db.engine import asyncpg_dsn
 from app.adapters.db.outbox_repo import Claim
+from app.domain.kinds import OutboxStatus
 from app.service.outbox import OutboxRunner
 from app.settings import Settings
 
@@ -27,11 +28,21 @@ log = logging.getLogger(__name__)
 
 
 class OutboxWorker:
-    def __init__(self, settings: Settings, engine: AsyncEngine, runner: OutboxRunner):
+    def __init__(self, settings: Settings, engine: AsyncEngine, runner: OutboxRunner, *,
+                 direct_wake_token: str | None = None):
+        """`direct_wake_token`: the payload of the notifications of this process's own
+        consumer, which wakes this worker directly (`wake`); those are not heard twice."""
         self.settings = settings
         self.engine = engine
         self.runner = runner
+        self.direct_wake_token = direct_wake_token
         self._wake = asyncio.Event()
+        # A claim is a round trip and a query over the due rows: claim only when one may
+        # find something (test_outbox_claims). Due rows may be waiting for a slot when a
+        # claim took as many rows as slots were free, or none was free.
+        self._waiting_for_slot = False
+        self._claims_started = 0
+        runner.completions.watch_successors(claims_started=lambda: self._claims_started, wake=self.wake)
         self._in_flight: set[asyncio.Task] = set()  # every row not finished
         # The rows whose CRM work is not over: at most `outbox_concurrency`. A row past it
         # (its bookkeeping, its outcome events) holds no slot; all rows in flight are
@@ -54,17 +65,23 @@ class OutboxWorker:
                 # so it is never lost to the poll interval.
                 self._wake.clear()
                 free = self._free_slots()
+                limit = min(free, self.settings.outbox_claim_batch)
                 claimed = []
                 if free > 0:
+                    self._claims_started += 1
                     try:
-                        claimed = await self._claim(min(free, self.settings.outbox_claim_batch))
+                        claimed = await self._claim(limit)
                     except Exception as exc:
                         log.error("claiming outbox rows failed: %r", exc)
                         await asyncio.sleep(1.0)
                 for row in claimed:
                     self._start(row)
-                if claimed and len(claimed) < free:
-                    continue  # more may have been committed meanwhile
+                # A claim that got fewer rows than it asked for got every due row (as of
+                # its snapshot); one committed since has woken the worker again.
+                full = free == 0 or len(claimed) == limit
+                self._waiting_for_slot = full and limit == free
+                if full and self._free_slots() > 0:
+                    continue  # the claim batch's limit, not the slots: more may be due now
                 # Idle, or every slot taken: until new rows, a freed slot or the stop wake us.
                 # Awaited directly, not through a task per wait: a wake-up is one turn of a
                 # busy event loop away from the next claim, not three.
@@ -96,13 +113,19 @@ class OutboxWorker:
 
     def _crm_done(self, task: asyncio.Task) -> None:
         self._at_crm.discard(task)
-        self._wake.set()
+        if self._waiting_for_slot:
+            self._wake.set()
 
     def _finished(self, task: asyncio.Task) -> None:
         self._in_flight.discard(task)
         self._at_crm.discard(task)
         self._row_ids.pop(task, None)
-        self._wake.set()
+        if self._waiting_for_slot:
+            self._wake.set()
+
+    def _notified(self, _connection: object, _pid: int, _channel: str, payload: str) -> None:
+        if self.direct_wake_token is None or payload != self.direct_wake_token:
+            self._wake.set()
 
     async def _finish_or_release(self) -> None:
         """Shutdown: let running rows finish and be recorded, within the shutdown deadline
@@ -136,8 +159,13 @@ class OutboxWorker:
     async def _run_one(self, row, crm_done: Callable[[], None]) -> None:
         self._claims[row.id] = row.claim_id
         try:
-            await self.runner.run(row, crm_done)
+            if await self.runner.run(row, crm_done) != OutboxStatus.DONE:
+                # Parked (the rows behind it are free to go), put back, or lost to another
+                # worker: claim again. A row done wakes it only for the rows behind it
+                # (CompletionWriter.watch_successors).
+                self._wake.set()
         except Exception as exc:
+            self._wake.set()
             # Bookkeeping itself failed (database gone): the lease expiry will bring it back.
             # Expected when the database is down, so one line, no traceback.
             log.error("outbox row %s could not be recorded, it is retried after its lease: %r", row.id, exc)
@@ -160,7 +188,7 @@ class OutboxWorker:
     async def _listen(self) -> asyncpg.Connection | None:
         try:
             connection = await asyncpg.connect(asyncpg_dsn(self.engine.url.render_as_string(hide_password=False)))
-            await connection.add_listener(outbox_repo.NOTIFY_CHANNEL, lambda *_: self._wake.set())
+            await connection.add_listener(outbox_repo.NOTIFY_CHANNEL, self._notified)
             return connection
         except Exception as exc:  # polling still works, only slower
             log.warning("LISTEN for outbox notifications failed (%r); polling only", exc)

@@ -83,26 +83,33 @@ def skipped_row(crm: str, state: SessionState, reason: str) -> NewOutboxRow:
     )
 
 
+def _first_sightings(events: Sequence[SessionEvent], new_ids: set[str]) -> list[SessionEvent]:
+    """The events whose ids are new, each id once (a second copy in the batch is dropped)."""
+    fresh: list[SessionEvent] = []
+    for event in events:
+        if event.event_id in new_ids:
+            new_ids.discard(event.event_id)
+            fresh.append(event)
+    return fresh
+
+
 async def apply_batch(
     pg: asyncpg.Connection,
     events: Sequence[SessionEvent],
     crm: str,
     trace_for: Callable[[str], str | None] | None = None,
+    wake_token: str = "",
 ) -> BatchOutcome:
     """`pg` is in a transaction (adapters/db/raw.transaction). `trace_for(event_id)`, when
-    tracing is on, gives the trace context the outbox rows an event makes carry to the CRM call."""
+    tracing is on, gives the trace context the outbox rows an event makes carry to the CRM
+    call; `wake_token` is the workers' notification's payload (OutboxWorker.direct_wake_token)."""
     outcome = BatchOutcome()
     if not events:
         return outcome
     start = await batch_reads.start_batch(pg, events)
     in_force, new_ids = start.settings, start.new_event_ids
     version, settings = in_force.version, in_force.settings
-    fresh: list[SessionEvent] = []
-    for event in events:
-        # `discard` also drops a second copy of the same id within this batch.
-        if event.event_id in new_ids:
-            new_ids.discard(event.event_id)
-            fresh.append(event)
+    fresh = _first_sightings(events, new_ids)
     outcome.duplicates = len(events) - len(fresh)
     outcome.applied = len(fresh)
     if not fresh:
@@ -140,5 +147,6 @@ async def apply_batch(
             rows = [replace(row, trace_context=traceparent) for row in rows]
         outcome.outbox_rows.extend(rows)
 
-    await batch_writes.write_batch(pg, list(touched.values()), messages, outcome.decisions, outcome.outbox_rows)
+    await batch_writes.write_batch(pg, list(touched.values()), messages, outcome.decisions, outcome.outbox_rows,
+                                   wake_token=wake_token)
     return outcome

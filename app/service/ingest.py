@@ -49,12 +49,15 @@ def dead_letter(message: ConsumerRecord, reason: str) -> DeadLetter:
 
 
 class PartitionIngest:
-    def __init__(self, engine: AsyncEngine, crm_name: str, *, on_outbox_rows: Callable[[], None] | None = None):
+    def __init__(self, engine: AsyncEngine, crm_name: str, *, on_outbox_rows: Callable[[], None] | None = None,
+                 wake_token: str = ""):
         self.engine = engine
         self.crm_name = crm_name
         # Told after a commit that added outbox rows: this replica's worker claims them at
-        # once, without waiting for PostgreSQL's notification (which wakes the others).
+        # once, without waiting for PostgreSQL's notification (which wakes the others, and
+        # carries `wake_token` so that worker does not claim twice for it).
         self.on_outbox_rows = on_outbox_rows
+        self.wake_token = wake_token
 
     async def apply(self, messages: Sequence[ConsumerRecord]) -> list[DeadLetter]:
         """One partition's messages: apply what is valid; return the dead letters (not
@@ -132,7 +135,7 @@ class PartitionIngest:
         if not events:
             return
         async with raw.transaction(self.engine) as pg:
-            outcome = await apply_batch(pg, events, self.crm_name, trace_for)
+            outcome = await apply_batch(pg, events, self.crm_name, trace_for, self.wake_token)
         if outcome.outbox_rows and self.on_outbox_rows is not None:
             self.on_outbox_rows()
         metrics.events_consumed.inc(outcome.applied)

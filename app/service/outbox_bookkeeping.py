@@ -122,6 +122,17 @@ class CompletionWriter:
         self._one_statement = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._batcher: Batcher[Finished, list[int]] = Batcher(self._write)
         self._published: Batcher[list[int], None] = Batcher(self._mark_published)
+        self._claims_started: Callable[[], int] = lambda: 0
+        self._successor_due: Callable[[], None] = lambda: None
+
+    def watch_successors(self, *, claims_started: Callable[[], int], wake: Callable[[], None]) -> None:
+        """Call `wake` when a row may wait behind a row just finished: a row of the same
+        serial key is pending as of the bookkeeping's snapshot, or the worker started a
+        claim (`claims_started` counts them) between that snapshot and the commit, which
+        may have skipped one committed meanwhile. Any other row committed meanwhile wakes
+        the worker itself (its consumer, or PostgreSQL's notification), and the claim that
+        follows sees this row done."""
+        self._claims_started, self._successor_due = claims_started, wake
 
     async def write(self, finished: Finished) -> list[int]:
         return await self._batcher.submit(finished)
@@ -138,12 +149,15 @@ class CompletionWriter:
     async def _write(self, batch: list[Finished]) -> list[list[int]]:
         events = {f.row.id: self._events(f) for f in batch}
         work = self._bookkeeping(batch, [e for row_events in events.values() for e in row_events])
+        claims_before = self._claims_started()
         async with raw.transaction(self.engine) as pg:
             written = await outbox_writes.write_bookkeeping(pg, self.crm, self.account, self.lease_seconds, work)
             lost = [f.row.id for f in batch if f.row.id not in written.held]
             if lost:
                 # Rolled back: the rows still held are written again, each alone.
                 raise LeaseLost(f"outbox rows {lost} were claimed by another worker after this claim's lease ran out")
+        if written.successor_waiting or self._claims_started() != claims_before:
+            self._successor_due()
         ids = written.event_ids
         return [[ids[e.row.idempotency_key] for e in events[f.row.id] if e.row.idempotency_key in ids] for f in batch]
 
@@ -166,7 +180,8 @@ class CompletionWriter:
             decisions.extend(completion.decisions)
         attempts = [Attempt(f.row.id, f.row.session_id, f.row.attempts, f.calls.calls) for f in batch]
         claims = [Claim(f.row.id, f.row.claim_id) for f in batch]
-        return Bookkeeping(claims, users, new_records, session_records, decisions, attempts, events)
+        keys = [f.row.serial_key for f in batch if f.row.serial_key is not None]
+        return Bookkeeping(claims, users, new_records, session_records, decisions, attempts, events, keys)
 
     @staticmethod
     def _events(finished: Finished) -> list[ClaimedEvent]:

@@ -30,7 +30,7 @@ _WRITE = raw.with_parts(
         "o": outbox_repo.ENQUEUE.text,
     },
     # pg_notify is transactional like NOTIFY: the workers hear it when this commits.
-    f"SELECT pg_notify('{outbox_repo.NOTIFY_CHANNEL}', '') WHERE CAST(:notify AS boolean)",
+    f"SELECT pg_notify('{outbox_repo.NOTIFY_CHANNEL}', :wake_token) WHERE CAST(:notify AS boolean)",
 )
 
 
@@ -40,14 +40,18 @@ async def write_batch(
     messages: Sequence[ChatMessage],
     decisions: Sequence[DecisionRow],
     outbox_rows: Sequence[NewOutboxRow],
+    *,
+    wake_token: str = "",
 ) -> None:
     """Everything a batch changed, in one statement; the workers are woken when it
-    added outbox rows."""
+    added outbox rows (`wake_token`: the notification's payload, which tells a worker
+    woken directly by this process's consumer not to claim again for it)."""
     parameters = {
         **raw.prefixed("s", sessions_repo.save_states_parameters(states)),
         **raw.prefixed("m", events_repo.insert_messages_parameters(messages)),
         **raw.prefixed("d", decisions_repo.insert_decisions_parameters(decisions)),
         **raw.prefixed("o", outbox_repo.enqueue_parameters(outbox_rows)),
         "notify": bool(outbox_rows),
+        "wake_token": wake_token,
     }
     await raw.execute(pg, _WRITE, parameters)

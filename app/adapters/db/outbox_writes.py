@@ -41,7 +41,11 @@ _WRITE = raw.with_parts(
         "a": crm_attempts_repo.INSERT_ATTEMPTS.text,
         "e": outbox_repo.ENQUEUE_CLAIMED.text,
     },
-    "SELECT id, NULL AS idempotency_key FROM part_h UNION ALL SELECT id, idempotency_key FROM part_e",
+    # The done rows, the new outcome-event rows, and a row of NULLs when a row of the same
+    # end user and queue as a finished one is waiting: the worker claims again for it.
+    """SELECT id, NULL AS idempotency_key FROM part_h UNION ALL SELECT id, idempotency_key FROM part_e
+    UNION ALL SELECT NULL, NULL WHERE EXISTS (
+        SELECT 1 FROM outbox w WHERE w.serial_key = ANY(CAST(:waiting_keys AS text[])) AND w.status = 'pending')""",
 )
 _LOCK = raw.positional(sessions_repo.LOCK.text)
 
@@ -57,12 +61,16 @@ class Bookkeeping:
     decisions: Sequence[DecisionRow]
     attempts: Sequence[Attempt]
     events: Sequence[ClaimedEvent]
+    serial_keys: Sequence[str] = ()  # the finished rows' serial keys: is a row waiting behind one?
 
 
 @dataclass(frozen=True, slots=True)
 class Written:
     held: set[int]  # the finished rows still held by their claims, now done
     event_ids: dict[str, int]  # the new outcome-event rows by idempotency key
+    # A pending row has the serial key of a finished one: it could not be claimed while
+    # that row was in progress (as of this statement's snapshot).
+    successor_waiting: bool = False
 
 
 async def write_bookkeeping(
@@ -81,12 +89,16 @@ async def write_bookkeeping(
         **raw.prefixed("d", decisions_repo.insert_decisions_parameters(work.decisions)),
         **raw.prefixed("a", crm_attempts_repo.record_attempts_parameters(crm, work.attempts)),
         **raw.prefixed("e", outbox_repo.enqueue_publishing_parameters(work.events, lease_seconds)),
+        "waiting_keys": sorted(set(work.serial_keys)),
     }
     held: set[int] = set()
     event_ids: dict[str, int] = {}
+    successor_waiting = False
     for row_id, key in await raw.fetch(pg, _WRITE, parameters):
-        if key is None:
+        if row_id is None:
+            successor_waiting = True
+        elif key is None:
             held.add(row_id)
         else:
             event_ids[key] = row_id
-    return Written(held, event_ids)
+    return Written(held, event_ids, successor_waiting)
