@@ -4,6 +4,7 @@ is tried alone, so the one that fails again is retried alone and the others move
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 
 from aiokafka import TopicPartition
@@ -68,6 +69,43 @@ async def test_a_failure_one_partition_causes_holds_back_only_that_partition():
     loop.ingest.apply_poll = apply_poll
     loop.dead_letters = SimpleNamespace(deliver=deliver)
     await loop.poll_once(consumer)
+    await loop.settle_commits()
     assert tried[0] == {GOOD, BAD}  # one transaction first
     assert consumer.committed == {GOOD: 8}  # the good partition moved on
     assert consumer.paused_partitions == {BAD}  # the bad one waits for its retry, alone
+
+
+async def test_a_poll_does_not_wait_for_the_broker_to_take_its_offsets():
+    # A commit is a round trip to the broker; the next poll is applied meanwhile, and the
+    # commit after it carries every offset applied while the first was in flight.
+    settings = Settings(_env_file=None, kafka_topic="events")
+    loop = ConsumerLoop(settings, engine=None, publisher=SimpleNamespace(producer=None), crm_name="sandbox")
+    consumer = _Consumer()
+    loop.consumer = consumer
+    await _Rebalance(loop).on_partitions_assigned({GOOD, BAD})
+    broker_answers = asyncio.Event()
+    commits: list[dict] = []
+
+    async def slow_commit(offsets):
+        commits.append(dict(offsets))
+        await broker_answers.wait()
+        consumer.committed.update(offsets)
+
+    async def apply_poll(batches):
+        return {tp: [] for tp in batches}
+
+    async def deliver(letters):
+        pass
+
+    consumer.commit = slow_commit
+    loop.ingest.apply_poll = apply_poll
+    loop.dead_letters = SimpleNamespace(deliver=deliver)
+    async with asyncio.timeout(2):
+        await loop.poll_once(consumer)  # waited for the broker's answer before
+        consumer.batch = {GOOD: [ConsumerRecord("events", 0, 8, 0, 0, b"k", b"{}", None, 1, 2, ())]}
+        await loop.poll_once(consumer)
+    assert commits == [{GOOD: 8, BAD: 8}] and consumer.committed == {}
+    broker_answers.set()
+    await loop.settle_commits()
+    assert commits == [{GOOD: 8, BAD: 8}, {GOOD: 9}]
+    assert consumer.committed == {GOOD: 9, BAD: 8} and loop._applied == {}
