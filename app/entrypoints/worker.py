@@ -130,8 +130,9 @@ class OutboxWorker:
     async def _finish_or_release(self) -> None:
         """Shutdown: let running rows finish and be recorded, within the shutdown deadline
         (less a margin for the rest of the shutdown); rows still running then are cancelled
-        and handed back at once (pending, attempt not counted), so another replica carries
-        them out idempotently without waiting for their lease to run out."""
+        and handed back (pending, attempt not counted), so another replica carries them out
+        idempotently without waiting for their lease to run out; due after the CRM timeout,
+        as a timed-out write is (test_late_write): a write cancelled here may still land."""
         if not self._in_flight:
             return
         # What is left for the rest: cancelling (1 s), releasing (2 s), the process (3.5 s).
@@ -146,7 +147,8 @@ class OutboxWorker:
         try:
             async with asyncio.timeout(2):
                 async with self.engine.begin() as conn:
-                    released = await outbox_repo.release(conn, row_ids)
+                    released = await outbox_repo.release(
+                        conn, row_ids, not_before_seconds=self.settings.crm_timeout_seconds)
             log.info("shutdown: released %d unfinished outbox rows for other replicas", released)
         except Exception as exc:  # their leases still bring them back
             log.warning("shutdown: could not release %d outbox rows (%r); they return after their lease",

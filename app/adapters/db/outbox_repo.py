@@ -157,7 +157,7 @@ _MARK_DONE = text(
 _RELEASE = text(
     """
     UPDATE outbox SET status = 'pending', attempts = GREATEST(attempts - 1, 0), lease_until = NULL,
-                      due_at = now(), updated_at = now(),
+                      due_at = now() + make_interval(secs => :not_before_seconds), updated_at = now(),
                       -- cancelled mid-flight: the CRM may have done the work
                       outcome_unknown = true
     WHERE id = ANY(CAST(:ids AS bigint[])) AND status = 'in_progress'
@@ -165,11 +165,14 @@ _RELEASE = text(
 )
 
 
-async def release(conn: AsyncConnection, outbox_ids: Sequence[int]) -> int:
-    """Hand claimed rows back unfinished (a replica shutting down): claimable at once."""
+async def release(conn: AsyncConnection, outbox_ids: Sequence[int], *, not_before_seconds: float) -> int:
+    """Hand claimed rows back unfinished (a replica shutting down), claimable again after
+    `not_before_seconds`: a write cancelled here may still land at the CRM until then
+    (the CRM timeout), and the next claimer looks for it before writing again."""
     if not outbox_ids:
         return 0
-    return (await conn.execute(_RELEASE, {"ids": sorted(outbox_ids)})).rowcount
+    parameters = {"ids": sorted(outbox_ids), "not_before_seconds": not_before_seconds}
+    return (await conn.execute(_RELEASE, parameters)).rowcount
 
 
 async def mark_done(conn: AsyncConnection, outbox_ids: Sequence[int]) -> None:
