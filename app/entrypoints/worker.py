@@ -17,7 +17,7 @@ from collections.abc import Callable
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.adapters.db import outbox_repo, raw
+from app.adapters.db import outbox_claims, outbox_repo, raw
 from app.adapters.db.engine import asyncpg_dsn
 from app.adapters.db.outbox_repo import Claim
 from app.domain.kinds import OutboxStatus
@@ -156,7 +156,9 @@ class OutboxWorker:
 
     async def _claim(self, limit: int):
         async with raw.connection(self.engine) as pg:
-            return await outbox_repo.claim(pg, limit, self.settings.outbox_lease_seconds)
+            # With each row's context: one round trip fewer before its CRM call.
+            return await outbox_claims.claim_with_context(pg, limit, self.settings.outbox_lease_seconds,
+                                                        crm=self.runner.crm.name, account=self.runner.account)
 
     async def _run_one(self, row, crm_done: Callable[[], None]) -> None:
         self._claims[row.id] = row.claim_id

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -41,11 +41,11 @@ from app.adapters.db import (
     outbox_repo,
     raw,
     records_repo,
-    settings_repo,
 )
 from app.adapters.db.crm_attempts_repo import Attempt
 from app.adapters.db.decisions_repo import DecisionRow
 from app.adapters.db.outbox_repo import ClaimedRow
+from app.adapters.db.records_repo import NoteContext, RecordContext
 from app.domain.field_limits import limits_for
 from app.domain.kinds import (
     PARKED_DECISION,
@@ -79,6 +79,7 @@ from app.service.outbox_work import (
     end_user,
     note_marker,
     retry_delay,
+    settings_of_row,
     with_contact,
     wrote,
 )
@@ -214,20 +215,8 @@ class OutboxRunner:
         version = row.payload.get("settings_version")
         crm = self.crm.name
         # Read what is needed, then let the connection go: none is held across CRM calls.
-        if "settings" in row.payload:  # a row written before payloads named only the version
-            settings = RecordSettings.model_validate(row.payload["settings"])
-        else:
-            digest = row.payload.get("settings_digest")
-            if (known := settings_repo.known_version(version, digest)) is not None:
-                settings = known
-            else:
-                async with self.reads.connect() as conn:
-                    settings = await settings_repo.of_version(conn, version, digest)
-        async with raw.connection(self.engine) as pg:
-            context = await records_repo.record_context(
-                pg, crm, row.session_id, with_newest=settings.append_to_open_record_in_leaf_queue,
-                account=self.account,
-            )
+        settings = await settings_of_row(self.reads, row.payload)
+        context = await self._record_context(row, settings.append_to_open_record_in_leaf_queue)
         if context is None:
             raise NoRecord(f"session {row.session_id} is unknown")
         state = context.state
@@ -249,6 +238,13 @@ class OutboxRunner:
             self._output(RECORD_EVENT[made.action], state.session_id, made.record_id, made.url, target.reason)
         )
         return completion
+
+    async def _record_context(self, row: ClaimedRow, with_newest: bool) -> RecordContext | None:
+        if isinstance(row.context, RecordContext):
+            return row.context if with_newest else replace(row.context, newest=None)
+        async with raw.connection(self.engine) as pg:
+            return await records_repo.record_context(pg, self.crm.name, row.session_id, with_newest=with_newest,
+                                                     account=self.account)
 
     async def _apply_target(
         self, row: ClaimedRow, state: SessionState, settings: RecordSettings, target: Target,
@@ -319,8 +315,10 @@ class OutboxRunner:
         raise AssertionError("unreachable")
 
     async def _ended_note(self, row: ClaimedRow) -> Completion:
-        async with raw.connection(self.engine) as pg:
-            context = await records_repo.note_context(pg, row.session_id)
+        context = row.context if isinstance(row.context, NoteContext) else None  # read with the claim
+        if context is None:
+            async with raw.connection(self.engine) as pg:
+                context = await records_repo.note_context(pg, row.session_id)
         if context is None:
             raise NoRecord(f"session {row.session_id} is unknown")
         state, record_id, lines = context.state, context.record_id, context.transcript

@@ -8,7 +8,11 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from app.adapters.crm.base import CallLog, EndUserInfo, NewRecord, SessionActivity
+from app.adapters.db import settings_repo
+from app.domain.record_settings import RecordSettings
 from app.domain.session import SessionState
 from app.settings import Settings
 
@@ -86,3 +90,14 @@ def describe_cost(calls: CallLog) -> str:
     listed = ", ".join(f"{c.operation} {c.method} {c.path}" for c in calls.calls[:8])
     more = f", +{count - 8} more" if count > 8 else ""
     return f"{count} CRM request{'s' if count != 1 else ''}: {listed}{more}"
+
+
+async def settings_of_row(reads: AsyncEngine, payload: dict[str, Any]) -> RecordSettings:
+    """The settings a record row was made under: its version, read once per process."""
+    if "settings" in payload:  # a row written before payloads named only the version
+        return RecordSettings.model_validate(payload["settings"])
+    version, digest = payload.get("settings_version"), payload.get("settings_digest")
+    if (known := settings_repo.known_version(version, digest)) is not None:
+        return known
+    async with reads.connect() as conn:
+        return await settings_repo.of_version(conn, version, digest)

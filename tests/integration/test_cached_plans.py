@@ -49,8 +49,8 @@ async def test_the_record_context_reads_one_end_user_however_many_the_account_ha
         async with executed_plans(pg) as plans:
             context = await records_repo.record_context(pg, "sandbox", "ctx-1", with_newest=True)
     assert context is not None and context.contact_id is None
-    assert len(plans) == 1
-    assert rows_read(plans[0], "crm_end_users") <= 2, json.dumps(plans[0], indent=1)
+    [read] = [plan for plan in plans if plan["Node Type"] != "Function Scan"]  # the function's query
+    assert rows_read(read, "crm_end_users") <= 2, json.dumps(read, indent=1)
 
 
 async def test_a_claim_reads_about_its_limit_however_large_the_backlog_grew(clean_db):

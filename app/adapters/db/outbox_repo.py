@@ -14,6 +14,7 @@ from sqlalchemy import func, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.adapters.db import raw
+from app.adapters.db.records_repo import NoteContext, RecordContext
 from app.adapters.db.schema import outbox
 from app.domain.kinds import OutboxKind, OutboxStatus
 
@@ -56,6 +57,9 @@ class ClaimedRow:
     outcome_unknown: bool = False
     trace_context: str | None = None
     created_at: datetime | None = None
+    # What the worker reads before the CRM call, read with the claim (outbox_claims);
+    # None when claimed without it (the worker then reads it itself).
+    context: RecordContext | NoteContext | None = None
 
 
 _ENQUEUE = text(

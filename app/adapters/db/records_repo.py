@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -50,24 +50,10 @@ _REMEMBER_RECORDS = text(
 )
 # Everything the worker reads before deciding a record, in one round trip: the session's
 # state, the CRM's id for the end user in this CRM account (crm_end_users), and (with
-# append on) the newest record of that end user in that leaf queue. The end user is a
-# subquery by the whole primary key, not a join: as a join, a plan cached while
-# crm_end_users was small read every end user of the account (test_cached_plans).
+# append on) the newest record of that end user in that leaf queue. The function (migration
+# 0012) is also what the claim calls for each record row it claims (outbox_claims).
 _RECORD_CONTEXT = raw.positional(
-    """
-    SELECT s.state,
-           (SELECT c.crm_user_id FROM crm_end_users c
-            WHERE c.crm_account = :account AND c.end_user_id = s.state->>'end_user_id') AS contact_id,
-           r.record_id, r.record_url, r.session_id AS record_session_id
-    FROM sessions s
-    LEFT JOIN LATERAL (
-        SELECT record_id, record_url, session_id FROM crm_records
-        WHERE :with_newest AND crm = :crm AND end_user_id = s.state->>'end_user_id'
-          AND queue_id = s.state->>'queue_id'
-        ORDER BY id DESC LIMIT 1
-    ) r ON true
-    WHERE s.session_id = :session_id
-    """
+    "SELECT * FROM outbox_record_context(:session_id, :crm, :account, :with_newest)"
 )
 
 
@@ -85,37 +71,21 @@ async def record_context(
     `account` keys the end-user mapping (the CRM's name when not given)."""
     params = {"crm": crm, "account": account or crm, "session_id": session_id, "with_newest": with_newest}
     rows = await raw.fetch(pg, _RECORD_CONTEXT, params)
-    if not rows:
-        return None
-    row = rows[0]
-    newest = KnownRecord(row["record_id"], row["record_url"], row["record_session_id"]) if row["record_id"] else None
-    return RecordContext(SessionState.from_document(row["state"]), row["contact_id"], newest)
+    return record_context_of(rows[0]) if rows else None
 
 
-# Everything the worker reads before an end-of-session note, in one round trip: the
-# session's state and record; when it has none yet, its record row's status and last
-# error (wait for it, or give up with its reason); for a chat with a record, the
-# transcript, in the order the messages occurred.
-_NOTE_CONTEXT = raw.positional(
-    """
-    SELECT s.state, s.record_id, s.record_url, r.status AS record_row_status, r.last_error AS record_row_error,
-           t.occurred_at, t.senders, t.texts
-    FROM sessions s
-    LEFT JOIN LATERAL (
-        SELECT o.status, o.last_error FROM outbox o
-        WHERE s.record_id IS NULL AND o.session_id = s.session_id AND o.kind = 'record'
-        LIMIT 1
-    ) r ON true
-    LEFT JOIN LATERAL (
-        SELECT array_agg(m.occurred_at ORDER BY m.occurred_at, m.event_id) AS occurred_at,
-               array_agg(m.sender ORDER BY m.occurred_at, m.event_id) AS senders,
-               array_agg(m.text ORDER BY m.occurred_at, m.event_id) AS texts
-        FROM session_messages m
-        WHERE s.record_id IS NOT NULL AND s.state->>'medium' = 'chat' AND m.session_id = s.session_id
-    ) t ON true
-    WHERE s.session_id = :session_id
-    """
-)
+def record_context_of(row: Mapping[str, Any], prefix: str = "") -> RecordContext:
+    """A row of outbox_record_context, its columns named with `prefix`."""
+    record_id = row[f"{prefix}record_id"]
+    newest = (KnownRecord(record_id, row[f"{prefix}record_url"], row[f"{prefix}record_session_id"])
+              if record_id else None)
+    return RecordContext(SessionState.from_document(row[f"{prefix}state"]), row[f"{prefix}contact_id"], newest)
+
+
+# Everything the worker reads before an end-of-session note, in one round trip (migration
+# 0012): the session's state and record; when it has none yet, its record row's status and
+# last error; for a chat with a record, the transcript.
+_NOTE_CONTEXT = raw.positional("SELECT * FROM outbox_note_context(:session_id)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,15 +108,17 @@ class NoteContext:
 async def note_context(pg: asyncpg.Connection, session_id: str) -> NoteContext | None:
     """On asyncpg's connection (raw.py: the worker reads this once per note row)."""
     rows = await raw.fetch(pg, _NOTE_CONTEXT, {"session_id": session_id})
-    if not rows:
-        return None
-    row = rows[0]
-    record_row = (RecordRowStatus(OutboxStatus(row["record_row_status"]), row["record_row_error"])
-                  if row["record_row_status"] is not None else None)
-    lines = [TranscriptLine(*line) for line in zip(row["occurred_at"] or [], row["senders"] or [], row["texts"] or [],
-                                                    strict=True)]
-    return NoteContext(SessionState.from_document(row["state"]), row["record_id"], row["record_url"], record_row,
-                       lines)
+    return note_context_of(rows[0]) if rows else None
+
+
+def note_context_of(row: Mapping[str, Any], prefix: str = "") -> NoteContext:
+    """A row of outbox_note_context, its columns named with `prefix`."""
+    status = row[f"{prefix}record_row_status"]
+    record_row = RecordRowStatus(OutboxStatus(status), row[f"{prefix}record_row_error"]) if status is not None else None
+    columns = (row[f"{prefix}occurred_at"] or [], row[f"{prefix}senders"] or [], row[f"{prefix}texts"] or [])
+    lines = [TranscriptLine(*line) for line in zip(*columns, strict=True)]
+    return NoteContext(SessionState.from_document(row[f"{prefix}state"]), row[f"{prefix}record_id"],
+                       row[f"{prefix}record_url"], record_row, lines)
 
 
 async def remember_records(conn: AsyncConnection, crm: str, records: Sequence[NewRecord]) -> None:
