@@ -55,7 +55,6 @@ class _Rebalance(ConsumerRebalanceListener):
         self.loop = loop
 
     async def on_partitions_revoked(self, revoked):
-        await self.loop.settle_commits()
         await self.loop.commit_applied(revoked)
         self.loop.forget(revoked)
 
@@ -104,7 +103,6 @@ class ConsumerLoop:
                 await self.poll_once(consumer)
         finally:
             try:
-                await self.settle_commits()
                 await self.commit_applied(list(self._applied))
             finally:
                 self.health.joined = False
@@ -158,7 +156,7 @@ class ConsumerLoop:
         """Commit what is applied; then what was applied while that commit was in flight."""
         while self._applied:
             before = dict(self._applied)
-            await self.commit_applied(list(before))
+            await self._commit(list(before))
             if self._applied == before:
                 return  # the commit failed: the next poll's commit tries again
 
@@ -170,6 +168,12 @@ class ConsumerLoop:
             await asyncio.wait({self._committing}, timeout=_SETTLE_COMMIT_SECONDS)
 
     async def commit_applied(self, partitions: Sequence[TopicPartition]) -> None:
+        """Commit now what is applied of `partitions` (a revocation, the stop, a recovery),
+        after the background commit in flight."""
+        await self.settle_commits()
+        await self._commit(partitions)
+
+    async def _commit(self, partitions: Sequence[TopicPartition]) -> None:
         offsets = {tp: self._applied[tp] for tp in partitions if tp in self._applied}
         if not offsets or self.consumer is None:
             return

@@ -5,6 +5,7 @@ is tried alone, so the one that fails again is retried alone and the others move
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 from aiokafka import TopicPartition
@@ -75,20 +76,27 @@ async def test_a_failure_one_partition_causes_holds_back_only_that_partition():
     assert consumer.paused_partitions == {BAD}  # the bad one waits for its retry, alone
 
 
-async def test_a_poll_does_not_wait_for_the_broker_to_take_its_offsets():
-    # A commit is a round trip to the broker; the next poll is applied meanwhile, and the
-    # commit after it carries every offset applied while the first was in flight.
+@dataclass
+class _SlowBroker:
+    """A consumer loop whose broker holds every offset commit until `answers` is set."""
+
+    loop: ConsumerLoop
+    consumer: _Consumer
+    answers: asyncio.Event = field(default_factory=asyncio.Event)
+    commits: list[dict] = field(default_factory=list)
+
+
+async def _slow_broker() -> _SlowBroker:
     settings = Settings(_env_file=None, kafka_topic="events")
     loop = ConsumerLoop(settings, engine=None, publisher=SimpleNamespace(producer=None), crm_name="sandbox")
     consumer = _Consumer()
     loop.consumer = consumer
     await _Rebalance(loop).on_partitions_assigned({GOOD, BAD})
-    broker_answers = asyncio.Event()
-    commits: list[dict] = []
+    broker = _SlowBroker(loop, consumer)
 
     async def slow_commit(offsets):
-        commits.append(dict(offsets))
-        await broker_answers.wait()
+        broker.commits.append(dict(offsets))
+        await broker.answers.wait()
         consumer.committed.update(offsets)
 
     async def apply_poll(batches):
@@ -97,15 +105,40 @@ async def test_a_poll_does_not_wait_for_the_broker_to_take_its_offsets():
     async def deliver(letters):
         pass
 
-    consumer.commit = slow_commit
-    loop.ingest.apply_poll = apply_poll
-    loop.dead_letters = SimpleNamespace(deliver=deliver)
+    consumer.commit = slow_commit  # type: ignore[method-assign]
+    loop.ingest.apply_poll = apply_poll  # type: ignore[method-assign]
+    loop.dead_letters = SimpleNamespace(deliver=deliver)  # type: ignore[assignment]
+    return broker
+
+
+async def test_a_poll_does_not_wait_for_the_broker_to_take_its_offsets():
+    # A commit is a round trip to the broker; the next poll is applied meanwhile, and the
+    # commit after it carries every offset applied while the first was in flight.
+    broker = await _slow_broker()
+    loop, consumer, commits = broker.loop, broker.consumer, broker.commits
     async with asyncio.timeout(2):
         await loop.poll_once(consumer)  # waited for the broker's answer before
         consumer.batch = {GOOD: [ConsumerRecord("events", 0, 8, 0, 0, b"k", b"{}", None, 1, 2, ())]}
         await loop.poll_once(consumer)
     assert commits == [{GOOD: 8, BAD: 8}] and consumer.committed == {}
-    broker_answers.set()
+    broker.answers.set()
     await loop.settle_commits()
     assert commits == [{GOOD: 8, BAD: 8}, {GOOD: 9}]
     assert consumer.committed == {GOOD: 9, BAD: 8} and loop._applied == {}
+
+
+async def test_a_commit_outside_the_poll_waits_for_the_one_in_flight():
+    # Recovery from a fetch error, a revocation and the stop commit too: an older commit
+    # still in flight must not land after theirs.
+    broker = await _slow_broker()
+    loop, consumer, commits = broker.loop, broker.consumer, broker.commits
+    await loop.poll_once(consumer)
+    await asyncio.sleep(0.01)  # its commit is at the broker
+    assert commits == [{GOOD: 8, BAD: 8}]
+    loop._applied[GOOD] = 9  # applied since, by a path outside the poll
+    other = asyncio.create_task(loop.commit_applied([GOOD]))
+    await asyncio.sleep(0.05)
+    assert commits == [{GOOD: 8, BAD: 8}]  # not sent while the older one is in flight
+    broker.answers.set()
+    await asyncio.wait_for(other, timeout=2)
+    assert commits[-1] == {GOOD: 9} and consumer.committed == {GOOD: 9, BAD: 8}
