@@ -1,7 +1,7 @@
 """Use case: take a poll's messages into the database.
 
 Parse and validate each message; apply the valid ones of every partition the poll
-brought in one transaction (the `consume.apply_batch` use case). When PostgreSQL
+brought together, in one statement (the `consume.apply_batch` use case). When PostgreSQL
 refuses the *data* (SQLSTATE classes 22 and 23, see adapters/db/errors), each partition
 is tried alone and its batch split in halves until the refused events are alone, and
 only those become dead letters; everything else is applied. An event the pure domain
@@ -70,7 +70,7 @@ class PartitionIngest:
     async def apply_poll(
         self, batches: Mapping[TopicPartition, Sequence[ConsumerRecord]]
     ) -> dict[TopicPartition, list[DeadLetter]]:
-        """A poll's batches, every partition's in one transaction: a handful of statements
+        """A poll's batches, every partition's in one write: two statements
         per poll, however many partitions it brought. Partitions never share a session,
         so their events go in side by side, each partition's in its order. When the data
         is refused, each partition is retried alone and split until the refused events
@@ -134,7 +134,8 @@ class PartitionIngest:
     async def _apply(self, events: list[SessionEvent], trace_for: TraceFor) -> None:
         if not events:
             return
-        async with raw.transaction(self.engine) as pg:
+        # Outside a transaction: the batch's two statements each commit alone (apply_batch).
+        async with raw.connection(self.engine) as pg:
             outcome = await apply_batch(pg, events, self.crm_name, trace_for, self.wake_token)
         if outcome.outbox_rows and self.on_outbox_rows is not None:
             self.on_outbox_rows()

@@ -6,7 +6,8 @@ server does, speaking just enough of the PostgreSQL wire protocol:
 - `cut_at_next_commits(n, touching=...)`: the next `n` COMMITs of transactions that ran a
   statement naming `touching` never reach the server; the client's connection is
   dropped instead, so the transaction is rolled back mid-batch (optionally followed by
-  `starting_up()`, as when the server crashed and is recovering);
+  `starting_up()`, as when the server crashed and is recovering). A statement naming
+  `touching` outside a transaction commits alone: it is its own COMMIT, and is cut so;
 - `down()`: new connections are refused outright (nothing listens), existing ones cut;
 - `recover()`: back to a transparent pipe.
 """
@@ -130,6 +131,14 @@ class PostgresFaultProxy:
             writer.write(data)
             await writer.drain()
 
+    def _cut_commit(self, client_writer: asyncio.StreamWriter, server_writer: asyncio.StreamWriter) -> None:
+        self.commits_to_cut -= 1
+        self.cut_commits += 1
+        if self.then_starting_up:
+            self.starting_up()
+        client_writer.transport.abort()
+        server_writer.transport.abort()
+
     async def _client_to_server(self, reader, server_writer, client_writer) -> None:
         # Untyped start-up packets first (SSLRequest, then the StartupMessage), then typed messages.
         while True:
@@ -144,6 +153,7 @@ class PostgresFaultProxy:
             break
         statements: dict[bytes, bytes] = {}  # prepared statement name -> SQL text
         touched = False  # the open transaction ran a statement naming `cut_touching`
+        in_transaction = False  # a BEGIN was sent, and no COMMIT or ROLLBACK since
         while True:
             kind = await reader.readexactly(1)
             header = await reader.readexactly(4)
@@ -153,18 +163,18 @@ class PostgresFaultProxy:
                 statements[name] = query
                 touched = touched or self.cut_touching in query
             elif kind == b"B":  # Bind: portal, statement
-                touched = touched or self.cut_touching in statements.get(body.split(b"\x00", 2)[1], b"")
+                naming = self.cut_touching in statements.get(body.split(b"\x00", 2)[1], b"")
+                if naming and not in_transaction and self.commits_to_cut:
+                    self._cut_commit(client_writer, server_writer)
+                    return
+                touched = touched or naming
             elif kind == b"Q":
                 query = body.lstrip().upper()
                 if query.startswith(b"COMMIT") and self.commits_to_cut and touched:
-                    self.commits_to_cut -= 1
-                    self.cut_commits += 1
-                    if self.then_starting_up:
-                        self.starting_up()
-                    client_writer.transport.abort()
-                    server_writer.transport.abort()
+                    self._cut_commit(client_writer, server_writer)
                     return
                 if query.startswith((b"COMMIT", b"ROLLBACK", b"BEGIN")):
                     touched = False
+                    in_transaction = query.startswith(b"BEGIN")
             server_writer.write(kind + header + body)
             await server_writer.drain()

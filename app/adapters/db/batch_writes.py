@@ -1,5 +1,10 @@
-"""A consumer batch's writes in one statement: the session states, chat messages,
-decisions and outbox rows (and the workers' wake-up) as data-modifying CTEs.
+"""A consumer batch's writes in one statement: its dedup rows, the session states, chat
+messages, decisions and outbox rows (and the workers' wake-up) as data-modifying CTEs.
+
+The statement also checks what the batch read without locks (batch_reads.read_batch):
+every new event id is inserted (no other consumer applied it meanwhile) and every state
+is saved over the version it was read at. If not, it fails whole (BatchConflict) and
+writes nothing. The locked way inserts the dedup rows first and passes none here.
 
 Each part is its repository's own statement and parameters, renamed apart; together
 they cost one round trip instead of five, run on asyncpg's connection (adapters/db/raw.py).
@@ -20,38 +25,61 @@ from app.adapters.db import decisions_repo, events_repo, outbox_repo, raw, sessi
 from app.adapters.db.decisions_repo import DecisionRow
 from app.adapters.db.events_repo import ChatMessage
 from app.adapters.db.outbox_repo import NewOutboxRow
+from app.adapters.db.sessions_repo import VersionedStates
+from app.domain.events import SessionEvent
 from app.domain.session import SessionState
 
 _WRITE = raw.with_parts(
     {
+        "e": events_repo.INSERT_NEW_EVENTS,
         "s": sessions_repo.SAVE_STATES.text,
         "m": events_repo.INSERT_MESSAGES.text,
         "d": decisions_repo.INSERT_DECISIONS.text,
         "o": outbox_repo.ENQUEUE.text,
     },
-    # pg_notify is transactional like NOTIFY: the workers hear it when this commits.
-    f"SELECT pg_notify('{outbox_repo.NOTIFY_CHANNEL}', :wake_token) WHERE CAST(:notify AS boolean)",
+    # The check (migration 0013's function raises), then the wake-up: pg_notify is
+    # transactional like NOTIFY, the workers hear it when this commits.
+    f"""SELECT CASE WHEN counted.new_events <> CAST(:new_events AS int) OR counted.saved <> CAST(:states AS int)
+                    THEN consumer_batch_conflict(counted.new_events, :new_events, counted.saved, :states) END,
+           CASE WHEN CAST(:notify AS boolean) THEN pg_notify('{outbox_repo.NOTIFY_CHANNEL}', :wake_token) END
+    FROM (SELECT (SELECT count(*)::int FROM part_e) AS new_events,
+                 (SELECT count(*)::int FROM part_s) AS saved) AS counted""",
 )
+
+
+class BatchConflict(Exception):
+    """What the batch read changed before its write: another consumer applied some of its
+    events or saved one of its sessions meanwhile (a rebalance). Nothing was written."""
 
 
 async def write_batch(
     pg: asyncpg.Connection,
+    new_events: Sequence[SessionEvent],
     states: Sequence[SessionState],
+    versions: VersionedStates,
     messages: Sequence[ChatMessage],
     decisions: Sequence[DecisionRow],
     outbox_rows: Sequence[NewOutboxRow],
     *,
     wake_token: str = "",
 ) -> None:
-    """Everything a batch changed, in one statement; the workers are woken when it
-    added outbox rows (`wake_token`: the notification's payload, which tells a worker
-    woken directly by this process's consumer not to claim again for it)."""
+    """Everything a batch changed, in one statement: `new_events`' dedup rows, `states`
+    each over its version in `versions`, ...; the workers are woken when it added outbox
+    rows (`wake_token`: the notification's payload, which tells a worker woken directly
+    by this process's consumer not to claim again for it). Raises BatchConflict when
+    what the batch read changed meanwhile."""
     parameters = {
-        **raw.prefixed("s", sessions_repo.save_states_parameters(states)),
+        **raw.prefixed("e", events_repo.insert_new_events_parameters(new_events)),
+        **raw.prefixed("s", sessions_repo.save_states_parameters(states, versions)),
         **raw.prefixed("m", events_repo.insert_messages_parameters(messages)),
         **raw.prefixed("d", decisions_repo.insert_decisions_parameters(decisions)),
         **raw.prefixed("o", outbox_repo.enqueue_parameters(outbox_rows)),
+        "new_events": len(new_events),
+        "states": len(states),
         "notify": bool(outbox_rows),
         "wake_token": wake_token,
     }
-    await raw.execute(pg, _WRITE, parameters)
+    try:
+        await raw.execute(pg, _WRITE, parameters)
+    except asyncpg.SerializationError as exc:
+        raise BatchConflict(str(exc)) from exc

@@ -58,6 +58,8 @@ sessions = Table(
     Column("record_action", Text),  # created | attached | reopened
     Column("created_at", Timestamp, nullable=False, server_default=func.now()),
     Column("updated_at", Timestamp, nullable=False, server_default=func.now()),
+    # Moves with every state the consumer saves (migration 0013): its batch's write checks it.
+    Column("state_version", BigInteger, nullable=False, server_default="0"),
 )
 
 # Chat transcripts, one row per message event (kept apart so the session row stays small).

@@ -25,10 +25,23 @@ class SessionRecord:
     record_url: str | None
     action: RecordAction
 
+@dataclass(frozen=True, slots=True)
+class VersionedStates:
+    """Sessions' states as read, with the version each was read at (a session without a
+    row is at version 0): a consumer batch saves each over that version or not at all."""
+
+    states: dict[str, SessionState]
+    versions: dict[str, int]
+
+    def version_of(self, session_id: str) -> int:
+        return self.versions.get(session_id, 0)
+
+
 # Row locks: a rebalance can hand a partition to another consumer while the old owner
-# finishes its batch; the lock makes the two batches apply one after the other.
+# finishes its batch; the lock makes the two batches apply one after the other (the
+# locked way, which a consumer batch takes when its unlocked write found a conflict).
 _LOAD_FOR_UPDATE = raw.positional(
-    "SELECT session_id, state FROM sessions WHERE session_id = ANY(CAST(:ids AS text[])) "
+    "SELECT session_id, state, state_version FROM sessions WHERE session_id = ANY(CAST(:ids AS text[])) "
     "ORDER BY session_id FOR UPDATE"
 )
 
@@ -41,30 +54,54 @@ _UPSERT = text(
     SELECT s.session_id, s.state, s.record
     FROM json_to_recordset(CAST(:states AS json)) AS s(session_id text, state jsonb, record text)
     ON CONFLICT (session_id) DO UPDATE
-    SET state = EXCLUDED.state, record = EXCLUDED.record, updated_at = now()
+    SET state = EXCLUDED.state, record = EXCLUDED.record, state_version = sessions.state_version + 1,
+        updated_at = now()
+    """
+)
+# A consumer batch's save: each state over the version it was read at, else not at all
+# (RETURNING tells which were saved; batch_writes fails the batch when one was not). An
+# INSERT's conflict is checked against the row as committed, after waiting for any
+# transaction that holds it, so a state saved meanwhile by another consumer is seen.
+_SAVE_OVER_VERSIONS = text(
+    """
+    INSERT INTO sessions (session_id, state, record, state_version)
+    SELECT s.session_id, s.state, s.record, s.version + 1
+    FROM json_to_recordset(CAST(:states AS json)) AS s(session_id text, state jsonb, record text, version bigint)
+    ON CONFLICT (session_id) DO UPDATE
+    SET state = EXCLUDED.state, record = EXCLUDED.record, state_version = EXCLUDED.state_version,
+        updated_at = now()
+    WHERE sessions.state_version = EXCLUDED.state_version - 1
+    RETURNING session_id
     """
 )
 
 
-async def load_states_for_update(pg: asyncpg.Connection, session_ids: Iterable[str]) -> dict[str, SessionState]:
+async def load_states_for_update(pg: asyncpg.Connection, session_ids: Iterable[str]) -> VersionedStates:
     ids = sorted(set(session_ids))
     if not ids:
-        return {}
+        return VersionedStates({}, {})
     rows = await raw.fetch(pg, _LOAD_FOR_UPDATE, {"ids": ids})
-    return {row["session_id"]: SessionState.from_document(row["state"]) for row in rows}
+    return VersionedStates({row["session_id"]: SessionState.from_document(row["state"]) for row in rows},
+                           {row["session_id"]: row["state_version"] for row in rows})
 
 
-def save_states_parameters(states: Sequence[SessionState]) -> dict[str, Any]:
-    return {"states": raw.json_rows([{"session_id": s.session_id, "state": s, "record": s.record} for s in states])}
+def save_states_parameters(states: Sequence[SessionState], versions: VersionedStates) -> dict[str, Any]:
+    """In session id order, the order the rows are locked in by every writer of them."""
+    return {"states": raw.json_rows([
+        {"session_id": s.session_id, "state": s, "record": s.record, "version": versions.version_of(s.session_id)}
+        for s in sorted(states, key=lambda s: s.session_id)
+    ])}
 
 
-SAVE_STATES = _UPSERT  # for batch_writes, which runs it together with the batch's other writes
+SAVE_STATES = _SAVE_OVER_VERSIONS  # for batch_writes, which runs it together with the batch's other writes
 
 
 async def save_states(conn: AsyncConnection, states: Sequence[SessionState]) -> None:
+    """Save states whatever their versions (a test's or a tool's seed)."""
     if not states:
         return
-    await conn.execute(_UPSERT, save_states_parameters(states))
+    await conn.execute(_UPSERT, {"states": raw.json_rows(
+        [{"session_id": s.session_id, "state": s, "record": s.record} for s in states])})
 
 
 # The worker reads and writes one session row per outbox row: statements built once.
