@@ -150,12 +150,14 @@ class CompletionWriter:
         events = {f.row.id: self._events(f) for f in batch}
         work = self._bookkeeping(batch, [e for row_events in events.values() for e in row_events])
         claims_before = self._claims_started()
-        async with raw.transaction(self.engine) as pg:
-            written = await outbox_writes.write_bookkeeping(pg, self.crm, self.account, self.lease_seconds, work)
-            lost = [f.row.id for f in batch if f.row.id not in written.held]
-            if lost:
-                # Rolled back: the rows still held are written again, each alone.
-                raise LeaseLost(f"outbox rows {lost} were claimed by another worker after this claim's lease ran out")
+        async with raw.connection(self.engine) as pg:
+            try:
+                written = await outbox_writes.write_bookkeeping(pg, self.crm, self.account, self.lease_seconds, work)
+            except outbox_writes.ClaimsLost as exc:
+                # Nothing written: the Batcher writes each row of the batch again alone.
+                rows = [f.row.id for f in batch]
+                raise LeaseLost(f"outbox rows {rows}: one or more were claimed by another worker after this "
+                                f"claim's lease ran out ({exc})") from exc
         if written.successor_waiting or self._claims_started() != claims_before:
             self._successor_due()
         ids = written.event_ids

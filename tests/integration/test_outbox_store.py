@@ -4,6 +4,7 @@ order, and the batched bookkeeping of finished rows."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import orjson
 import pytest
@@ -18,7 +19,7 @@ from app.adapters.db.outbox_repo import Claim, NewOutboxRow
 from app.adapters.db.schema import metadata
 from app.domain.kinds import DecisionKind, RecordAction
 from app.domain.session import apply_event
-from app.service.outbox import Completion, CompletionWriter, Finished, MadeRecord
+from app.service.outbox import Completion, CompletionWriter, Finished, LeaseLost, MadeRecord
 from tests.factories import call_events, to_event
 from tests.helpers import driver_connection
 
@@ -212,6 +213,45 @@ async def test_rows_finishing_together_are_written_together_and_a_bad_one_fails_
     assert known is not None and known.contact_id == "c-w3"
     assert known.newest is not None and known.newest.record_id == "r-w3" and known.newest.session_id == "w3"
     assert session is not None and (session.record_id, session.record_action) == ("r-w1", "created")
+
+
+async def test_rows_finishing_together_cost_one_statement_and_a_row_whose_claim_ran_out_writes_nothing(
+    clean_db, monkeypatch
+):
+    states, rows = await _claimed_record_rows(clean_db, ["l1", "l2", "l3"])
+    async with clean_db.begin() as conn:  # another worker claimed l2 after this claim's lease ran out
+        await conn.execute(text("UPDATE outbox SET claim_id = gen_random_uuid() WHERE idempotency_key = 'l2'"))
+    statements: list[str] = []
+    opened = raw.connection
+
+    @contextlib.asynccontextmanager
+    async def logged(engine):
+        def log(query) -> None:
+            statements.append(query.query)
+
+        async with opened(engine) as pg:
+            pg.add_query_logger(log)
+            try:
+                yield pg
+                await asyncio.sleep(0.05)  # asyncpg calls its query loggers soon after, not at once
+            finally:
+                pg.remove_query_logger(log)  # the connection goes back to the pool
+
+    monkeypatch.setattr(raw, "connection", logged)
+    writer = CompletionWriter(clean_db, "sandbox")
+    finished = [_finished(rows[k], states[k], "created") for k in ("l1", "l2", "l3")]
+    results = await asyncio.gather(*(writer.write(f) for f in finished), return_exceptions=True)
+    assert isinstance(results[1], LeaseLost) and not isinstance(results[0], Exception)
+    # The three together (refused whole), then each alone: one statement each, no BEGIN, no COMMIT.
+    assert [q.split()[0] for q in statements] == ["WITH"] * 4, statements
+    async with clean_db.connect() as conn:
+        status = dict((await conn.execute(text("SELECT idempotency_key, status FROM outbox"))).all())
+        attempts = (await conn.execute(text("SELECT outbox_id FROM crm_attempts"))).scalars().all()
+        decided = (await conn.execute(text("SELECT session_id FROM decisions"))).scalars().all()
+        recorded = (await conn.execute(text("SELECT session_id FROM sessions WHERE record_id IS NOT NULL"))).all()
+    assert status == {"l1": "done", "l2": "in_progress", "l3": "done"}
+    assert sorted(attempts) == sorted([rows["l1"].id, rows["l3"].id])
+    assert sorted(decided) == ["l1", "l3"] and sorted(r[0] for r in recorded) == ["l1", "l3"]
 
 
 @pytest.mark.parametrize("with_newest", [True, False])

@@ -164,8 +164,26 @@ async def lock_sessions(conn: AsyncConnection, session_ids: Sequence[str]) -> No
     await conn.execute(_LOCK, {"ids": sorted(session_ids)})
 
 
-SET_RECORDS, LOCK = _SET_RECORDS, _LOCK  # for outbox_writes: the locks first, then the update
+# `_SET_RECORDS` in one statement with its locks: the subquery locks the rows in session
+# id order (its FOR UPDATE is applied to its sorted rows) and the update joins only rows
+# it has locked, so whatever plan the join takes, no row is locked out of that order.
+_SET_RECORDS_LOCKING = text(
+    """
+    UPDATE sessions s SET crm = :crm, record_id = r.record_id, record_url = r.record_url,
+                          record_action = r.action, updated_at = now()
+    FROM json_to_recordset(CAST(:records AS json))
+         AS r(session_id text, record_id text, record_url text, action text),
+         (SELECT session_id FROM sessions WHERE session_id = ANY(CAST(:ids AS text[]))
+          ORDER BY session_id FOR UPDATE) AS locked
+    WHERE s.session_id = r.session_id AND locked.session_id = r.session_id
+    """
+)
+SET_RECORDS_LOCKING = _SET_RECORDS_LOCKING  # for outbox_writes
 
 
 def set_records_parameters(crm: str, records: Sequence[SessionRecord]) -> dict[str, Any]:
     return {"crm": crm, "records": raw.json_rows(records)}
+
+
+def set_records_locking_parameters(crm: str, records: Sequence[SessionRecord]) -> dict[str, Any]:
+    return {**set_records_parameters(crm, records), "ids": sorted(r.session_id for r in records)}
