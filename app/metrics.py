@@ -17,6 +17,12 @@ events_consumed = Counter(
 events_duplicate = Counter(
     "crm_records_events_duplicate_total", "Session events seen again and ignored", registry=REGISTRY
 )
+consumer_batches_locked = Counter(
+    "crm_records_consumer_batches_locked_total",
+    "Consumer batches applied the locked way after their unlocked write found an event seen before "
+    "or a session saved meanwhile (a replay, a rebalance)",
+    registry=REGISTRY,
+)
 events_dead_lettered = Counter(
     "crm_records_events_dead_lettered_total",
     "Messages sent to the dead-letter topic, by reason class",

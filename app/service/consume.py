@@ -41,6 +41,9 @@ class EventNotApplicable(Exception):
 class BatchOutcome:
     applied: int = 0
     duplicates: int = 0
+    # The unlocked write found an event seen before or a session saved meanwhile, and
+    # the batch was applied again the locked way.
+    locked_after_conflict: bool = False
     decisions: list[DecisionRow] = field(default_factory=list)
     outbox_rows: list[NewOutboxRow] = field(default_factory=list)
 
@@ -123,7 +126,9 @@ async def apply_batch(
                                      wake_token, new_events=fresh)
     except batch_writes.BatchConflict:
         async with pg.transaction():
-            return await _apply_locked(pg, events, crm, trace_for, wake_token)
+            outcome = await _apply_locked(pg, events, crm, trace_for, wake_token)
+        outcome.locked_after_conflict = True
+        return outcome
 
 
 async def _apply_locked(

@@ -139,6 +139,8 @@ class PartitionIngest:
             outcome = await apply_batch(pg, events, self.crm_name, trace_for, self.wake_token)
         if outcome.outbox_rows and self.on_outbox_rows is not None:
             self.on_outbox_rows()
+        if outcome.locked_after_conflict:
+            metrics.consumer_batches_locked.inc()
         metrics.events_consumed.inc(outcome.applied)
         if outcome.duplicates:
             metrics.events_duplicate.inc(outcome.duplicates)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 
+import orjson
 from sqlalchemy import text
 
 from app.adapters.db import raw
@@ -46,6 +47,8 @@ async def test_a_batch_is_one_read_and_one_write_and_writes_every_part(clean_db)
     assert [s.split()[0] for s in statements] == ["SELECT", "WITH"] * 3 + ["BEGIN;", "WITH", "COMMIT;"], statements
     assert not any("FOR UPDATE" in s for s in statements)
     assert (first.applied, second.applied, again.applied, again.duplicates) == (3, len(events) - 3, 0, len(events))
+    assert (first.locked_after_conflict, second.locked_after_conflict, again.locked_after_conflict) == (
+        False, False, True)
     state, version = await _session(clean_db, "chat-u")
     assert (state.events_applied, version) == (len(events), 2)
     assert await _count(clean_db, "SELECT count(*) FROM processed_events") == len(events)
@@ -80,6 +83,7 @@ async def test_a_state_saved_by_another_consumer_meanwhile_is_not_overwritten(cl
         await apply_batch(pg, [queued], "sandbox")
     other, this = await _race(clean_db, [assigned], [connected, ended])
     assert (other.applied, this.applied, this.duplicates) == (1, 2, 0)
+    assert this.locked_after_conflict and not other.locked_after_conflict
     state, version = await _session(clean_db, "call-r")
     # Without the version check the unlocked write saved its state, folded from `queued`
     # alone, over the one that `assigned` made: 3 events applied, no agent.
@@ -95,8 +99,35 @@ async def test_an_event_applied_by_another_consumer_meanwhile_is_a_duplicate(cle
         first = await apply_batch(pg, events[:1], "sandbox")
     other, this = await _race(clean_db, events[1:], events[1:])
     assert (other.applied, this.applied, this.duplicates) == (3, 0, 3)
+    assert this.locked_after_conflict
     assert this.outbox_rows == [] and this.decisions == []
     state, version = await _session(clean_db, "call-d")
     assert (state.events_applied, version) == (4, 2)
     assert await _count(clean_db, "SELECT count(*) FROM outbox") == len(first.outbox_rows + other.outbox_rows)
     assert await _count(clean_db, "SELECT count(*) FROM decisions") == len(first.decisions + other.decisions)
+
+
+async def test_a_replayed_poll_is_counted_as_applied_the_locked_way(clean_db):
+    from aiokafka import TopicPartition
+    from aiokafka.structs import ConsumerRecord
+
+    from app import metrics
+    from app.service.ingest import PartitionIngest
+    from tests.factories import call_events
+
+    documents = call_events("call-m", end_user_id="eu-m")
+    poll = {TopicPartition("events", 0): [
+        ConsumerRecord("events", 0, n, 0, 0, None, orjson.dumps(d), None, 0, 0, []) for n, d in enumerate(documents)]}
+    ingest = PartitionIngest(clean_db, "sandbox")
+
+    def counted() -> tuple[float, float, float]:
+        return (metrics.consumer_batches_locked._value.get(), metrics.events_consumed._value.get(),
+                metrics.events_duplicate._value.get())
+
+    before = counted()
+    await ingest.apply_poll(poll)
+    after_first = counted()
+    await ingest.apply_poll(poll)  # the same poll again, as after a crash before the offsets' commit
+    after_replay = counted()
+    assert [b - a for a, b in zip(before, after_first, strict=True)] == [0, len(documents), 0]
+    assert [b - a for a, b in zip(after_first, after_replay, strict=True)] == [1, 0, len(documents)]
