@@ -167,6 +167,7 @@ async def executed_plans(pg: asyncpg.Connection) -> AsyncIterator[list[dict[str,
     await pg.execute(
         "LOAD 'auto_explain'; SET auto_explain.log_min_duration = 0; SET auto_explain.log_analyze = on; "
         "SET auto_explain.log_format = 'json'; SET auto_explain.log_level = 'notice'; "
+        "SET auto_explain.log_buffers = on; "
         "SET auto_explain.log_nested_statements = on"
     )
     pg.add_log_listener(collect)

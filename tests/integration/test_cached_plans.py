@@ -25,11 +25,12 @@ import asyncpg
 from sqlalchemy import text
 
 from app.adapters.crm.sandbox import SandboxAdapter
-from app.adapters.db import outbox_repo, raw, records_repo, sessions_repo
+from app.adapters.db import outbox_repo, outbox_writes, raw, records_repo, sessions_repo
+from app.adapters.db.outbox_repo import Claim
 from app.domain.session import apply_event
 from app.settings import Settings
 from tests.factories import call_events, to_event
-from tests.helpers import executed_plans, rows_read
+from tests.helpers import executed_plans, nodes, rows_read
 
 GROWN = 3000  # rows added after the statements were prepared and run on empty tables
 WARM_UP_RUNS = 8  # more than the five custom plans after which PostgreSQL may go generic
@@ -121,3 +122,57 @@ async def _grow_the_sandbox_between_plans(engine, create) -> None:
                 await create(pg, 100 + n, phone, email)
             plan = plans[-1]
             assert rows_read(plan, "sandbox_contacts") <= 10, json.dumps(plan, indent=1)
+
+
+def _blocks(plan: dict) -> int:
+    return plan.get("Shared Hit Blocks", 0) + plan.get("Shared Read Blocks", 0)
+
+
+async def test_the_bookkeeping_finds_its_rows_by_id_however_many_rows_left_the_running_index(clean_db):
+    """Found by `make bench --sessions 10000`: marking a row done read every entry of the
+    partial index of running rows (ix_outbox_serial_running), 33,000 of them, 3,200 pages,
+    6.5 ms a batch. Rows leave that index's predicate when they finish, and their entries
+    stay until the table is vacuumed; the plan, made when statistics said few rows run,
+    read the index whole (a bitmap scan) instead of the finished rows by their ids."""
+
+    def bookkeeping(row) -> outbox_writes.Bookkeeping:
+        return outbox_writes.Bookkeeping([Claim(row.id, row.claim_id)], {}, [], [], [], [], [])
+
+    async with clean_db.begin() as conn:
+        await conn.execute(text("ALTER TABLE outbox SET (autovacuum_enabled = false)"))
+    try:
+        async with raw.connection(clean_db) as pg:
+            # The plan PostgreSQL may settle on after five runs (it did, in the bench).
+            await pg.execute("SET plan_cache_mode = force_generic_plan")
+
+            async def claim_one(key: str):
+                await pg.execute("INSERT INTO outbox (idempotency_key, kind, session_id, serial_key, payload) "
+                                 "VALUES ($1, 'record', $1, $1, '{}')", key)
+                [row] = await outbox_repo.claim(pg, 1, lease_seconds=30)
+                return row
+
+            for n in range(WARM_UP_RUNS):
+                warm_up = bookkeeping(await claim_one(f"w{n}"))
+                await outbox_writes.write_bookkeeping(pg, "sandbox", "sandbox", 30, warm_up)
+            # Rows that ran and finished: their entries in the running index are dead until a vacuum.
+            await pg.execute(
+                "INSERT INTO outbox (idempotency_key, kind, session_id, serial_key, payload, status) "
+                "SELECT 'done-' || i, 'record', 's-' || i, 'user-' || i, '{}', 'in_progress' "
+                "FROM generate_series(1, $1::int) AS i", GROWN)
+            await pg.execute("UPDATE outbox SET status = 'done' WHERE idempotency_key LIKE 'done-%'")
+            await pg.execute("ANALYZE outbox")
+            row = await claim_one("last")
+            async with executed_plans(pg) as plans:
+                await outbox_writes.write_bookkeeping(pg, "sandbox", "sandbox", 30, bookkeeping(row))
+            await pg.execute("RESET plan_cache_mode")
+    finally:
+        async with clean_db.begin() as conn:
+            await conn.execute(text("ALTER TABLE outbox RESET (autovacuum_enabled)"))
+    marked = next(n for p in plans for n in nodes(p)
+                  if n.get("Node Type") == "ModifyTable" and n.get("Operation") == "Update")
+    # By the primary key, whatever the partial indexes hold (here the plan took ix_outbox_due).
+    scans = {n.get("Index Name") or n["Node Type"] for n in nodes(marked)
+             if n.get("Relation Name") == "outbox" and n is not marked}
+    scans |= {n["Index Name"] for n in nodes(marked) if n.get("Node Type") == "Bitmap Index Scan"}
+    assert scans == {"outbox_pkey"}, json.dumps(marked, indent=1)
+    assert _blocks(marked) <= 60, json.dumps(marked, indent=1)
