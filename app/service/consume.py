@@ -124,7 +124,9 @@ async def apply_batch(
     try:
         return await _fold_and_write(pg, events, fresh, snapshot.settings, snapshot.states, crm, trace_for,
                                      wake_token, new_events=fresh)
-    except batch_writes.BatchConflict:
+    except (batch_writes.BatchConflict, EventNotApplicable):
+        # An event the fold refused may be a replay, folded here into a state that holds
+        # it already: the locked way skips the duplicates first, and refuses it only if new.
         async with pg.transaction():
             outcome = await _apply_locked(pg, events, crm, trace_for, wake_token)
         outcome.locked_after_conflict = True

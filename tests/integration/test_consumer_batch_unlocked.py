@@ -131,3 +131,26 @@ async def test_a_replayed_poll_is_counted_as_applied_the_locked_way(clean_db):
     after_replay = counted()
     assert [b - a for a, b in zip(before, after_first, strict=True)] == [0, len(documents), 0]
     assert [b - a for a, b in zip(after_first, after_replay, strict=True)] == [1, 0, len(documents)]
+
+
+async def test_a_replayed_event_is_skipped_not_refused_when_the_state_machine_would_refuse_it_again(
+    clean_db, monkeypatch
+):
+    """The unlocked way folds every event of the batch before it knows which were seen;
+    a state machine that refused an event applied twice must not have a replay
+    dead-lettered (the locked way skips duplicates before folding)."""
+    from app.service import consume
+
+    events = [to_event(e) for e in call_events("call-x", end_user_id="eu-x")]
+    async with raw.connection(clean_db) as pg:
+        await apply_batch(pg, events, "sandbox")
+        folded = consume.apply_event
+
+        def refusing_twice(state, event):
+            if state is not None and state.events_applied >= len(events):
+                raise ValueError("applied twice")
+            return folded(state, event)
+
+        monkeypatch.setattr(consume, "apply_event", refusing_twice)
+        replay = await apply_batch(pg, events[-1:], "sandbox")
+    assert (replay.applied, replay.duplicates, replay.locked_after_conflict) == (0, 1, True)
