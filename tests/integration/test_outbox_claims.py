@@ -12,6 +12,8 @@ limit; the other replicas' notifications."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from app.adapters.crm.sandbox import SandboxAdapter
@@ -57,6 +59,18 @@ def _counting_worker(engine, settings: Settings, *, listen: bool, direct_wake_to
     return worker, claims, published
 
 
+@contextlib.asynccontextmanager
+async def _running(worker: OutboxWorker) -> AsyncIterator[None]:
+    """The worker's loop for the block; stopped, and waited for, after it."""
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await running
+
+
 async def _until(condition, seconds: float = 10.0) -> None:
     async with asyncio.timeout(seconds):
         while not condition():
@@ -67,9 +81,7 @@ async def test_a_consumer_commit_costs_its_own_worker_one_claim(clean_db):
     # The listener is on: PostgreSQL's notification of the same commit wakes nothing here.
     settings = Settings(_env_file=None, outbox_poll_seconds=60)
     worker, claims, published = _counting_worker(clean_db, settings, listen=True, direct_wake_token="this-process")
-    stop = asyncio.Event()
-    running = asyncio.create_task(worker.run(stop))
-    try:
+    async with _running(worker):
         await asyncio.sleep(0.3)  # the first claim found nothing
         claims.rows.clear()
         ingest = PartitionIngest(clean_db, "sandbox", on_outbox_rows=worker.wake, wake_token="this-process")
@@ -77,9 +89,6 @@ async def test_a_consumer_commit_costs_its_own_worker_one_claim(clean_db):
         await ingest.apply([_message(n, e) for n, e in enumerate(events)])
         await _until(lambda: published)
         await asyncio.sleep(0.5)  # what the finished row, the notification or the slot would wake
-    finally:
-        stop.set()
-        await running
     assert published == ["claim-once record.created"]
     assert claims.rows == [1]
 
@@ -87,17 +96,12 @@ async def test_a_consumer_commit_costs_its_own_worker_one_claim(clean_db):
 async def test_another_processs_notification_still_wakes_the_worker(clean_db):
     settings = Settings(_env_file=None, outbox_poll_seconds=60)
     worker, claims, published = _counting_worker(clean_db, settings, listen=True, direct_wake_token="this-process")
-    stop = asyncio.Event()
-    running = asyncio.create_task(worker.run(stop))
-    try:
+    async with _running(worker):
         await asyncio.sleep(0.3)
         other = PartitionIngest(clean_db, "sandbox", wake_token="another-process")
         events = call_events("claim-notified", end_user_id="eu-claim-notified")[:2]
         await other.apply([_message(n, e) for n, e in enumerate(events)])
         await _until(lambda: published)
-    finally:
-        stop.set()
-        await running
     assert published == ["claim-notified record.created"]
 
 
@@ -106,17 +110,12 @@ async def test_a_row_waiting_behind_a_finishing_row_is_claimed_when_that_row_is_
     # end user and queue are due together; the note waits for the record.
     settings = Settings(_env_file=None, outbox_poll_seconds=60)
     worker, claims, published = _counting_worker(clean_db, settings, listen=False)
-    stop = asyncio.Event()
-    running = asyncio.create_task(worker.run(stop))
-    try:
+    async with _running(worker):
         await asyncio.sleep(0.3)
         ingest = PartitionIngest(clean_db, "sandbox", on_outbox_rows=worker.wake)
         events = call_events("claim-successor", end_user_id="eu-claim-successor")
         await ingest.apply([_message(n, e) for n, e in enumerate(events)])
         await _until(lambda: len(published) == 2)
-    finally:
-        stop.set()
-        await running
     assert published == ["claim-successor record.created", "claim-successor record.updated"]
 
 
@@ -125,13 +124,8 @@ async def _three_records_due_before_the_worker_starts(engine, settings: Settings
     sessions = [f"{name}-{n}" for n in range(3)]
     events = [e for s in sessions for e in call_events(s, end_user_id=f"eu-{s}")[:2]]
     await PartitionIngest(engine, "sandbox").apply([_message(n, e) for n, e in enumerate(events)])
-    stop = asyncio.Event()
-    running = asyncio.create_task(worker.run(stop))
-    try:
+    async with _running(worker):
         await _until(lambda: len(published) == 3)  # else only the 60 s poll would find them
-    finally:
-        stop.set()
-        await running
     assert sorted(published) == [f"{s} record.created" for s in sessions]
     return claims
 

@@ -48,8 +48,9 @@ _WRITE = raw.with_parts(
 
 
 class BatchConflict(Exception):
-    """What the batch read changed before its write: another consumer applied some of its
-    events or saved one of its sessions meanwhile (a rebalance). Nothing was written."""
+    """What the batch read no longer holds at its write: one of its events was applied
+    before (a replay) or meanwhile, or one of its sessions was saved meanwhile (another
+    consumer, in a rebalance). Nothing was written."""
 
 
 async def write_batch(
