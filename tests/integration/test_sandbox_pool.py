@@ -24,3 +24,22 @@ async def test_many_calls_at_once_open_no_more_than_the_sandbox_pool(clean_db):
         await sandbox.aclose()
     assert len(set(contacts)) == len(users)  # every call was answered
     assert 0 < len(opened) <= SANDBOX_CONNECTIONS
+
+
+async def test_the_sandbox_commits_without_waiting_for_the_wal_flush_and_the_service_waits(clean_db):
+    """The sandbox stands for a remote CRM, whose writes cost the service's database
+    nothing; its commits do not wait for their WAL flush (PostgreSQL's asynchronous
+    commit), which was most of what PostgreSQL's busy backends waited on at 1,000 events/s
+    (docs/bench.md). The service's own statements still wait: the consumer's write is what
+    its Kafka offsets follow, and the worker's claims and bookkeeping are what keeps a row
+    from being run twice."""
+    sandbox = SandboxAdapter.from_settings(Settings(_env_file=None), engine=clean_db)
+    try:
+        async with sandbox.engine.connect() as conn:
+            sandbox_setting = (await conn.exec_driver_sql("SHOW synchronous_commit")).scalar()
+    finally:
+        await sandbox.aclose()
+    async with clean_db.connect() as conn:
+        service_setting = (await conn.exec_driver_sql("SHOW synchronous_commit")).scalar()
+    assert sandbox_setting == "off"
+    assert service_setting == "on"

@@ -55,9 +55,18 @@ class SandboxAdapter:
         (test_cached_plans); the service's own statements keep PostgreSQL's default. At
         most SANDBOX_CONNECTIONS, opened when first needed and never more: a row waits for
         one (a call holds it for a statement or two), so a replica's connections stay
-        bounded (README: DATABASE_POOL_SIZE)."""
+        bounded (README: DATABASE_POOL_SIZE).
+
+        Its commits do not wait for their WAL flush: a remote CRM's write costs the
+        service's database nothing, and these flushes were most of what PostgreSQL waited
+        on at 1,000 events/s (docs/bench.md). Nothing is lost by it: the worker's
+        bookkeeping, which commits after the call and waits for its flush, flushes the
+        sandbox's write with it; a crash before that loses both, the claim (which does
+        wait) keeps the row running until its lease runs out, and the retry makes the
+        record again, as after a crash between a CRM's answer and the bookkeeping."""
         own = build_engine(settings, url=engine.url.render_as_string(hide_password=False),
-                           pool_size=SANDBOX_CONNECTIONS, max_overflow=0, plan_every_statement=True)
+                           pool_size=SANDBOX_CONNECTIONS, max_overflow=0, plan_every_statement=True,
+                           commits_wait_for_flush=False)
         return cls(own, latency_ms=settings.sandbox_latency_ms, owns_engine=True)
 
     async def _call(self, operation: str, work, *, one_statement: bool = False, on_asyncpg: bool = False):

@@ -14,10 +14,12 @@ def _dumps(value: object) -> str:
 
 def build_engine(
     settings: Settings, *, url: str | None = None, pool_size: int | None = None, max_overflow: int = 8,
-    plan_every_statement: bool = False,
+    plan_every_statement: bool = False, commits_wait_for_flush: bool = True,
 ) -> AsyncEngine:
     """The service's engine. `plan_every_statement`: PostgreSQL plans each statement for
-    its own parameters and the tables as they are, never a generic plan (the sandbox's)."""
+    its own parameters and the tables as they are, never a generic plan (the sandbox's).
+    `commits_wait_for_flush=False`: a commit returns before its WAL is on disk
+    (`synchronous_commit = off`; the sandbox's, see SandboxAdapter.from_settings)."""
     # The driver prepares each statement once per connection, and after five runs
     # PostgreSQL may switch it to a generic plan made with the sizes the tables had then and
     # keep it until the table is next analyzed. The service's own statements are written so
@@ -25,6 +27,8 @@ def build_engine(
     # keep PostgreSQL's default: planning every statement cost PostgreSQL about 40 % on top
     # of executing them at 1,000 events/s (docs/bench.md).
     server_settings = {"plan_cache_mode": "force_custom_plan"} if plan_every_statement else {}
+    if not commits_wait_for_flush:
+        server_settings["synchronous_commit"] = "off"
     return create_async_engine(
         url or settings.resolved_database_url(),
         pool_size=pool_size or settings.database_pool_size,
