@@ -39,6 +39,16 @@ def _spread(values: list[float]) -> str:
             f"p99 {percentile(values, .99):7.1f}  max {max(values):7.1f}  (n={len(values)})")
 
 
+def _by_quarter(values: list[float]) -> str:
+    """p50 / p99 of each quarter of `values` (in publish order): whether the latency
+    grows through the phase, as the embedded broker's fetches do (docs/bench.md)."""
+    size = len(values) // 4
+    if size < 100:
+        return ""
+    parts = [values[n * size:(n + 1) * size] for n in range(4)]
+    return ", ".join(f"{percentile(part, .50):.0f} / {percentile(part, .99):.0f}" for part in parts)
+
+
 @dataclass
 class Report:
     args: Namespace
@@ -105,6 +115,8 @@ class Report:
             print(f"\nlatency at {lat.rate:g} events/s ({lat.achieved_rate:,.0f} achieved), {lat.sessions} sessions, "
                   f"{lat.events} events (ms):")
             print(f"  publish -> record          : {_spread(lat.publish_to_record_ms)}")
+            if quarters := _by_quarter(lat.publish_to_record_ms):
+                print(f"    p50 / p99 by quarter of the phase: {quarters}")
             print(f"  publish -> consumer txn    : {_spread(lat.publish_to_consumed_ms)}")
             print(f"  consumer txn -> claim      : {_spread(lat.consumed_to_claimed_ms)}")
             print(f"  claim -> record            : {_spread(lat.claimed_to_record_ms)}")
