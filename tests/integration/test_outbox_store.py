@@ -350,3 +350,29 @@ async def test_the_claim_lock_is_held_to_the_end_of_the_callers_transaction_and_
             await outbox_repo.claim(pg, 10, lease_seconds=30)
             assert await other.fetchval(lock) is False  # another claim waits for this one
         assert await other.fetchval(lock) is True
+
+
+async def test_marking_published_rows_done_commits_without_waiting_for_the_wal_flush(clean_db):
+    # A published outcome row whose mark-done a crash of PostgreSQL loses is still running
+    # under its claim: its reclaim after the lease sets outcome_unknown, and the topic is
+    # looked up before publishing again (OutboxRunner._published_before). So that commit
+    # need not wait for its flush (docs/bench.md); every other mark-done still waits.
+    async with clean_db.begin() as conn:
+        await outbox_repo.enqueue(conn, [_row("publish-a", "publish", None), _row("publish-b", "publish", None)])
+    ids = {key: (await _id_of(clean_db, key)) for key in ("publish-a", "publish-b")}
+    async with clean_db.begin() as conn:
+        await outbox_repo.mark_done(conn, [ids["publish-a"]], wait_for_flush=False)
+        relaxed = (await conn.exec_driver_sql("SHOW synchronous_commit")).scalar()
+    async with clean_db.begin() as conn:
+        after = (await conn.exec_driver_sql("SHOW synchronous_commit")).scalar()
+        await outbox_repo.mark_done(conn, [ids["publish-b"]])
+        waiting = (await conn.exec_driver_sql("SHOW synchronous_commit")).scalar()
+        done = (await conn.execute(text("SELECT count(*) FROM outbox WHERE status = 'done'"))).scalar()
+    assert (relaxed, after, waiting) == ("off", "on", "on")  # for that transaction only
+    assert done == 2
+
+
+async def _id_of(engine, key: str) -> int:
+    async with engine.connect() as conn:
+        found = await conn.execute(text("SELECT id FROM outbox WHERE idempotency_key = :key"), {"key": key})
+        return found.scalar_one()

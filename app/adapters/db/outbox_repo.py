@@ -156,6 +156,13 @@ _MARK_DONE = text(
     "UPDATE outbox SET status = 'done', done_at = now(), updated_at = now(), lease_until = NULL, "
     "last_error = NULL WHERE id = ANY(CAST(:ids AS bigint[]))"
 )
+# The same, its commit not waiting for its WAL flush: `synchronous_commit` off for the
+# statement's own (implicit) transaction, which is over when the statement is.
+_MARK_DONE_NO_FLUSH_WAIT = text(
+    "UPDATE outbox SET status = 'done', done_at = now(), updated_at = now(), lease_until = NULL, "
+    "last_error = NULL FROM (SELECT set_config('synchronous_commit', 'off', true)) AS no_flush_wait "
+    "WHERE id = ANY(CAST(:ids AS bigint[]))"
+)
 
 
 # A row still running, written so that no partial index's predicate matches it: the
@@ -186,9 +193,11 @@ async def release(conn: AsyncConnection, outbox_ids: Sequence[int], *, not_befor
     return (await conn.execute(_RELEASE, parameters)).rowcount
 
 
-async def mark_done(conn: AsyncConnection, outbox_ids: Sequence[int]) -> None:
+async def mark_done(conn: AsyncConnection, outbox_ids: Sequence[int], *, wait_for_flush: bool = True) -> None:
+    """`wait_for_flush=False`: the commit returns before its WAL is on disk, for rows whose
+    mark-done a crash may lose (published outcome rows: CompletionWriter.published)."""
     if outbox_ids:
-        await conn.execute(_MARK_DONE, {"ids": sorted(outbox_ids)})
+        await conn.execute(_MARK_DONE if wait_for_flush else _MARK_DONE_NO_FLUSH_WAIT, {"ids": sorted(outbox_ids)})
 
 
 _MARK_DONE_CLAIMED = text(
