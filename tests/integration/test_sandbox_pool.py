@@ -30,9 +30,10 @@ async def test_the_sandbox_commits_without_waiting_for_the_wal_flush_and_the_ser
     """The sandbox stands for a remote CRM, whose writes cost the service's database
     nothing; its commits do not wait for their WAL flush (PostgreSQL's asynchronous
     commit), which was most of what PostgreSQL's busy backends waited on at 1,000 events/s
-    (docs/bench.md). The service's own statements still wait: the consumer's write is what
-    its Kafka offsets follow, and the worker's claims and bookkeeping are what keeps a row
-    from being run twice."""
+    (docs/bench.md). The service's own connections still wait: the consumer's write is
+    what its Kafka offsets follow, and the worker's claims and bookkeeping are what keeps
+    a row from being run twice (the one statement of its own that does not wait says so
+    itself: test_outbox_store)."""
     sandbox = SandboxAdapter.from_settings(Settings(_env_file=None), engine=clean_db)
     try:
         async with sandbox.engine.connect() as conn:

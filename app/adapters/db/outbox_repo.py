@@ -152,15 +152,14 @@ def _claimed(rows: Sequence[Any]) -> list[ClaimedRow]:
     return claimed
 
 
-_MARK_DONE = text(
-    "UPDATE outbox SET status = 'done', done_at = now(), updated_at = now(), lease_until = NULL, "
-    "last_error = NULL WHERE id = ANY(CAST(:ids AS bigint[]))"
+_MARK_DONE_SET = (
+    "UPDATE outbox SET status = 'done', done_at = now(), updated_at = now(), lease_until = NULL, last_error = NULL"
 )
+_MARK_DONE = text(f"{_MARK_DONE_SET} WHERE id = ANY(CAST(:ids AS bigint[]))")
 # The same, its commit not waiting for its WAL flush: `synchronous_commit` off for the
 # statement's own (implicit) transaction, which is over when the statement is.
 _MARK_DONE_NO_FLUSH_WAIT = text(
-    "UPDATE outbox SET status = 'done', done_at = now(), updated_at = now(), lease_until = NULL, "
-    "last_error = NULL FROM (SELECT set_config('synchronous_commit', 'off', true)) AS no_flush_wait "
+    f"{_MARK_DONE_SET} FROM (SELECT set_config('synchronous_commit', 'off', true)) AS no_flush_wait "
     "WHERE id = ANY(CAST(:ids AS bigint[]))"
 )
 
