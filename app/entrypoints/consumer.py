@@ -48,6 +48,11 @@ log = logging.getLogger(__name__)
 # A partition that keeps failing is logged at its first failure, then at most this often.
 _FAILURE_LOG_INTERVAL_SECONDS = 30.0
 _SETTLE_COMMIT_SECONDS = 5.0
+# Offsets go to the broker at most this often: each commit is a request it answers, and
+# one per poll was a tenth of the consumer's CPU at 1,000 events/s (docs/bench.md). What a
+# crash leaves applied but not committed is replayed into the dedup rows, as before; a
+# revocation and the stop commit at once (commit_applied).
+COMMIT_INTERVAL_SECONDS = 0.2
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -76,6 +81,7 @@ class ConsumerLoop:
         # Applied in PostgreSQL, offset not yet committed to Kafka.
         self._applied: dict[TopicPartition, int] = {}
         self._committing: asyncio.Task[None] | None = None  # the commit in flight, if any
+        self._last_commit_at = -COMMIT_INTERVAL_SECONDS  # event loop time the last background commit was sent
         self._last_failure_log: dict[TopicPartition, float] = {}
 
     @property
@@ -153,8 +159,13 @@ class ConsumerLoop:
             self._committing = asyncio.create_task(self._commit_until_caught_up(), name="offset-commit")
 
     async def _commit_until_caught_up(self) -> None:
-        """Commit what is applied; then what was applied while that commit was in flight."""
+        """Commit what is applied; then what was applied while that commit was in flight,
+        or waited for the interval since the last one."""
+        clock = asyncio.get_running_loop().time
         while self._applied:
+            if (pause := self._last_commit_at + COMMIT_INTERVAL_SECONDS - clock()) > 0:
+                await asyncio.sleep(pause)
+            self._last_commit_at = clock()
             before = dict(self._applied)
             await self._commit(list(before))
             if self._applied == before:
