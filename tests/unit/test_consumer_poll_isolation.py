@@ -11,7 +11,7 @@ from types import SimpleNamespace
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from app.entrypoints.consumer import ConsumerLoop, _Rebalance
+from app.entrypoints.consumer import COMMIT_INTERVAL_SECONDS, ConsumerLoop, _Rebalance
 from app.settings import Settings
 
 GOOD, BAD = TopicPartition("events", 0), TopicPartition("events", 1)
@@ -148,8 +148,6 @@ async def test_offsets_are_committed_at_most_once_per_interval_and_the_polls_bet
     # Each commit is a request the broker answers; one per poll was a tenth of the
     # consumer's CPU at 1,000 events/s (docs/bench.md). A crash replays what was applied
     # but not committed into the dedup rows, as it did before.
-    from app.entrypoints import consumer as consumer_module
-
     broker = await _slow_broker()
     broker.answers.set()
     loop, consumer, commits = broker.loop, broker.consumer, broker.commits
@@ -168,5 +166,5 @@ async def test_offsets_are_committed_at_most_once_per_interval_and_the_polls_bet
         await loop.poll_once(consumer)
     await loop.settle_commits()
     assert commits == [{GOOD: 8, BAD: 8}, {GOOD: 11}]
-    assert sent_at[1] - sent_at[0] >= consumer_module.COMMIT_INTERVAL_SECONDS * 0.9
+    assert sent_at[1] - sent_at[0] >= COMMIT_INTERVAL_SECONDS * 0.9
     assert consumer.committed == {GOOD: 11, BAD: 8} and loop._applied == {}
