@@ -109,19 +109,6 @@ _GET = text(
     "SELECT session_id, state, record, crm, record_id, record_url, record_action, created_at, updated_at "
     "FROM sessions WHERE session_id = :session_id"
 )
-_LOCK = text(
-    "SELECT session_id FROM sessions WHERE session_id = ANY(CAST(:ids AS text[])) ORDER BY session_id FOR UPDATE"
-)
-# SessionRecord's fields are the columns (raw.json_rows).
-_SET_RECORDS = text(
-    """
-    UPDATE sessions s SET crm = :crm, record_id = r.record_id, record_url = r.record_url,
-                          record_action = r.action, updated_at = now()
-    FROM json_to_recordset(CAST(:records AS json))
-         AS r(session_id text, record_id text, record_url text, action text)
-    WHERE s.session_id = r.session_id
-    """
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,27 +134,12 @@ async def get_session(conn: AsyncConnection, session_id: str) -> StoredSession |
                          row.record_url, row.record_action, row.created_at, row.updated_at)
 
 
-
-async def set_records(conn: AsyncConnection, crm: str, records: Sequence[SessionRecord]) -> None:
-    """Note each session's record.
-
-    The rows are locked in session id order first, the order the consumer locks them in,
-    so a batch of these never deadlocks with a consumer batch."""
-    if not records:
-        return
-    await lock_sessions(conn, [r.session_id for r in records])
-    await conn.execute(_SET_RECORDS, set_records_parameters(crm, records))
-
-
-async def lock_sessions(conn: AsyncConnection, session_ids: Sequence[str]) -> None:
-    """Lock these sessions' rows in session id order, the order the consumer locks them in."""
-    await conn.execute(_LOCK, {"ids": sorted(session_ids)})
-
-
-# `_SET_RECORDS` in one statement with its locks: the subquery locks the rows in session
-# id order (its FOR UPDATE is applied to its sorted rows) and the update joins only rows
-# it has locked, so whatever plan the join takes, no row is locked out of that order.
-_SET_RECORDS_LOCKING = text(
+# Each session's record, with its locks in one statement: the subquery locks the rows in
+# session id order (its FOR UPDATE is applied to its sorted rows), the order a consumer
+# batch saves them in, so the two never deadlock; the update joins only rows it has
+# locked, so whatever plan the join takes, no row is locked out of that order.
+# SessionRecord's fields are the columns (raw.json_rows).
+SET_RECORDS_LOCKING = text(
     """
     UPDATE sessions s SET crm = :crm, record_id = r.record_id, record_url = r.record_url,
                           record_action = r.action, updated_at = now()
@@ -178,12 +150,14 @@ _SET_RECORDS_LOCKING = text(
     WHERE s.session_id = r.session_id AND locked.session_id = r.session_id
     """
 )
-SET_RECORDS_LOCKING = _SET_RECORDS_LOCKING  # for outbox_writes
-
-
-def set_records_parameters(crm: str, records: Sequence[SessionRecord]) -> dict[str, Any]:
-    return {"crm": crm, "records": raw.json_rows(records)}
 
 
 def set_records_locking_parameters(crm: str, records: Sequence[SessionRecord]) -> dict[str, Any]:
-    return {**set_records_parameters(crm, records), "ids": sorted(r.session_id for r in records)}
+    return {"crm": crm, "records": raw.json_rows(records), "ids": sorted(r.session_id for r in records)}
+
+
+async def set_records(conn: AsyncConnection, crm: str, records: Sequence[SessionRecord]) -> None:
+    """Note each session's record (the worker does it within its bookkeeping's statement,
+    outbox_writes)."""
+    if records:
+        await conn.execute(SET_RECORDS_LOCKING, set_records_locking_parameters(crm, records))
