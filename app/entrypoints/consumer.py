@@ -249,6 +249,8 @@ class ConsumerLoop:
         for tp in revoked:
             self._applied.pop(tp, None)
             self._last_failure_log.pop(tp, None)
+        # The new owner moves these partitions' sessions on: their writes would conflict.
+        self.ingest.saved_states.clear()
         self.health.revoked(revoked)
 
     def _advanced(self, tp: TopicPartition, next_offset: int) -> None:

@@ -25,6 +25,7 @@ from app.domain.kinds import DecisionKind, OutboxKind, OutcomeEventType
 from app.domain.outcome import OutcomeEvent
 from app.domain.policy import decide
 from app.domain.session import SessionState, apply_event
+from app.service.saved_states import SavedStates
 
 
 class EventNotApplicable(Exception):
@@ -46,6 +47,9 @@ class BatchOutcome:
     locked_after_conflict: bool = False
     decisions: list[DecisionRow] = field(default_factory=list)
     outbox_rows: list[NewOutboxRow] = field(default_factory=list)
+    # The states the batch saved, at their new versions, and the settings it folded with.
+    saved: VersionedStates | None = None
+    settings: SettingsInForce | None = None
 
 
 def serial_key(crm: str, state: SessionState) -> str:
@@ -104,12 +108,15 @@ async def apply_batch(
     crm: str,
     trace_for: Callable[[str], str | None] | None = None,
     wake_token: str = "",
+    saved: SavedStates | None = None,
 ) -> BatchOutcome:
     """Outside a transaction, the usual way: one read and one checked write, each
-    committing alone (two round trips). When the write finds an event applied before
-    (a replay) or a session saved since the read (another consumer, in a rebalance), it
-    wrote nothing, and the batch is applied the locked way in a transaction of its own.
-    Inside the caller's transaction, the locked way at once.
+    committing alone (two round trips); with `saved`, the consumer's memory of what it
+    saved, the write alone when every session of the batch is remembered or begun by it.
+    When the write finds an event applied before (a replay), a session saved since the
+    read (another consumer, in a rebalance) or other settings in force than remembered,
+    it wrote nothing, and the batch is applied the locked way in a transaction of its
+    own. Inside the caller's transaction, the locked way at once.
 
     `trace_for(event_id)`, when tracing is on, gives the trace context the outbox rows
     an event makes carry to the CRM call; `wake_token` is the workers' notification's
@@ -117,20 +124,31 @@ async def apply_batch(
     if not events:
         return BatchOutcome()
     if pg.is_in_transaction():
+        if saved is not None:  # the caller commits, or not: nothing of it may be remembered
+            saved.forget(e.session.id for e in events)
         return await _apply_locked(pg, events, crm, trace_for, wake_token)
-    snapshot = await batch_reads.read_batch(pg, events)
+    remembered = saved.snapshot_for(events) if saved is not None else None
+    if saved is not None and saved.settings is not None and remembered is not None:
+        in_force, read, check = saved.settings, remembered, batch_writes.SettingsCheck(saved.settings.version)
+    else:
+        snapshot = await batch_reads.read_batch(pg, events)
+        in_force, read, check = snapshot.settings, snapshot.states, None
     # Each id once; the write fails if one was applied before (a replay: the locked way).
     fresh = _first_sightings(events, {e.event_id for e in events})
     try:
-        return await _fold_and_write(pg, events, fresh, snapshot.settings, snapshot.states, crm, trace_for,
-                                     wake_token, new_events=fresh)
+        outcome = await _fold_and_write(pg, events, fresh, in_force, read, crm, trace_for, wake_token,
+                                        new_events=fresh, folded_with=check)
     except (batch_writes.BatchConflict, EventNotApplicable):
+        if saved is not None:
+            saved.forget(e.session.id for e in events)
         # An event the fold refused may be a replay, folded here into a state that holds
         # it already: the locked way skips the duplicates first, and refuses it only if new.
         async with pg.transaction():
             outcome = await _apply_locked(pg, events, crm, trace_for, wake_token)
         outcome.locked_after_conflict = True
-        return outcome
+    if saved is not None and outcome.saved is not None and outcome.settings is not None:
+        saved.remember(outcome.saved, outcome.settings)  # committed: the statement's, or the transaction's
+    return outcome
 
 
 async def _apply_locked(
@@ -151,10 +169,10 @@ async def _apply_locked(
 async def _fold_and_write(
     pg: asyncpg.Connection, events: Sequence[SessionEvent], fresh: list[SessionEvent], in_force: SettingsInForce,
     read: VersionedStates, crm: str, trace_for: Callable[[str], str | None] | None, wake_token: str, *,
-    new_events: Sequence[SessionEvent],
+    new_events: Sequence[SessionEvent], folded_with: batch_writes.SettingsCheck | None = None,
 ) -> BatchOutcome:
     """Apply the fresh events to the states read, and write it all in one statement
-    (with `new_events`' dedup rows)."""
+    (with `new_events`' dedup rows; checking the settings version when `folded_with`)."""
     outcome = BatchOutcome(applied=len(fresh), duplicates=len(events) - len(fresh))
     if not fresh:
         return outcome
@@ -192,5 +210,7 @@ async def _fold_and_write(
         outcome.outbox_rows.extend(rows)
 
     await batch_writes.write_batch(pg, new_events, list(touched.values()), read, messages, outcome.decisions,
-                                   outcome.outbox_rows, wake_token=wake_token)
+                                   outcome.outbox_rows, wake_token=wake_token, folded_with=folded_with)
+    outcome.saved = VersionedStates(touched, {session_id: read.version_of(session_id) + 1 for session_id in touched})
+    outcome.settings = in_force
     return outcome

@@ -29,6 +29,7 @@ from app.domain.events import InvalidEvent, SessionEvent, parse_event
 from app.observability import tracing
 from app.observability.logs import log_context
 from app.service.consume import EventNotApplicable, apply_batch
+from app.service.saved_states import SavedStates
 
 log = logging.getLogger(__name__)
 # When tracing is on: the trace context an event's outbox rows carry, by event id.
@@ -58,6 +59,8 @@ class PartitionIngest:
         # carries `wake_token` so that worker does not claim twice for it).
         self.on_outbox_rows = on_outbox_rows
         self.wake_token = wake_token
+        # What this consumer saved: a steady stream's batches skip their read (saved_states).
+        self.saved_states = SavedStates()
 
     async def apply(self, messages: Sequence[ConsumerRecord]) -> list[DeadLetter]:
         """One partition's messages: apply what is valid; return the dead letters (not
@@ -136,7 +139,7 @@ class PartitionIngest:
             return
         # Outside a transaction: the batch's two statements each commit alone (apply_batch).
         async with raw.connection(self.engine) as pg:
-            outcome = await apply_batch(pg, events, self.crm_name, trace_for, self.wake_token)
+            outcome = await apply_batch(pg, events, self.crm_name, trace_for, self.wake_token, self.saved_states)
         if outcome.outbox_rows and self.on_outbox_rows is not None:
             self.on_outbox_rows()
         if outcome.locked_after_conflict:

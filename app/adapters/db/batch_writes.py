@@ -18,6 +18,7 @@ consumer's work.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import asyncpg
 
@@ -37,14 +38,26 @@ _WRITE = raw.with_parts(
         "d": decisions_repo.INSERT_DECISIONS.text,
         "o": outbox_repo.ENQUEUE.text,
     },
-    # The check (migration 0013's function raises), then the wake-up: pg_notify is
-    # transactional like NOTIFY, the workers hear it when this commits.
+    # The checks (migrations 0013's and 0015's functions raise), then the wake-up:
+    # pg_notify is transactional like NOTIFY, the workers hear it when this commits.
     f"""SELECT CASE WHEN counted.new_events <> CAST(:new_events AS int) OR counted.saved <> CAST(:states AS int)
                     THEN consumer_batch_conflict(counted.new_events, :new_events, counted.saved, :states) END,
+           CASE WHEN CAST(:check_settings AS boolean)
+                     AND counted.in_force IS DISTINCT FROM CAST(:settings_version AS int)
+                THEN consumer_settings_moved(:settings_version, counted.in_force) END,
            CASE WHEN CAST(:notify AS boolean) THEN pg_notify('{outbox_repo.NOTIFY_CHANNEL}', :wake_token) END
     FROM (SELECT (SELECT count(*)::int FROM part_e) AS new_events,
-                 (SELECT count(*)::int FROM part_s) AS saved) AS counted""",
+                 (SELECT count(*)::int FROM part_s) AS saved,
+                 (SELECT max(version) FROM settings_versions) AS in_force) AS counted""",
 )
+
+
+@dataclass(frozen=True, slots=True)
+class SettingsCheck:
+    """The settings version a batch was folded with (None: the defaults, nothing saved),
+    for its write to check it is still the one in force."""
+
+    version: int | None
 
 
 class BatchConflict(Exception):
@@ -63,12 +76,14 @@ async def write_batch(
     outbox_rows: Sequence[NewOutboxRow],
     *,
     wake_token: str = "",
+    folded_with: SettingsCheck | None = None,
 ) -> None:
     """Everything a batch changed, in one statement: `new_events`' dedup rows, `states`
     each over its version in `versions`, ...; the workers are woken when it added outbox
     rows (`wake_token`: the notification's payload, which tells a worker woken directly
     by this process's consumer not to claim again for it). Raises BatchConflict when
-    what the batch read changed meanwhile."""
+    what the batch read changed meanwhile, or when `folded_with` is given and another
+    settings version is in force."""
     parameters = {
         **raw.prefixed("e", events_repo.insert_new_events_parameters(new_events)),
         **raw.prefixed("s", sessions_repo.save_states_parameters(states, versions)),
@@ -77,6 +92,8 @@ async def write_batch(
         **raw.prefixed("o", outbox_repo.enqueue_parameters(outbox_rows)),
         "new_events": len(new_events),
         "states": len(states),
+        "check_settings": folded_with is not None,
+        "settings_version": folded_with.version if folded_with is not None else None,
         "notify": bool(outbox_rows),
         "wake_token": wake_token,
     }
