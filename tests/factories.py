@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from app.domain.events import SessionEvent
+from app.domain.events import SessionEvent, decode_event
 
 BASE_TIME = datetime(2026, 11, 23, 13, 0, 0, tzinfo=UTC)
 _ids = itertools.count(1)
@@ -74,7 +74,7 @@ def event_doc(
 
 
 def to_event(document: dict[str, Any]) -> SessionEvent:
-    return SessionEvent.model_validate_json(orjson.dumps(document))
+    return decode_event(orjson.dumps(document))
 
 
 def call_events(session_id: str, *, connected: bool = True, **header_args: Any) -> list[dict[str, Any]]:

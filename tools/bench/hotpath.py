@@ -3,7 +3,7 @@ other work on the machine inflates every line alike. Against a fresh database:
 
     python -m tools.bench.hotpath [--sessions 1500]
 
-- parsing: orjson alone, then the service's validation (pydantic) per event;
+- parsing: orjson alone, then the service's validation (msgspec structs, events.py) per event;
 - the pure fold (apply_event + decide) per event, and the state document per session;
 - one statement through SQLAlchemy's AsyncConnection against the same statement on the
   raw asyncpg connection: the overhead every repository call pays;
@@ -71,7 +71,7 @@ async def measure(url: str, sessions: int) -> None:
     print(
         f"  orjson.loads                      : {cpu_us(lambda: [orjson.loads(v) for v in values], n):6.1f} per event"
     )
-    print(f"  parse_event (pydantic)            : {cpu_us(lambda: [parse_event(v) for v in values], n):6.1f} per event")
+    print(f"  parse_event (msgspec)             : {cpu_us(lambda: [parse_event(v) for v in values], n):6.1f} per event")
     print(f"  apply_event + decide              : {cpu_us(lambda: fold(events), n):6.1f} per event")
     states = list(fold(events).values())
     print(f"  state document + orjson.dumps     : "
