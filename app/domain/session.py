@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import MISSING, dataclass, fields
 from datetime import datetime
-from operator import attrgetter
 from typing import Any, Literal
 
 from app.domain.events import SessionEvent
@@ -23,7 +22,9 @@ _DATETIME_FIELDS = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
+# Not slotted: a new state per event is its predecessor's __dict__ copied and updated, two
+# C calls, where filling 36 slots one by one cost about a third of the fold (docs/bench.md).
+@dataclass(frozen=True)
 class SessionState:
     session_id: str
     medium: str
@@ -74,9 +75,9 @@ class SessionState:
         return self.started_at or self.first_event_at
 
     def to_document(self) -> dict[str, Any]:
-        # A plain field walk: dataclasses.asdict deep-copies every value, which is a third
+        # A copy of the fields: dataclasses.asdict deep-copies every value, which is a third
         # of the consumer's time per event. Every value here is immutable or copied below.
-        document = {name: getattr(self, name) for name in _FIELD_NAMES}
+        document = dict(self.__dict__)
         document["queue_path"] = list(self.queue_path)
         for name in _DATETIME_FIELDS:
             if document[name] is not None:
@@ -88,49 +89,40 @@ class SessionState:
         """The state a document holds: unknown keys are ignored, missing ones take their
         default (a missing required one is refused with TypeError, as __init__ does)."""
         get = document.get
-        values = [get(name, default) for name, default in _DEFAULTS]
-        for position in _DATETIME_POSITIONS:
-            if values[position] is not None:
-                values[position] = datetime.fromisoformat(values[position])
-        values[_QUEUE_PATH] = tuple(values[_QUEUE_PATH] or ())
-        if any(value is _REQUIRED for value in values):
-            missing = [name for (name, _), value in zip(_DEFAULTS, values, strict=True) if value is _REQUIRED]
+        values = {name: get(name, default) for name, default in _DEFAULTS}
+        for name in _DATETIME_FIELDS:
+            if values[name] is not None:
+                values[name] = datetime.fromisoformat(values[name])
+        values["queue_path"] = tuple(values["queue_path"] or ())
+        missing = [name for name, value in values.items() if value is _REQUIRED]
+        if missing:
             raise TypeError(f"SessionState document lacks {', '.join(missing)}")
         return _filled(values)
 
 
 _FIELD_NAMES = tuple(f.name for f in fields(SessionState))
-_ALL_VALUES = attrgetter(*_FIELD_NAMES)
-_POSITION = {name: n for n, name in enumerate(_FIELD_NAMES)}
-# The slots' own setters: they fill a new instance without going through the frozen
-# class's __setattr__, which is what makes __init__ (and so replace()) slow.
-_SLOT_SETTERS = tuple(getattr(SessionState, name).__set__ for name in _FIELD_NAMES)
-
-
+_FIELDS = frozenset(_FIELD_NAMES)
 _REQUIRED: Any = object()
 _DEFAULTS = tuple((f.name, _REQUIRED if f.default is MISSING else f.default) for f in fields(SessionState))
-_DATETIME_POSITIONS = tuple(_POSITION[name] for name in sorted(_DATETIME_FIELDS))
-_QUEUE_PATH = _POSITION["queue_path"]
+_SET_DICT = object.__setattr__
 
 
-def _filled(values: list[Any]) -> SessionState:
-    """A new state from every field's value, in field order, without the frozen __init__."""
+def _filled(values: dict[str, Any]) -> SessionState:
+    """A new state from every field's value by name, without the frozen __init__."""
     new = object.__new__(SessionState)
-    for set_slot, value in zip(_SLOT_SETTERS, values, strict=True):
-        set_slot(new, value)
+    _SET_DICT(new, "__dict__", values)
     return new
 
 
 def evolve(state: SessionState, **changes: Any) -> SessionState:
-    """`dataclasses.replace(state, **changes)`, 2-3x cheaper: replace() walks the fields'
-    metadata and calls the frozen __init__, a quarter of the consumer's CPU per event
-    (docs/bench.md). An unknown name is refused with TypeError, as replace() does."""
-    values = list(_ALL_VALUES(state))
-    for name, value in changes.items():
-        try:
-            values[_POSITION[name]] = value
-        except KeyError:
-            raise TypeError(f"SessionState has no field {name!r}") from None
+    """`dataclasses.replace(state, **changes)`, several times cheaper: replace() walks the
+    fields' metadata and calls the frozen __init__, a quarter of the consumer's CPU per
+    event (docs/bench.md). An unknown name is refused with TypeError, as replace() does."""
+    if not changes.keys() <= _FIELDS:
+        unknown = sorted(changes.keys() - _FIELDS)
+        raise TypeError(f"SessionState has no field {unknown[0]!r}")
+    values = state.__dict__.copy()
+    values.update(changes)
     return _filled(values)
 
 

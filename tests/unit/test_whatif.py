@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 from hypothesis import given
 
 from app.domain.events import SessionEvent
@@ -130,4 +132,4 @@ def test_undecided_sessions_are_waiting():
 def test_a_session_state_satisfies_what_the_policy_reads():
     # the replay's snapshot and the consumer's state expose the same facts to policy.verdict
     from app.domain.whatif import SessionFacts
-    assert set(SessionFacts._fields) - {"is_chat"} <= set(SessionState.__slots__)
+    assert set(SessionFacts._fields) - {"is_chat"} <= {f.name for f in fields(SessionState)}
