@@ -114,3 +114,12 @@ def test_the_probe_waits_ten_times_its_last_look_and_never_less_than_the_poll():
 
     assert pause_after(0.001) == POLL_SECONDS
     assert pause_after(0.045) == pytest.approx(0.45)
+
+
+async def test_the_instruction_count_runs_the_consumers_path_over_every_event():
+    """What `tools.bench.instructions` runs under valgrind, without it: every event of
+    both streams applied (none refused, none taken for a duplicate)."""
+    from tools.bench import instructions
+
+    assert await instructions._apply(2, 333) == 2 * len(synthetic.generate("i0", sessions=instructions.SESSIONS)
+                                                        .messages)
