@@ -65,3 +65,22 @@ async def test_a_partition_revoked_mid_batch_does_not_stop_the_consumer():
     await loop.poll_once(consumer)
     # Nothing of the revoked partition is kept for a later commit, and it cannot look stuck.
     assert loop._applied == {} and loop.health.stuck() == []
+
+
+async def test_a_revocation_forgets_the_states_this_consumer_saved():
+    """The new owner moves the revoked partitions' sessions on: what this consumer
+    remembers of them would only make its next writes conflict."""
+    from app.adapters.db.sessions_repo import VersionedStates
+    from app.adapters.db.settings_repo import in_force_of
+    from app.domain.session import apply_event
+    from tests.factories import call_events, to_event
+
+    settings = Settings(_env_file=None, kafka_topic="events")
+    loop = ConsumerLoop(settings, engine=None, publisher=SimpleNamespace(producer=None), crm_name="sandbox")
+    loop.consumer = _Consumer()
+    await _Rebalance(loop).on_partitions_assigned({TP})
+    state = apply_event(None, to_event(call_events("c1")[0]))
+    loop.ingest.saved_states.remember(VersionedStates({"c1": state}, {"c1": 1}), in_force_of(None, None))
+    assert len(loop.ingest.saved_states) == 1
+    await _Rebalance(loop).on_partitions_revoked({TP})
+    assert len(loop.ingest.saved_states) == 0 and loop.ingest.saved_states.settings is None
