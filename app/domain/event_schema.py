@@ -1,6 +1,6 @@
 """The event's schema (schema_version 1) as pydantic models: the reference of what is
 valid, and the words of a refusal. The consumer decodes events with msgspec (events.py),
-which is about four times cheaper; only a message msgspec refuses is validated here, so
+in about half the instructions; only a message msgspec refuses is validated here, so
 the dead-letter reason says what pydantic says of it (tests/unit/test_event_decoders.py
 holds the two to the same verdicts).
 """
