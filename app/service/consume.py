@@ -127,17 +127,16 @@ async def apply_batch(
         if saved is not None:  # the caller commits, or not: nothing of it may be remembered
             saved.forget(e.session.id for e in events)
         return await _apply_locked(pg, events, crm, trace_for, wake_token)
-    remembered = saved.snapshot_for(events) if saved is not None else None
-    if saved is not None and saved.settings is not None and remembered is not None:
-        in_force, read, check = saved.settings, remembered, batch_writes.SettingsCheck(saved.settings.version)
-    else:
+    snapshot = saved.snapshot_for(events) if saved is not None else None
+    # Folded from memory: the write checks the settings are still the ones remembered.
+    check = batch_writes.SettingsCheck(snapshot.settings.version) if snapshot is not None else None
+    if snapshot is None:
         snapshot = await batch_reads.read_batch(pg, events)
-        in_force, read, check = snapshot.settings, snapshot.states, None
     # Each id once; the write fails if one was applied before (a replay: the locked way).
     fresh = _first_sightings(events, {e.event_id for e in events})
     try:
-        outcome = await _fold_and_write(pg, events, fresh, in_force, read, crm, trace_for, wake_token,
-                                        new_events=fresh, folded_with=check)
+        outcome = await _fold_and_write(pg, events, fresh, snapshot.settings, snapshot.states, crm, trace_for,
+                                        wake_token, new_events=fresh, folded_with=check)
     except (batch_writes.BatchConflict, EventNotApplicable):
         if saved is not None:
             saved.forget(e.session.id for e in events)

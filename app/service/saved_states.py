@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 
+from app.adapters.db.batch_reads import BatchSnapshot
 from app.adapters.db.sessions_repo import VersionedStates
 from app.adapters.db.settings_repo import SettingsInForce
 from app.domain.events import SessionEvent
@@ -44,10 +45,12 @@ class SavedStates:
     def __len__(self) -> int:
         return len(self._states)
 
-    def snapshot_for(self, events: Sequence[SessionEvent]) -> VersionedStates | None:
-        """The batch's sessions as remembered (a session the batch begins, if not
-        remembered, as new), or None when one must be read, or no settings are known."""
-        if self.settings is None:
+    def snapshot_for(self, events: Sequence[SessionEvent]) -> BatchSnapshot | None:
+        """What the batch's read would give, as remembered: the settings, and its sessions
+        (a session the batch begins, if not remembered, as new); None when one must be
+        read, or no settings are known."""
+        settings = self.settings
+        if settings is None:
             return None
         states: dict[str, SessionState] = {}
         versions: dict[str, int] = {}
@@ -63,7 +66,7 @@ class SavedStates:
                 states[session_id], versions[session_id] = remembered
             elif event.event_type != _BEGINS_A_SESSION:
                 return None
-        return VersionedStates(states, versions)
+        return BatchSnapshot(settings, VersionedStates(states, versions))
 
     def remember(self, saved: VersionedStates, settings: SettingsInForce) -> None:
         """States committed at the versions given, folded with `settings`."""

@@ -36,8 +36,9 @@ def test_a_remembered_session_comes_with_its_version_and_a_begun_one_as_new():
     queued_c2 = to_event(call_events("c2")[0])
     snapshot = saved.snapshot_for([assigned_c1, queued_c2])
     assert snapshot is not None
-    assert snapshot.states == {"c1": _states("c1", 2)}
-    assert (snapshot.version_of("c1"), snapshot.version_of("c2")) == (7, 0)
+    assert snapshot.settings == DEFAULTS
+    assert snapshot.states.states == {"c1": _states("c1", 2)}
+    assert (snapshot.states.version_of("c1"), snapshot.states.version_of("c2")) == (7, 0)
 
 
 def test_a_session_neither_remembered_nor_begun_by_the_batch_must_be_read():
