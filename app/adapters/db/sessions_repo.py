@@ -63,13 +63,15 @@ _UPSERT = text(
 # INSERT's conflict is checked against the row as committed, after waiting for any
 # transaction that holds it, so a state saved meanwhile by another consumer is seen. A
 # state over a version above 0 whose row is gone (the tables emptied under a consumer
-# that remembered it) is not saved either: its events would be folded in twice.
+# that remembered it) is not saved either: its events would be folded in twice. That
+# check is a scalar subquery, one index probe per state: as an EXISTS, PostgreSQL may
+# hash it, reading the whole sessions table at every batch (test_batch_write_cost).
 _SAVE_OVER_VERSIONS = text(
     """
     INSERT INTO sessions (session_id, state, record, state_version)
     SELECT s.session_id, s.state, s.record, s.version + 1
     FROM json_to_recordset(CAST(:states AS json)) AS s(session_id text, state jsonb, record text, version bigint)
-    WHERE s.version = 0 OR EXISTS (SELECT 1 FROM sessions x WHERE x.session_id = s.session_id)
+    WHERE s.version = 0 OR (SELECT true FROM sessions x WHERE x.session_id = s.session_id)
     ON CONFLICT (session_id) DO UPDATE
     SET state = EXCLUDED.state, record = EXCLUDED.record, state_version = EXCLUDED.state_version,
         updated_at = now()
