@@ -28,7 +28,7 @@ class DecisionRow:
 _INSERT_MANY = text(
     """
     INSERT INTO decisions (session_id, kind, reason, event_at, settings_version, record_id)
-    SELECT * FROM json_to_recordset(CAST(:decisions AS json))
+    SELECT * FROM jsonb_to_recordset(CAST(:decisions AS jsonb))
          AS d(session_id text, kind text, reason text, event_at timestamptz, settings_version int, record_id text)
     """
 )

@@ -29,7 +29,7 @@ class ChatMessage:
 # Run by batch_reads together with the settings read; returns the ids not seen before.
 INSERT_NEW_EVENTS = """
     INSERT INTO processed_events (event_id, session_id, event_type, occurred_at)
-    SELECT * FROM json_to_recordset(CAST(:events AS json))
+    SELECT * FROM jsonb_to_recordset(CAST(:events AS jsonb))
          AS e(event_id text, session_id text, event_type text, occurred_at timestamptz)
     ON CONFLICT (event_id) DO NOTHING
     RETURNING event_id
@@ -39,7 +39,7 @@ INSERT_NEW_EVENTS = """
 _INSERT_MESSAGES = text(
     """
     INSERT INTO session_messages (session_id, event_id, occurred_at, sender, text)
-    SELECT * FROM json_to_recordset(CAST(:messages AS json))
+    SELECT * FROM jsonb_to_recordset(CAST(:messages AS jsonb))
          AS m(session_id text, event_id text, occurred_at timestamptz, sender text, text text)
     ON CONFLICT DO NOTHING
     """

@@ -41,7 +41,7 @@ _REMEMBER_RECORDS = text(
     """
     INSERT INTO crm_records (crm, record_id, record_url, end_user_id, queue_id, session_id)
     SELECT :crm, r.record_id, r.record_url, r.end_user_id, r.queue_id, r.session_id
-    FROM ROWS FROM (json_to_recordset(CAST(:records AS json))
+    FROM ROWS FROM (jsonb_to_recordset(CAST(:records AS jsonb))
                     AS (record_id text, record_url text, end_user_id text, queue_id text, session_id text))
          WITH ORDINALITY AS r(record_id, record_url, end_user_id, queue_id, session_id, n)
     ORDER BY r.n

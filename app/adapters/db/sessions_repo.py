@@ -52,7 +52,7 @@ _UPSERT = text(
     """
     INSERT INTO sessions (session_id, state, record)
     SELECT s.session_id, s.state, s.record
-    FROM json_to_recordset(CAST(:states AS json)) AS s(session_id text, state jsonb, record text)
+    FROM jsonb_to_recordset(CAST(:states AS jsonb)) AS s(session_id text, state jsonb, record text)
     ON CONFLICT (session_id) DO UPDATE
     SET state = EXCLUDED.state, record = EXCLUDED.record, state_version = sessions.state_version + 1,
         updated_at = now()
@@ -70,7 +70,7 @@ _SAVE_OVER_VERSIONS = text(
     """
     INSERT INTO sessions (session_id, state, record, state_version)
     SELECT s.session_id, s.state, s.record, s.version + 1
-    FROM json_to_recordset(CAST(:states AS json)) AS s(session_id text, state jsonb, record text, version bigint)
+    FROM jsonb_to_recordset(CAST(:states AS jsonb)) AS s(session_id text, state jsonb, record text, version bigint)
     WHERE s.version = 0 OR (SELECT true FROM sessions x WHERE x.session_id = s.session_id)
     ON CONFLICT (session_id) DO UPDATE
     SET state = EXCLUDED.state, record = EXCLUDED.record, state_version = EXCLUDED.state_version,
@@ -148,7 +148,7 @@ SET_RECORDS_LOCKING = text(
     """
     UPDATE sessions s SET crm = :crm, record_id = r.record_id, record_url = r.record_url,
                           record_action = r.action, updated_at = now()
-    FROM json_to_recordset(CAST(:records AS json))
+    FROM jsonb_to_recordset(CAST(:records AS jsonb))
          AS r(session_id text, record_id text, record_url text, action text),
          (SELECT session_id FROM sessions WHERE session_id = ANY(CAST(:ids AS text[]))
           ORDER BY session_id FOR UPDATE) AS locked
