@@ -123,3 +123,16 @@ async def test_the_instruction_count_runs_the_consumers_path_over_every_event():
 
     assert await instructions._apply(2, 333) == 2 * len(synthetic.generate("i0", sessions=instructions.SESSIONS)
                                                         .messages)
+
+
+async def test_the_write_replay_runs_every_captured_write_again_and_times_each_part():
+    """`tools.bench.pg_write`: every event's write captured, and each replay (on emptied
+    tables) runs all of them again without a conflict, with a time for each part."""
+    from tools.bench import pg_write
+
+    stream_events = len(synthetic.generate("pgw", sessions=12).messages)
+    applied, writes, best = await pg_write.measure(sessions=12, batch=16, rounds=2)
+    assert applied == stream_events
+    assert writes == -(-stream_events // 16)  # one write a batch, none lost to the logger
+    assert best.milliseconds > 0
+    assert set(best.by_part) == {"part_e", "part_s", "part_m", "part_d", "part_o"}

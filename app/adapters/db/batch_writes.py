@@ -51,6 +51,8 @@ _WRITE = raw.with_parts(
                  (SELECT max(version) FROM settings_versions) AS in_force) AS counted""",
 )
 
+STATEMENT_SQL = _WRITE.sql  # for tools.bench.pg_write, which replays captured writes
+
 
 @dataclass(frozen=True, slots=True)
 class SettingsCheck:
