@@ -60,6 +60,8 @@ sessions = Table(
     Column("updated_at", Timestamp, nullable=False, server_default=func.now()),
     # Moves with every state the consumer saves (migration 0013): its batch's write checks it.
     Column("state_version", BigInteger, nullable=False, server_default="0"),
+    # Room in each page for a state saved again in place (migration 0016).
+    postgresql_with={"fillfactor": 70},
 )
 
 # Chat transcripts, one row per message event (kept apart so the session row stays small).
