@@ -79,7 +79,7 @@ def json_rows(rows: Any) -> str:
 
     Read as jsonb, not json: a json parameter is parsed three times (its cast checks it,
     json_to_recordset parses it again, and a jsonb column, the session state, a third
-    time), jsonb once; the consumer's write spent a third to a half less of PostgreSQL's
+    time), jsonb once; the consumer's write spent a third to two fifths less of PostgreSQL's
     time (docs/bench.md, tenth pass)."""
     return orjson.dumps(rows).decode()
 
