@@ -13,8 +13,8 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def _environment_table(readme: str) -> list[str]:
-    section = readme.split("### Environment", 1)[1]
-    return [line for line in section.splitlines() if line.startswith("|")][:200]
+    section = readme.split("### Environment\n", 1)[1].split("\n#", 1)[0]
+    return [line for line in section.splitlines() if line.startswith("|")]
 
 
 def documented_variables(readme: str) -> set[str]:
