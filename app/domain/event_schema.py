@@ -37,6 +37,7 @@ class _Model(BaseModel):
 
 
 NonEmpty = Annotated[str, Field(min_length=1)]
+Id128 = Annotated[str, Field(min_length=1, max_length=128)]  # the schema's ids: events.Id128
 
 # The schema's `date-time` (RFC 3339, with an offset). pydantic alone would also take a unix
 # time written as text ("1795438800") or a date without a time.
@@ -68,7 +69,7 @@ class EndUser(_Model):
 
 
 class SessionHeader(_Model):
-    id: Annotated[str, Field(min_length=1, max_length=128)]
+    id: Id128
     medium: Medium
     session_type: SessionTypeCode
     queue: Queue
@@ -98,7 +99,7 @@ class Summary(_Model):
 
 class SessionEvent(_Model):
     schema_version: Literal[1]
-    event_id: Annotated[str, Field(min_length=1, max_length=128)]
+    event_id: Id128
     event_type: EventType
     occurred_at: Timestamp
     session: SessionHeader
